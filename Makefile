@@ -1,0 +1,29 @@
+# SegSHAP set-up, demo, tests and benchmarks. Every target installs what it needs into .venv/ first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.segshap-installed
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,slicer]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/segshap demo --out demo_out
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_inference.py
+	$(PYTHON) benchmarks/bench_solver.py
+
+clean:
+	rm -rf $(VENV) .venv-shap demo_out .pytest_cache

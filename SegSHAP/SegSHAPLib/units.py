@@ -1,0 +1,17 @@
+"""Interpretable units {U_j}, j = 1..M, partitioning part of the ROI's support (DESIGN.md, step 4).
+
+The public entry point; each unit type lives in its own module:
+- ``unit_map``:      ``UnitMap`` and the common rule (support, fragments, numbering 1..M, no units -> error).
+- ``units_organs``:  organ units from an organ map, names, grouping (``organ_units``, ``organ_class_names``).
+- ``units_fcc``:     face-centred-cubic supervoxels in physical mm (``fcc_units``).
+- ``units_hybrid``:  FCC cells split by organ (``hybrid_units``).
+All arrays are (z, y, x) on the CT grid.
+"""
+
+from .unit_map import UnitMap
+from .units_fcc import cell_volume_mm3, fcc_units
+from .units_hybrid import hybrid_units
+from .units_organs import BUILTIN_GROUPINGS, DEFAULT_MIN_VOXELS, load_grouping, organ_class_names, organ_units
+
+__all__ = ["UnitMap", "organ_units", "organ_class_names", "load_grouping", "BUILTIN_GROUPINGS",
+           "DEFAULT_MIN_VOXELS", "fcc_units", "cell_volume_mm3", "hybrid_units"]
