@@ -90,27 +90,71 @@ def _intersect(a: tuple, b: tuple):
     return None if any(lo >= hi for lo, hi in pairs) else pairs
 
 
+class SlidingWindowLayout:
+    """nnU-Net's padded input and patch grid for one preprocessed case, and the patches that overlap a box.
+
+    padded:  float32 (Z, Y, X), the input padded as ``predict_sliding_window_return_logits`` pads it.
+    offset:  padding before each axis; network voxel v sits at v + offset in the padded grid.
+    slicers: nnU-Net's slicers in its own order (channel slice first, then z, y, x).
+    """
+
+    def __init__(self, predictor, data: np.ndarray):
+        """predictor: an initialised nnUNetPredictor; data: preprocessed input (1, z', y', x') float32."""
+        import torch
+        from acvl_utils.cropping_and_padding.padding import pad_nd_image
+
+        if data.ndim != 4 or data.shape[0] != 1:
+            raise ValueError(f"expected one-channel preprocessed data (1, z, y, x), got {data.shape}")
+        self.patch_size = tuple(int(p) for p in predictor.configuration_manager.patch_size)
+        padded, revert = pad_nd_image(torch.from_numpy(np.ascontiguousarray(data)), self.patch_size, "constant",
+                                      {"value": 0}, True, None)
+        self.padded = padded[0].numpy()
+        self.offset = tuple(int(s.start) for s in revert[1:])
+        self.network_shape = tuple(int(s) for s in data.shape[1:])
+        self.slicers = predictor._internal_get_sliding_window_slicers(padded.shape[1:])
+
+    def padded_box(self, box: Box) -> tuple:
+        """A half-open network-grid box -> slices in the padded grid."""
+        return tuple(slice(a + o, b + o) for (a, b), o in zip(box, self.offset))
+
+    def support(self, box: Box) -> list[tuple[int, tuple, list]]:
+        """Patches overlapping ``box``: (index in nnU-Net's order, patch slices, intersection (start, stop) pairs),
+        all in padded coordinates."""
+        box_padded = self.padded_box(box)
+        found = []
+        for index, sl in enumerate(self.slicers):
+            pairs = _intersect(tuple(sl[1:]), box_padded)
+            if pairs is not None:
+                found.append((index, tuple(sl[1:]), pairs))
+        return found
+
+    def support_network_boxes(self, box: Box) -> list[Box]:
+        """The support patches of ``box`` as boxes on the unpadded network grid (padding clipped away)."""
+        boxes = []
+        for _, patch, _ in self.support(box):
+            boxes.append(tuple((max(s.start - o, 0), min(s.stop - o, n))
+                               for s, o, n in zip(patch, self.offset, self.network_shape)))
+        return boxes
+
+
 class CachedSlidingWindow:
     """Coalition -> nnU-Net logits in the ROI box, with the fewest patch forwards the memo allows."""
 
-    def __init__(self, predictor, data: np.ndarray, unit_labels: np.ndarray, n_units: int, box: Box,
+    def __init__(self, predictor, layout: SlidingWindowLayout, unit_labels: np.ndarray, n_units: int, box: Box,
                  mask_value: float, cache_mode: str = "memo", batch_size: int = 1,
                  max_cache_bytes: int = 1 << 30):
-        """predictor: an initialised nnUNetPredictor; data: preprocessed input (1, z', y', x') float32;
+        """predictor: an initialised nnUNetPredictor; layout: its padded input and patch grid;
         unit_labels: (z', y', x') int32 unit ids on the network grid (0 = not a unit); box: half-open ROI box
         on the network grid; mask_value: the normalised value removed voxels take."""
         import torch
-        from acvl_utils.cropping_and_padding.padding import pad_nd_image
         from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
         if cache_mode not in CACHE_MODES:
             raise ValueError(f"cache mode {cache_mode!r} is not one of {CACHE_MODES}")
         if batch_size < 1:
             raise ValueError("batch size must be >= 1")
-        if data.ndim != 4 or data.shape[0] != 1:
-            raise ValueError(f"expected one-channel preprocessed data (1, z, y, x), got {data.shape}")
-        if unit_labels.shape != data.shape[1:]:
-            raise ValueError(f"unit labels {unit_labels.shape} are not on the network grid {data.shape[1:]}")
+        if unit_labels.shape != layout.network_shape:
+            raise ValueError(f"unit labels {unit_labels.shape} are not on the network grid {layout.network_shape}")
         self.predictor = predictor
         self.n_units = int(n_units)
         self.mask_value = float(mask_value)
@@ -118,25 +162,14 @@ class CachedSlidingWindow:
         self.batch_size = int(batch_size)
         self.device = predictor.device
         self.n_classes = predictor.label_manager.num_segmentation_heads
-        patch_size = tuple(int(p) for p in predictor.configuration_manager.patch_size)
-
-        padded, revert = pad_nd_image(torch.from_numpy(np.ascontiguousarray(data)), patch_size, "constant",
-                                      {"value": 0}, True, None)
-        offset = [s.start for s in revert[1:]]
-        self._padded = padded[0].numpy()                                            # (Z, Y, X) float32
+        self._padded = layout.padded
         self._units = np.zeros(self._padded.shape, dtype=np.int32)
-        self._units[tuple(slice(o, o + s) for o, s in zip(offset, unit_labels.shape))] = unit_labels
+        self._units[layout.padded_box(tuple((0, n) for n in layout.network_shape))] = unit_labels
         self.box = tuple((int(a), int(b)) for a, b in box)
-        box_padded = tuple(slice(a + o, b + o) for (a, b), o in zip(self.box, offset))
         self.box_shape = tuple(b - a for a, b in self.box)
-
-        slicers = predictor._internal_get_sliding_window_slicers(padded.shape[1:])
+        box_padded = layout.padded_box(self.box)
         self.support: list[SupportPatch] = []
-        for index, sl in enumerate(slicers):
-            spatial = tuple(sl[1:])
-            pairs = _intersect(spatial, box_padded)
-            if pairs is None:
-                continue
+        for index, spatial, pairs in layout.support(self.box):
             units = np.unique(self._units[spatial])
             self.support.append(SupportPatch(
                 index, spatial,
@@ -144,14 +177,15 @@ class CachedSlidingWindow:
                 tuple(slice(lo - b.start, hi - b.start) for (lo, hi), b in zip(pairs, box_padded)),
                 units[units > 0]))
 
-        self._gaussian = compute_gaussian(patch_size, sigma_scale=1. / 8, value_scaling_factor=10,
+        self._gaussian = compute_gaussian(layout.patch_size, sigma_scale=1. / 8, value_scaling_factor=10,
                                           device=torch.device("cpu")) if predictor.use_gaussian else None
         self._weight_sum = torch.zeros(self.box_shape, dtype=torch.half)
         for sp in self.support:
             self._weight_sum[sp.in_box] += self._gaussian[sp.in_patch] if self._gaussian is not None else 1
         self._fold_parameters = predictor.list_of_parameters
         self.memo = PatchMemo(max_cache_bytes)
-        self.counters = InferenceCounters(patches_full_grid=len(slicers), patches_in_support=len(self.support),
+        self.counters = InferenceCounters(patches_full_grid=len(layout.slicers),
+                                          patches_in_support=len(self.support),
                                           folds=len(self._fold_parameters))
 
     # -- keys -------------------------------------------------------------------------------------------

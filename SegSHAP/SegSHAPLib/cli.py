@@ -14,7 +14,7 @@ import sys
 from . import __version__
 from .errors import Cancelled, InputError
 
-SUBCOMMANDS = ("cli_predict",)
+SUBCOMMANDS = ("cli_predict", "cli_explain", "cli_evaluate", "cli_demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def glue_negative_values(argv: list[str]) -> list[str]:
+    """'--roi-point -111.9,122.3,148.3' -> '--roi-point=-111.9,...' (argparse takes a leading '-' for a flag)."""
+    glued, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("--roi-point",) and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            glued.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        glued.append(argv[i])
+        i += 1
+    return glued
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(glue_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -53,7 +53,7 @@ def tp(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target
 def fp(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target: int) -> np.ndarray:
     """S_FP: minus the mean over R of the target logit where a baseline negative becomes predicted. (n,)."""
     predicted, z_t, p0 = _on_region(logits, region, baseline_pred, target)
-    return -np.where(predicted & ~p0, z_t, 0.0).sum(axis=1) / p0.size
+    return 0.0 - np.where(predicted & ~p0, z_t, 0.0).sum(axis=1) / p0.size   # 0.0 - x: no negative zeros
 
 
 def dice(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target: int) -> np.ndarray:

@@ -1,0 +1,309 @@
+"""Qt-free helpers behind the SegSHAP panel: input validation, the request, progress text, device choice and
+error messages. Nothing here imports slicer, qt, torch or the pipeline at import time, so CI tests it all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+UNIT_TYPES = ("organs", "fcc", "hybrid")
+VALUE_FUNCTIONS = ("softdice", "tp", "fp", "dice")
+SCORE_REGIONS = ("box", "component", "dilated")
+DEVICE_CHOICES_FIXED = ("Auto", "CPU")
+MIN_BUDGET = 8
+
+
+@dataclass
+class PanelValues:
+    """What the panel holds, as plain values (the widget copies its parameter node into this).
+
+    Node selections appear as booleans (``has_*``) or the name of what is selected; the logic reads the nodes
+    themselves. ``roi_mode`` is "point" (a markups point) or "segment" (a segment of a segmentation)."""
+
+    has_ct: bool = False
+    model_dir: str = ""
+    run_model: bool = True                     # the model's own prediction; False = use the selected one
+    has_prediction: bool = False
+    has_organs: bool = False
+    run_totalsegmentator: bool = False         # the organ map will come from TotalSegmentator
+    target: str = "1"
+    roi_mode: str = "point"
+    roi_point_ras: tuple[float, float, float] | None = None
+    has_roi_segment: bool = False
+    units: str = "organs"
+    fcc_scale_mm: float = 30.0
+    grouping: str = ""
+    value: str = "softdice"
+    score_region: str = "box"
+    dilate_mm: float = 6.0
+    budget: int = 256
+    seed: int = 0
+    mask_value: float = -1024.0
+    device: str = "Auto"
+    batch_size: int = 1
+    tta: bool = False
+    faithfulness_steps: int = 10
+    extra: dict = field(default_factory=dict)
+
+
+def model_folder_problem(model_dir: str) -> str | None:
+    """Why a folder is not an nnU-Net v2 trained-model folder (None when it looks like one)."""
+    if not model_dir:
+        return "choose the nnU-Net model folder (it holds dataset.json, plans.json and fold_X/)"
+    path = Path(model_dir)
+    if not path.is_dir():
+        return f"model folder {path} does not exist"
+    missing = [n for n in ("dataset.json", "plans.json") if not (path / n).is_file()]
+    if missing:
+        return f"model folder {path} has no {' or '.join(missing)}; choose an nnU-Net v2 trained-model folder"
+    if not any(p.is_file() for p in path.glob("fold_*/checkpoint_*.pth")):
+        return f"model folder {path} has no fold_X/checkpoint_final.pth (the model is not trained or not unpacked)"
+    return None
+
+
+def model_labels(model_dir: str) -> dict[str, int]:
+    """Class name -> label value from the model's dataset.json ({} when unreadable); for the target combo."""
+    try:
+        labels = json.loads((Path(model_dir) / "dataset.json").read_text())["labels"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {str(k): int(v) for k, v in labels.items() if isinstance(v, int)}
+
+
+def validate_panel(values: PanelValues) -> list[str]:
+    """Everything wrong with the panel's inputs, one clear sentence each (empty list: ready to run)."""
+    problems = []
+    if not values.has_ct:
+        problems.append("Select the CT volume to explain.")
+    model_problem = model_folder_problem(values.model_dir)
+    if model_problem:
+        problems.append(model_problem[0].upper() + model_problem[1:] + ".")
+    if not values.run_model and not values.has_prediction:
+        problems.append("Select a prediction (segmentation or label map), or tick 'Run the nnU-Net model'.")
+    target = str(values.target).strip()
+    if not target:
+        problems.append("Enter the target class (label value or class name, e.g. 1 or spleen).")
+    elif values.model_dir and not model_problem:
+        labels = model_labels(values.model_dir)
+        by_name = {k.lower(): v for k, v in labels.items()}
+        value = by_name.get(target.lower(), int(target) if target.isdigit() else None)
+        if labels and (value is None or value == 0 or value not in labels.values()):
+            choices = ", ".join(f"{v}={k}" for k, v in sorted(labels.items(), key=lambda kv: kv[1]) if v)
+            problems.append(f"Target '{target}' is not a foreground class of the model; choose one of {choices}.")
+    if values.roi_mode == "point":
+        if values.roi_point_ras is None:
+            problems.append("Place a point on the structure to explain (ROI point).")
+    elif values.roi_mode == "segment":
+        if not values.has_roi_segment:
+            problems.append("Select the segment that defines the ROI.")
+    else:
+        problems.append(f"Unknown ROI mode '{values.roi_mode}' (use point or segment).")
+    if values.units not in UNIT_TYPES:
+        problems.append(f"Unknown unit type '{values.units}'; choose organs, fcc or hybrid.")
+    elif values.units in ("organs", "hybrid") and not (values.has_organs or values.run_totalsegmentator):
+        problems.append(f"'{values.units}' units need an organ segmentation: select one or run TotalSegmentator.")
+    if values.units in ("fcc", "hybrid") and not values.fcc_scale_mm > 0:
+        problems.append("The FCC cell scale must be a positive size in mm.")
+    if values.value not in VALUE_FUNCTIONS:
+        problems.append(f"Unknown value function '{values.value}'; choose one of {', '.join(VALUE_FUNCTIONS)}.")
+    if values.score_region not in SCORE_REGIONS:
+        problems.append(f"Unknown scoring region '{values.score_region}'; choose box, component or dilated.")
+    elif values.value == "fp" and values.score_region == "component":
+        problems.append("The 'fp' value is identically 0 when scored on the clicked component itself (every "
+                        "voxel there is predicted); score it on the box or a dilated region.")
+    if values.score_region == "dilated" and not values.dilate_mm > 0:
+        problems.append("The dilation of the scoring region must be positive (mm).")
+    if int(values.budget) < MIN_BUDGET:
+        problems.append(f"The budget must be at least {MIN_BUDGET} coalitions.")
+    if int(values.seed) < 0:
+        problems.append("The seed must be 0 or positive.")
+    if int(values.batch_size) < 1:
+        problems.append("The batch size must be at least 1.")
+    if parse_device(values.device) is None:
+        problems.append(f"Unknown device '{values.device}'; choose Auto, CPU or cuda:N.")
+    return problems
+
+
+def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | None = None,
+                         roi_point_ras=None) -> dict:
+    """The ``ExplainRequest`` keyword arguments for the panel's values (paths for in-memory inputs stay None:
+    the logic passes the volumes to ``run_explain`` directly). ``device`` overrides the panel's choice with the
+    resolved device; ``roi_point_ras`` the point in the CT's own frame."""
+    point = roi_point_ras if roi_point_ras is not None else values.roi_point_ras
+    return dict(
+        model=Path(values.model_dir), out=Path(out), ct=None, target=str(values.target).strip(),
+        roi_point=tuple(float(v) for v in point) if values.roi_mode == "point" and point is not None else None,
+        point_space="ras", roi_mask=None, prediction=None,
+        score_region=values.score_region, dilate_mm=float(values.dilate_mm),
+        units=values.units, organs=None, fcc_scale_mm=float(values.fcc_scale_mm),
+        grouping=values.grouping or None, value=values.value, budget=int(values.budget), seed=int(values.seed),
+        mask_value=float(values.mask_value), batch_size=int(values.batch_size),
+        device=device or device_request_name(values.device), tta=bool(values.tta),
+    )
+
+
+def build_request(values: PanelValues, out: str | Path, **kwargs):
+    """An ``SegSHAPLib.explain.ExplainRequest`` for the panel's values (see ``build_request_kwargs``)."""
+    from SegSHAPLib.explain import ExplainRequest
+
+    return ExplainRequest(**build_request_kwargs(values, out, **kwargs))
+
+
+# --------------------------------------------------------------------------------------------- progress
+def format_duration(seconds: float | None) -> str:
+    """42 -> '0:42', 3725 -> '1:02:05'; None/negative -> '?'."""
+    if seconds is None or not seconds >= 0 or seconds == float("inf"):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_progress(event) -> str:
+    """ProgressEvent -> 'coalitions 120/256 - patch forwards 1,234 - hit rate 87% - ETA 0:42'.
+
+    Stages without coalition counters show their message ('preparing: loading the model ...')."""
+    counters = getattr(event, "counters", None) or {}
+    if event.stage == "coalitions" or "coalitions" in counters:
+        done = counters.get("coalitions", event.done)
+        parts = [f"coalitions {done:,}/{event.total:,}"]
+        if counters.get("patch_forwards") is not None:
+            parts.append(f"patch forwards {int(counters['patch_forwards']):,}")
+        if counters.get("hit_rate") is not None:
+            parts.append(f"hit rate {100.0 * float(counters['hit_rate']):.0f}%")
+        if "eta_s" in counters:
+            parts.append(f"ETA {format_duration(counters['eta_s'])}")
+        return " - ".join(parts)
+    label = {"prepare": "preparing", "verify": "verifying", "write": "writing", "faithfulness": "faithfulness"}.get(
+        event.stage, event.stage)
+    text = f"{label}: {event.message}" if event.message else label
+    if event.total and event.total > 1:
+        text += f" ({event.done}/{event.total})"
+    return text
+
+
+def progress_percent(event) -> int:
+    """0..100 for the progress bar: coalitions fill 5..95%, preparation 0..5%, the rest 95..100%."""
+    fraction = (event.done / event.total) if event.total else 0.0
+    fraction = min(max(fraction, 0.0), 1.0)
+    if event.stage == "prepare":
+        return int(5 * fraction)
+    if event.stage == "coalitions":
+        return int(5 + 90 * fraction)
+    return int(95 + 5 * fraction)
+
+
+# ----------------------------------------------------------------------------------------------- devices
+_CUDA = re.compile(r"^cuda(?::(\d+))?$")
+
+
+def parse_device(choice: str) -> str | None:
+    """Panel text -> 'auto' | 'cpu' | 'cuda' | 'cuda:N'; None when not understood."""
+    text = (choice or "").strip().lower()
+    if text in ("auto", "cpu"):
+        return text
+    match = _CUDA.match(text)
+    return text if match else None
+
+
+def device_request_name(choice: str) -> str:
+    return parse_device(choice) or "cpu"
+
+
+def device_choices(cuda_count: int | None = None) -> list[str]:
+    """Items of the device combo: Auto, CPU, cuda:0..N-1 (N from torch when importable, else 0)."""
+    if cuda_count is None:
+        cuda_count = _cuda_count()
+    return list(DEVICE_CHOICES_FIXED) + [f"cuda:{i}" for i in range(cuda_count)]
+
+
+def _cuda_count() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    try:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # a broken CUDA install must not break the panel
+        return 0
+
+
+def choose_device(choice: str, cuda_count: int | None = None, logger: logging.Logger | None = None) -> tuple[str, str]:
+    """(device to run on, note for the user). Auto picks cuda:0 when there is a GPU, else CPU; a GPU that is not
+    there falls back to CPU with a logged warning (never an error)."""
+    logger = logger or log
+    parsed = parse_device(choice)
+    if parsed is None:
+        raise ValueError(f"unknown device {choice!r}; choose Auto, CPU or cuda:N")
+    if cuda_count is None:
+        cuda_count = _cuda_count()
+    if parsed == "cpu":
+        return "cpu", "running on the CPU"
+    if parsed == "auto":
+        if cuda_count > 0:
+            return "cuda:0", "running on GPU cuda:0"
+        note = "no CUDA GPU found; running on the CPU (slower)"
+        logger.info("SegSHAP device Auto: %s", note)
+        return "cpu", note
+    index = int(_CUDA.match(parsed).group(1) or 0)
+    if index < cuda_count:
+        return f"cuda:{index}", f"running on GPU cuda:{index}"
+    note = (f"GPU cuda:{index} is not available ({cuda_count} GPU(s) seen by PyTorch); falling back to the CPU "
+            "(slower)")
+    logger.warning("SegSHAP device: %s", note)
+    return "cpu", note
+
+
+# ------------------------------------------------------------------------------------------------ errors
+_OOM_PATTERNS = ("out of memory", "cuda error: out of memory", "cublas_status_alloc_failed",
+                 "cannot allocate memory", "std::bad_alloc", "defaultcpuallocator: can't allocate memory",
+                 "mps backend out of memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for a GPU/CPU out-of-memory error (torch.cuda.OutOfMemoryError, MemoryError, allocator messages)."""
+    if isinstance(error, MemoryError):
+        return True
+    if type(error).__name__ in ("OutOfMemoryError", "OutOfMemory"):
+        return True
+    text = str(error).lower()
+    return any(p in text for p in _OOM_PATTERNS)
+
+
+def out_of_memory_advice(device: str, batch_size: int = 1) -> str:
+    tips = []
+    if batch_size > 1:
+        tips.append(f"lower the batch size (now {batch_size}) to 1")
+    if str(device).startswith("cuda"):
+        tips.append("close other programs using the GPU, or choose CPU as the device (slower, but uses system RAM)")
+    else:
+        tips.append("close other programs, or use a machine with more RAM")
+    tips.append("use fewer units (organ units, a larger FCC scale, or a grouping)")
+    return "; ".join(tips)
+
+
+def error_message(error: BaseException, *, device: str = "cpu", batch_size: int = 1) -> str:
+    """The text for the error box: the real error, and for out-of-memory what to change."""
+    from SegSHAPLib.errors import Cancelled, InputError
+
+    if isinstance(error, Cancelled):
+        return f"Cancelled. {error}".strip()
+    if is_out_of_memory(error):
+        return (f"Out of memory on {device}: {type(error).__name__}: {error}\n\n"
+                f"Suggestion: {out_of_memory_advice(device, batch_size)}.")
+    if isinstance(error, InputError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+__all__ = ["PanelValues", "UNIT_TYPES", "VALUE_FUNCTIONS", "SCORE_REGIONS", "model_folder_problem", "model_labels",
+           "validate_panel", "build_request_kwargs", "build_request", "format_duration", "format_progress",
+           "progress_percent", "parse_device", "device_request_name", "device_choices", "choose_device",
+           "is_out_of_memory", "out_of_memory_advice", "error_message"]

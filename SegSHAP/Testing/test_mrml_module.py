@@ -1,0 +1,333 @@
+"""SegSHAP.py's logic and module classes, run against a slicer-core scene.
+
+Desktop Slicer (Qt) cannot run here, so ``qt``, ``ctk``, ``slicer.i18n``, ``slicer.ScriptedLoadableModule`` and
+``slicer.parameterNodeWrapper`` are replaced by minimal stand-ins for the duration of each test (the widget class
+is defined but never instantiated); everything MRML is the real slicer-core. This exercises the glue the widget
+calls - validation from the parameter node, nodes -> volumes, the request, the job, results -> nodes - and, with
+the real pipeline (marked slow), the module's own self-test ``SegSHAPTest``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+import types
+import unittest
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.mrml
+
+slicer = pytest.importorskip("slicer")
+vtk = pytest.importorskip("vtk")
+
+from SegSHAPLib.image_io import read_volume  # noqa: E402
+from SegSHAPMRML import display, results, scene_io, volumes  # noqa: E402
+from SegSHAPMRML.results import ExplanationOutputs  # noqa: E402
+
+MODULE_DIR = Path(__file__).resolve().parents[1]
+RESOURCES = MODULE_DIR / "Resources"
+SAMPLE_CT = RESOURCES / "SampleData" / "example_ct_sm.nii.gz"
+SAMPLE_ORGANS = RESOURCES / "SampleData" / "example_ct_sm_totalseg.nii.gz"
+DEMO_MODEL = RESOURCES / "DemoModel"
+
+
+def _stub_modules(scene, tmp_path) -> dict:
+    """Stand-ins for the Qt-side modules SegSHAP.py imports (see the module docstring)."""
+    qt = types.ModuleType("qt")
+    qt.QTimer = qt.QFileDialog = object
+    ctk = types.ModuleType("ctk")
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent):
+            self.parent = parent
+
+    class ScriptedLoadableModuleWidget:
+        def __init__(self, parent=None):
+            self.parent = parent
+
+    class ScriptedLoadableModuleLogic:
+        def getParameterNode(self):
+            return None
+
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        def delayDisplay(self, message, msec=0):
+            print(message)
+
+    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic,
+                ScriptedLoadableModuleTest):
+        setattr(slm, cls.__name__, cls)
+
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+
+    def parameterNodeWrapper(cls):
+        """Plain attributes with the declared defaults (the real wrapper stores them in a parameter node)."""
+        names = list(cls.__annotations__)
+
+        def __init__(self, node=None):
+            for name in names:
+                setattr(self, name, getattr(cls, name, None))
+
+        cls.__init__ = __init__
+        return cls
+
+    wrapper.parameterNodeWrapper = parameterNodeWrapper
+    wrapper.Choice = lambda choices: ("Choice", tuple(choices))
+    wrapper.WithinRange = lambda low, high: ("WithinRange", low, high)
+    return {"qt": qt, "ctk": ctk, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": slm,
+            "slicer.parameterNodeWrapper": wrapper}
+
+
+@pytest.fixture
+def module(monkeypatch, tmp_path):
+    """SegSHAP.py loaded with the stand-ins, ``slicer.mrmlScene`` a fresh slicer-core scene."""
+    scene = scene_io.new_scene()
+    for name, stub in _stub_modules(scene, tmp_path).items():
+        monkeypatch.setitem(sys.modules, name, stub)
+    app = types.SimpleNamespace(temporaryPath=str(tmp_path), applicationVersion="5.x-stub",
+                                repositoryRevision="stub", testingEnabled=lambda: True)
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    monkeypatch.setattr(slicer, "app", app, raising=False)
+    spec = importlib.util.spec_from_file_location("SegSHAP_under_test", MODULE_DIR / "SegSHAP.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.scene = scene
+    return mod
+
+
+def _load_sample(scene):
+    ct = volumes.volume_to_node(scene, read_volume(SAMPLE_CT), "example_ct_sm")
+    display.show_ct(scene, ct)
+    organs_volume = read_volume(SAMPLE_ORGANS)
+    organs = volumes.volume_to_node(scene, organs_volume, "organs", labelmap=True)
+    from SegSHAPLib.units_organs import organ_class_names
+
+    names = organ_class_names(SAMPLE_ORGANS)
+    display.show_label_map(scene, organs, display.named_label_color_table(scene, names, "TotalSegmentator"))
+    spleen = np.argwhere(organs_volume.array == 1)
+    k, j, i = spleen[len(spleen) // 2]
+    point = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "ROI point")
+    ras = volumes.node_ijk_to_ras(ct) @ np.array([i, j, k, 1.0])
+    point.AddControlPoint(vtk.vtkVector3d(*ras[:3]))
+    return ct, organs, point, names
+
+
+def _load_like_slicer(scene, path, labelmap):
+    """What slicer.util.loadVolume/loadLabelVolume leave behind: the node, a storage node holding the file name,
+    and for a label map Slicer's default 'Labels' colour table (which knows nothing of the file's organ names)."""
+    node = volumes.volume_to_node(scene, read_volume(path), Path(path).name.split(".")[0], labelmap=labelmap)
+    node.AddDefaultStorageNode()
+    node.GetStorageNode().SetFileName(str(path))
+    if labelmap:
+        display.show_label_map(scene, node, scene.GetNodeByID("vtkMRMLColorTableNodeLabels"))
+    else:
+        display.show_ct(scene, node)
+    return node
+
+
+def test_organ_names_of_a_label_map_loaded_from_file(module):
+    """A TotalSegmentator file loaded as a label map gets the default colour table; the organ names then come
+    from the file (its label table), never from the default table."""
+    organs = _load_like_slicer(module.scene, SAMPLE_ORGANS, labelmap=True)
+    names = volumes.label_names_of_node(organs)
+    assert names[1] == "spleen" and names[5] == "liver" and len(names) == 41
+    default_names = display.color_table_names(module.scene.GetNodeByID("vtkMRMLColorTableNodeLabels"))
+    assert names[2] != default_names[2]
+
+
+def _parameters(module, ct, organs, point, **changes):
+    p = module.SegSHAPParameterNode()
+    p.inputVolume, p.organNode, p.roiPoint, p.target, p.budget = ct, organs, point, "spleen", 32
+    for key, value in changes.items():
+        setattr(p, key, value)
+    return p
+
+
+def test_module_metadata(module):
+    parent = types.SimpleNamespace()
+    module.SegSHAP(parent)
+    assert parent.title == "SegSHAP" and parent.categories == ["Segmentation"]
+    assert "Red" in parent.helpText and "Blue" in parent.helpText          # the legend
+    assert "10.5281/zenodo.6802613" in parent.acknowledgementText and "Wasserthal" in parent.acknowledgementText
+    p = module.SegSHAPParameterNode()
+    assert p.modelPath == DEMO_MODEL and p.units == "organs" and p.value == "softdice" and p.device == "Auto"
+
+
+def test_validation_from_the_parameter_node(module):
+    ct, organs, point, _ = _load_sample(module.scene)
+    logic = module.SegSHAPLogic()
+    assert logic.validate(_parameters(module, ct, organs, point)) == []
+    problems = logic.validate(_parameters(module, None, None, None, units="hybrid"))
+    assert any("Select the CT" in p for p in problems)
+    assert any("Place a point" in p for p in problems)
+    assert any("need an organ segmentation" in p for p in problems)
+    assert logic.deviceChoices()[:2] == ["Auto", "CPU"]
+
+
+def test_prepare_run_reads_nodes_into_volumes(module):
+    ct, organs, point, names = _load_sample(module.scene)
+    logic = module.SegSHAPLogic()
+    request, kwargs, note = logic.prepareRun(_parameters(module, ct, organs, point, device="CPU", seed=4))
+    assert note == "running on the CPU"
+    assert request.device == "cpu" and request.target == "spleen" and request.units == "organs"
+    assert request.budget == 32 and request.seed == 4 and request.model == DEMO_MODEL
+    assert request.roi_point == pytest.approx(volumes.markups_point_ras(point))
+    assert Path(request.out).name == "explanation" and Path(request.out).parent.parent.name == "SegSHAP"
+    assert not Path(request.out).exists()                      # run_explain claims it
+    assert kwargs["ct_volume"].same_grid(read_volume(SAMPLE_CT))
+    np.testing.assert_array_equal(kwargs["organ_volume"].array, read_volume(SAMPLE_ORGANS).array)
+    assert kwargs["organ_names"][1] == "spleen" and kwargs["organ_names"][5] == names[5]
+    assert "prediction_volume" not in kwargs and "roi_mask_volume" not in kwargs
+    # a second run gets its own output folder
+    assert logic.prepareRun(_parameters(module, ct, organs, point))[0].out != request.out
+
+
+def test_prepare_run_with_segmentations(module):
+    scene = module.scene
+    ct, organs, point, names = _load_sample(scene)
+    organ_segmentation = volumes.label_volume_to_segmentation(scene, organs, "TotalSegmentator segments", ct)
+    spleen_only = volumes.node_to_volume(organs)
+    spleen_only = spleen_only.with_array((spleen_only.array == 1).astype(np.uint8))
+    spleen_labels = volumes.volume_to_node(scene, spleen_only, "spleen labels", labelmap=True)
+    display.show_label_map(scene, spleen_labels, display.named_label_color_table(scene, {1: "spleen"}, "n"))
+    prediction = volumes.label_volume_to_segmentation(scene, spleen_labels, "my prediction", ct)
+    spleen_id = next(iter(volumes.segment_names(prediction)))
+    p = _parameters(module, ct, organ_segmentation, point, runModel=False, predictionNode=prediction,
+                    roiMode="segment", roiSegmentation=prediction, roiSegmentID=spleen_id, device="CPU")
+    assert module.SegSHAPLogic().validate(p) == []
+    request, kwargs, _ = module.SegSHAPLogic().prepareRun(p)
+    assert request.roi_point is None
+    np.testing.assert_array_equal(kwargs["roi_mask_volume"].array, spleen_only.array)
+    # the prediction's segment named "spleen" gets the model's spleen label value (1)
+    np.testing.assert_array_equal(kwargs["prediction_volume"].array == 1, spleen_only.array == 1)
+    # organ names are the segment names (TotalSegmentator's organ names), never "Segment_1"
+    assert "spleen" in kwargs["organ_names"].values() and "liver" in kwargs["organ_names"].values()
+    assert not any(n.startswith("Segment_") for n in kwargs["organ_names"].values())
+    value_of = {n: v for v, n in kwargs["organ_names"].items()}
+    original = read_volume(SAMPLE_ORGANS).array
+    np.testing.assert_array_equal(kwargs["organ_volume"].array == value_of["liver"], original == 5)
+
+
+def test_transformed_ct_gets_the_point_in_its_own_frame(module):
+    scene = module.scene
+    ct, organs, point, _ = _load_sample(scene)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(1, 3, 25.0)
+    transform.SetMatrixTransformToParent(shift)
+    ct.SetAndObserveTransformNodeID(transform.GetID())
+    organs.SetAndObserveTransformNodeID(transform.GetID())
+    world = np.array(volumes.markups_point_ras(point)) + [0.0, 25.0, 0.0]
+    point.SetNthControlPointPositionWorld(0, *world)
+    request, _, _ = module.SegSHAPLogic().prepareRun(_parameters(module, ct, organs, point, device="CPU"))
+    assert request.roi_point == pytest.approx(tuple(world - [0.0, 25.0, 0.0]))
+
+
+def _fake_run(request, *, progress=None, cancel=None, ct_volume=None, organ_volume=None, organ_names=None, **kw):
+    """Stand-in for run_explain (fast, no model): organ units around the clicked point, made-up phi."""
+    labels = organ_volume.array
+    present = [int(v) for v in np.unique(labels) if v > 0][:6]
+    units = np.zeros(labels.shape, np.int32)
+    for j, value in enumerate(present):
+        units[labels == value] = j + 1
+    phi = np.linspace(0.3, -0.2, len(present))
+    roi = (labels == 1).astype(np.uint8)
+    progress(types.SimpleNamespace(stage="coalitions", done=32, total=32, message="", counters={}))
+    inputs = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    inputs = {k: (str(v) if isinstance(v, Path) else v) for k, v in inputs.items()}
+    summary = {"inputs": inputs, "roi": {"voxels": int(roi.sum()), "target": 1, "point_ijk": [16, 44, 19]},
+               "units": [{"id": j + 1, "name": organ_names[v], "voxels": int((units == j + 1).sum()),
+                          "shap": float(phi[j])} for j, v in enumerate(present)],
+               "solver": {"method": "kernelshap", "coalitions": 32}, "inference": {"patch_forwards": 5},
+               "timings_s": {"total": 0.1}}
+    return ExplanationOutputs(Path(request.out), ct_volume, ct_volume.with_array(roi), ct_volume.with_array(roi),
+                              ct_volume.with_array(units), [organ_names[v] for v in present],
+                              ct_volume.with_array(np.concatenate([[0.0], phi]).astype(np.float32)[units]),
+                              phi, 0.1, 0.1 + float(phi.sum()), summary)
+
+
+def test_start_and_finish_map_the_result_to_nodes(module):
+    scene = module.scene
+    ct, organs, point, _ = _load_sample(scene)
+    logic = module.SegSHAPLogic()
+    p = _parameters(module, ct, organs, point, device="CPU", faithfulnessSteps=0)
+    job, note = logic.startExplain(p, run=_fake_run)
+    job.wait(30)
+    assert job.state == "done", job.error_text
+    # the in-memory inputs were written next to the output folder and the request points at them
+    inputs = Path(job.request.out).parent / "inputs"
+    assert job.request.ct == (inputs / "ct.nii.gz").resolve() and job.request.organs == (inputs / "organs.nii.gz").resolve()
+    assert read_volume(job.request.ct).same_grid(read_volume(SAMPLE_CT))
+    nodes = logic.finishExplain(job, p)
+    assert results.check_run(scene, nodes["run_id"]) == []
+    assert nodes["ct"] is ct and volumes.same_voxel_grid(nodes["attribution"], ct)
+    record = scene.GetSubjectHierarchyNode()
+    assert record.GetItemAttribute(nodes["folder_item"], "SegSHAP.Device") == "cpu"
+    assert '"Slicer": "5.x-stub"' in record.GetItemAttribute(nodes["folder_item"], "SegSHAP.Versions")
+    assert volumes.markups_point_ras(nodes["roi_point"]) == pytest.approx(volumes.markups_point_ras(point))
+    names = display.color_table_names(nodes["units_colors"])[1:]
+    assert names[0] == "spleen" and not any(n.startswith(("Segment_", "label_")) for n in names)
+    # the blocking path used by scripts and the self-test gives a second, separate run
+    again = logic.runBlocking(p, timeout=30, run=_fake_run)
+    assert again["run_id"] != nodes["run_id"] and len(results.run_ids(scene)) == 2
+
+
+def test_failed_job_is_not_mapped(module):
+    ct, organs, point, _ = _load_sample(module.scene)
+    logic = module.SegSHAPLogic()
+    p = _parameters(module, ct, organs, point, device="CPU")
+
+    def broken(request, **kwargs):
+        raise RuntimeError("checkpoint_final.pth is corrupt")
+
+    job, _ = logic.startExplain(p, run=broken)
+    job.wait(30)
+    assert job.state == "failed"
+    with pytest.raises(RuntimeError, match="checkpoint_final.pth is corrupt"):
+        logic.finishExplain(job, p)
+
+
+def test_install_step_with_nothing_missing(module, monkeypatch):
+    import SegSHAPMRML.deps as deps
+
+    monkeypatch.setattr(deps, "missing_requirements", lambda: [])
+    lines = []
+    module.SegSHAPLogic().installDependencies(log=lines.append)
+    assert lines == ["All dependencies are installed."]
+    assert module.SegSHAPLogic().ensureDependencies(interactive=False)
+
+
+def test_missing_dependencies_in_testing_mode_never_install(module, monkeypatch):
+    import SegSHAPMRML.deps as deps
+
+    monkeypatch.setattr(deps, "missing_requirements",
+                        lambda: [deps.Requirement("nnunetv2", "2.5", "nnunetv2", None)])
+    with pytest.raises(RuntimeError, match="needs nnunetv2"):
+        module.SegSHAPLogic().ensureDependencies(interactive=True)
+
+
+@pytest.mark.slow
+def test_self_test_runs_end_to_end(module, monkeypatch):
+    """The module's own SegSHAPTest (sample CT, demo model, organ units, budget 16) with the real pipeline."""
+    scene = module.scene
+
+    def load(path, labelmap):
+        """Like Slicer's loaders: a storage node that knows the file, a default colour table for label maps."""
+        return _load_like_slicer(scene, path, labelmap)
+
+    monkeypatch.setattr(slicer.util, "loadVolume", lambda path, *a, **k: load(path, False), raising=False)
+    monkeypatch.setattr(slicer.util, "loadLabelVolume", lambda path, *a, **k: load(path, True), raising=False)
+    monkeypatch.setattr(scene, "Clear", lambda *a: None, raising=False)
+    result = unittest.TestResult()
+    module.SegSHAPTest("test_SegSHAP_end_to_end").run(result)
+    assert not result.errors and not result.failures, result.errors + result.failures
+    assert not result.skipped, result.skipped
+    assert len(results.run_ids(scene)) == 1 and results.check_run(scene) == []

@@ -1,0 +1,192 @@
+"""Static checks of the Slicer module that needs a desktop Slicer to run: the .ui file against SegSHAP.py (every
+``self.ui.<name>`` exists, every parameter binding has a fitting widget), the icon, and the layering rules
+(SegSHAP.py -> SegSHAPMRML -> SegSHAPLib; the core never imports slicer, the adapters never import Qt)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import struct
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.mrml
+
+MODULE_DIR = Path(__file__).resolve().parents[1]
+MODULE_PY = MODULE_DIR / "SegSHAP.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "SegSHAP.ui"
+ICON = MODULE_DIR / "Resources" / "Icons" / "SegSHAP.png"
+QT_WIDGETS = {"QLabel", "QCheckBox", "QLineEdit", "QPushButton", "QComboBox", "QSpinBox", "QDoubleSpinBox",
+              "QRadioButton", "QProgressBar", "QPlainTextEdit", "QWidget"}
+MANUALLY_BOUND = {"roiMode", "roiSegmentation", "roiSegmentID", "device"}   # widgets the wrapper cannot bind
+
+
+@pytest.fixture(scope="module")
+def ui():
+    return ElementTree.parse(UI_FILE).getroot()
+
+
+@pytest.fixture(scope="module")
+def widgets(ui):
+    return {w.get("name"): w for w in ui.iter("widget")}
+
+
+@pytest.fixture(scope="module")
+def module_ast():
+    return ast.parse(MODULE_PY.read_text(), filename=str(MODULE_PY))
+
+
+def _parameter_fields(tree) -> dict[str, str]:
+    """Field name -> annotation source of the @parameterNodeWrapper class."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "SegSHAPParameterNode":
+            return {s.target.id: ast.unparse(s.annotation) for s in node.body if isinstance(s, ast.AnnAssign)}
+    raise AssertionError("SegSHAPParameterNode not found")
+
+
+def _property(widget, name):
+    for p in widget.findall("property"):
+        if p.get("name") == name:
+            return p
+    return None
+
+
+def test_ui_is_valid_designer_xml(ui):
+    assert ui.tag == "ui" and ui.get("version") == "4.0"
+    top = ui.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == "SegSHAP"
+    names = [w.get("name") for w in ui.iter("widget")]
+    assert len(names) == len(set(names)), "widget names must be unique"
+
+
+def test_every_ui_name_used_by_the_widget_exists(widgets):
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_PY.read_text()))
+    assert used, "SegSHAP.py uses no self.ui names?"
+    missing = sorted(used - set(widgets))
+    assert not missing, f"SegSHAP.py uses self.ui.{missing} which the .ui file does not define"
+
+
+def test_required_panel_elements(widgets):
+    for name in ("ctSelector", "predictionSelector", "runModelCheckBox", "modelPathLineEdit", "organSelector",
+                 "runTotalSegmentatorButton", "targetLineEdit", "roiPointSelector", "roiPointPlaceWidget",
+                 "roiSegmentSelector", "unitsComboBox", "fccScaleSpinBox", "valueComboBox", "scoreRegionComboBox",
+                 "budgetSpinBox", "seedSpinBox", "deviceComboBox", "applyButton", "progressBar", "statusLabel",
+                 "costLabel", "resultsTableView", "legendLabel", "installButton", "wheelFolderPathLineEdit",
+                 "installLogTextEdit"):
+        assert name in widgets, name
+    assert widgets["modelPathLineEdit"].get("class") == "ctkPathLineEdit"
+    assert widgets["roiPointPlaceWidget"].get("class") == "qSlicerMarkupsPlaceWidget"
+
+
+def test_parameter_bindings_fit_the_parameter_node(widgets, module_ast):
+    fields = _parameter_fields(module_ast)
+    bound = {}
+    for name, widget in widgets.items():
+        p = _property(widget, "SlicerParameterName")
+        if p is not None:
+            bound[p.find("string").text] = widget
+    assert set(bound) <= set(fields), f"unknown parameters in the .ui: {set(bound) - set(fields)}"
+    assert set(bound) | MANUALLY_BOUND == set(fields), f"unbound parameters: {set(fields) - set(bound) - MANUALLY_BOUND}"
+    for parameter, widget in bound.items():
+        annotation, cls = fields[parameter], widget.get("class")
+        if "Choice" in annotation:
+            assert cls == "QComboBox", parameter
+        elif annotation.startswith("Union") or annotation.startswith("vtkMRML"):
+            assert cls == "qMRMLNodeComboBox", parameter
+            types = [s.text for s in _property(widget, "nodeTypes").iter("string")]
+            assert sorted(types) == sorted(re.findall(r"vtkMRML\w+", annotation)), parameter
+        elif annotation == "Path":
+            assert cls == "ctkPathLineEdit", parameter
+        elif annotation == "bool":
+            assert cls == "QCheckBox", parameter
+        elif "int" in annotation:
+            assert cls == "QSpinBox", parameter
+        elif "float" in annotation:
+            assert cls == "QDoubleSpinBox", parameter
+        elif annotation == "str":
+            assert cls == "QLineEdit", parameter
+        else:
+            raise AssertionError(f"no rule for {parameter}: {annotation}")
+
+
+def test_choices_match_the_panel_helpers(module_ast):
+    from SegSHAPMRML import panel
+
+    fields = _parameter_fields(module_ast)
+
+    def choices(field):
+        return ast.literal_eval(re.search(r"Choice\((\[.*?\])\)", fields[field]).group(1))
+
+    assert set(choices("units")) == set(panel.UNIT_TYPES)
+    assert set(choices("value")) == set(panel.VALUE_FUNCTIONS)
+    assert set(choices("scoreRegion")) == set(panel.SCORE_REGIONS)
+
+
+def test_custom_widgets_declared_and_connected_to_the_scene(ui, widgets):
+    declared = {c.find("class").text for c in ui.find("customwidgets")}
+    used = {w.get("class") for w in widgets.values()}
+    assert used - QT_WIDGETS <= declared, used - QT_WIDGETS - declared
+    connected = {c.find("receiver").text for c in ui.find("connections")
+                 if c.find("signal").text == "mrmlSceneChanged(vtkMRMLScene*)"}
+    for name, widget in widgets.items():
+        if widget.get("class").startswith(("qMRML", "qSlicer")) and name != "SegSHAP":
+            assert name in connected, f"{name} never gets the scene"
+
+
+def test_module_classes_follow_the_slicer_convention(module_ast):
+    classes = {n.name: [ast.unparse(b) for b in n.bases] for n in module_ast.body if isinstance(n, ast.ClassDef)}
+    assert classes["SegSHAP"] == ["ScriptedLoadableModule"]
+    assert classes["SegSHAPWidget"][0] == "ScriptedLoadableModuleWidget"
+    assert classes["SegSHAPLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert classes["SegSHAPTest"] == ["ScriptedLoadableModuleTest"]
+    text = MODULE_PY.read_text()
+    assert 'categories = ["Segmentation"]' in text
+    assert 'loadUI(self.resourcePath("UI/SegSHAP.ui"))' in text
+    assert "@parameterNodeWrapper" in text and "qt.QTimer()" in text
+
+
+def _imports(tree, top_level_only=False):
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def test_module_imports_the_core_lazily(module_ast):
+    top = _imports(module_ast, top_level_only=True)
+    assert not any(name.startswith(("SegSHAPLib", "SegSHAPMRML", "torch", "nnunetv2", "numpy")) for name in top), top
+
+
+def test_mrml_adapters_never_import_qt():
+    for path in sorted((MODULE_DIR / "SegSHAPMRML").glob("*.py")):
+        names = _imports(ast.parse(path.read_text()))
+        bad = {n for n in names if n.split(".")[0] in ("qt", "ctk", "PythonQt") or n.startswith("slicer.util")}
+        assert not bad, f"{path.name} imports {bad}"
+
+
+def test_core_never_imports_slicer():
+    """The core never imports slicer/vtk/qt; only the CLI may reach the MRML layer, lazily, for --scene."""
+    for path in sorted((MODULE_DIR / "SegSHAPLib").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        anywhere, top = _imports(tree), _imports(tree, top_level_only=True)
+        bad = {n for n in anywhere if n.split(".")[0] in ("slicer", "vtk", "vtkmodules", "qt", "ctk")}
+        bad |= {n for n in (top if path.name.startswith("cli") else anywhere) if n.split(".")[0] == "SegSHAPMRML"}
+        assert not bad, f"SegSHAPLib/{path.name} imports {bad}"
+
+
+def test_module_compiles():
+    compile(MODULE_PY.read_text(), str(MODULE_PY), "exec")
+
+
+def test_icon_is_a_128_px_png():
+    data = ICON.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height, depth, colour_type = struct.unpack(">IIBB", data[16:26])
+    assert (width, height, depth) == (128, 128, 8) and colour_type in (2, 6)
