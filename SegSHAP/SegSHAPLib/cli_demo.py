@@ -25,13 +25,14 @@ DEMO_MODEL = RESOURCES / "DemoModel"
 SPLEEN = 1
 DEMO_EXPLANATIONS = (("false_positive", "hybrid"), ("false_positive", "organs"), ("spleen", "hybrid"))
 DEMO_VALUE = "softdice"
+DEMO_BATCH = 8   # about 3x the CPU throughput of batch 1; logits then match nnU-Net to float16 rounding, not bit for bit
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="explain the bundled sample end to end and write report.html",
                                    description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
-    parser.add_argument("--budget", type=int, default=48, help="coalitions per explanation (default 48)")
+    parser.add_argument("--budget", type=int, default=96, help="coalitions per explanation (default 96)")
     parser.set_defaults(run=run)
 
 
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
         request = ExplainRequest(model=DEMO_MODEL, out=folder, ct=SAMPLE_CT, target=str(SPLEEN),
                                  roi_point=points[roi_name], point_space="ijk",
                                  prediction=out / "prediction.nii.gz", units=units, organs=SAMPLE_ORGANS,
-                                 grouping="default", fcc_scale_mm=40.0, value=DEMO_VALUE, budget=args.budget,
-                                 seed=0)
+                                 grouping="default", fcc_scale_mm=60.0, value=DEMO_VALUE, budget=args.budget,
+                                 seed=0, batch_size=DEMO_BATCH)
         progress = TqdmProgress()
         try:
             run_explain(request, ct_volume=ct, organ_volume=organs, prediction_volume=prediction,

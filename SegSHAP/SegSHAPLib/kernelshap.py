@@ -1,4 +1,4 @@
-"""KernelSHAP for coalition games over M units, numpy and scipy only (no torch, nnunetv2 or slicer).
+"""KernelSHAP for coalition games over M units, numpy only (no scipy, torch, nnunetv2 or slicer).
 
     from SegSHAPLib.kernelshap import kernel_shap
     res = kernel_shap(value_fn, n_features=M, budget=N, seed=0)

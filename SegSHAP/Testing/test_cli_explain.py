@@ -28,18 +28,21 @@ def predicted(tmp_path_factory, demo_prediction):
     return path
 
 
-def _explain(out, predicted, *extra, point=FP_POINT_RAS, value="fp", units="organs", budget="12"):
-    argv = ["explain", "--ct", str(SAMPLE_CT), "--model", str(DEMO_MODEL), "--target", "spleen",
+def _argv(out, predicted, *extra, point=FP_POINT_RAS, value="fp", units="organs", budget="12"):
+    return ["explain", "--ct", str(SAMPLE_CT), "--model", str(DEMO_MODEL), "--target", "spleen",
             "--roi-point", point, "--prediction", str(predicted), "--units", units,
             "--organs", str(SAMPLE_ORGANS), "--grouping", "default", "--fcc-scale-mm", "40",
             "--value", value, "--budget", budget, "--out", str(out), *extra]
-    return main(argv)
+
+
+def _explain(out, predicted, *extra, **options):
+    return main(_argv(out, predicted, *extra, **options))
 
 
 @pytest.mark.parametrize("units", ["organs", "fcc", "hybrid"])
 def test_explain_then_evaluate_writes_the_contracted_outputs(tmp_path, predicted, units):
     out = tmp_path / units
-    assert _explain(out, predicted, units=units) == 0
+    assert _explain(out, predicted, "--batch-size", "8", units=units) == 0
     summary = json.loads((out / "summary.json").read_text())
     for key in ("version", "inputs", "roi", "units", "base_value", "full_value", "solver", "inference",
                 "timings_s"):
@@ -93,10 +96,7 @@ def test_rerun_resumes_from_the_journal_with_the_same_phi(tmp_path, predicted):
 
 def test_a_killed_run_resumes_without_recomputing_journaled_coalitions(tmp_path, predicted):
     out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "SegSHAPLib.cli", "explain", "--ct", str(SAMPLE_CT), "--model", str(DEMO_MODEL),
-            "--target", "spleen", "--roi-point", FP_POINT_RAS, "--prediction", str(predicted), "--units",
-            "organs", "--organs", str(SAMPLE_ORGANS), "--grouping", "default", "--value", "fp", "--budget", "24",
-            "--out", str(out)]
+    argv = [sys.executable, "-m", "SegSHAPLib.cli", *_argv(out, predicted, budget="24")]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / "journal.tsv"
     deadline = time.monotonic() + 600
