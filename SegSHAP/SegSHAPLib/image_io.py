@@ -157,7 +157,22 @@ def read_volume(path: str | os.PathLike) -> Volume:
     except RuntimeError as err:
         first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reader error"
         raise ImageReadError(f"{path}: cannot be read as an image ({first_line})") from None
-    return Volume.from_sitk(image)
+    volume = Volume.from_sitk(image)
+    if str(path).lower().endswith((".nii", ".nii.gz")) and np.issubdtype(volume.array.dtype, np.floating):
+        _restore_nifti_nans(path, volume.array)
+    return volume
+
+
+def _restore_nifti_nans(path: Path, array_zyx: np.ndarray) -> None:
+    """ITK's NIfTI reader turns NaN voxels into 0; put them back (read with nibabel, (i, j, k) -> (z, y, x)) so
+    that a NaN in the input is reported instead of silently becoming 0 HU."""
+    import nibabel
+
+    data_ijk = np.asanyarray(nibabel.load(str(path)).dataobj)
+    if data_ijk.ndim == 3 and np.issubdtype(data_ijk.dtype, np.floating):
+        nans = np.isnan(data_ijk).transpose(2, 1, 0)
+        if nans.shape == array_zyx.shape and nans.any():
+            array_zyx[nans] = np.nan
 
 
 def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
