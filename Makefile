@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segshap-installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test bench clean
 
 setup: $(STAMP)
 
@@ -21,9 +21,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# shap lives in its own venv (.venv-shap): its dependency `slicer` would overwrite slicer-core's package.
 bench: setup
 	$(BIN)/python benchmarks/bench_inference.py
-	$(PYTHON) benchmarks/bench_solver.py
+	test -x .venv-shap/bin/python || $(PYTHON) benchmarks/bench_solver.py --setup
+	.venv-shap/bin/python benchmarks/bench_solver.py
 
 clean:
 	rm -rf $(VENV) .venv-shap demo_out .pytest_cache
