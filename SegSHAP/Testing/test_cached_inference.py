@@ -72,7 +72,7 @@ def test_memo_needs_fewer_forwards_than_baseline_cache_which_needs_fewer_than_no
     pre, _, units_net, box = spleen_case
     m = int(units_net.max())
     rng = np.random.default_rng(0)
-    keep = np.concatenate([np.ones((1, m), dtype=bool), rng.random((6, m)) < 0.5])
+    keep = np.concatenate([np.ones((1, m), dtype=bool), rng.random((12, m)) < 0.5])
     outputs, forwards = {}, {}
     for mode in ("memo", "baseline", "none"):
         engine = _engine(demo_predictor, pre, units_net, box, mode)
