@@ -22,14 +22,13 @@ from .errors import InputError
 from .image_io import Volume, describe_grid_mismatch, read_volume
 from .model import Preprocessed, load_predictor, logits_to_segmentation, predict_logits, preprocess, resolve_target
 from .network_grid import Box, NetworkGrid
-from .roi import (bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
+from .roi import (REGION_KINDS, bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
                   roi_from_point, scoring_region)
 from .unit_map import UnitMap
 from .units import fcc_units, hybrid_units, organ_class_names, organ_units
 from .values import value_function
 
 UNIT_TYPES = ("organs", "fcc", "hybrid")
-SCORE_REGIONS = ("component", "box", "dilated")
 
 
 @dataclass
@@ -89,8 +88,8 @@ def _check_request(request, roi_mask_in_memory: bool) -> None:
     """Refuse bad arguments before anything heavy runs (one clear line each)."""
     if request.units not in UNIT_TYPES:
         raise InputError(f"unknown unit type {request.units!r}; choose one of {', '.join(UNIT_TYPES)}")
-    if request.score_region not in SCORE_REGIONS:
-        raise InputError(f"unknown score region {request.score_region!r}; choose one of {', '.join(SCORE_REGIONS)}")
+    if request.score_region not in REGION_KINDS:
+        raise InputError(f"unknown score region {request.score_region!r}; choose one of {', '.join(REGION_KINDS)}")
     value_function(request.value)
     if request.units in ("fcc", "hybrid") and not request.fcc_scale_mm > 0:
         raise InputError(f"--fcc-scale-mm must be > 0 (got {request.fcc_scale_mm})")
