@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .errors import Cancelled
-from .explanation_context import ExplanationContext, prepare_context, resolve_path
+from .explanation_context import ExplanationContext, check_request, prepare_context, resolve_path
 from .image_io import Volume, write_volume
 from .journal import CoalitionJournal, claim_output_folder
 from .kernelshap import Cancelled as SolverCancelled
@@ -218,12 +218,15 @@ def run_explain(request: ExplainRequest, *, ct_volume: Volume | None = None, org
     input and Cancelled on cancel (everything evaluated so far stays journaled in ``request.out``)."""
     started = time.perf_counter()
     out = Path(request.out)
-    claim_output_folder(out, request.journal_spec(), "segshap explain")
+    check_request(request, roi_mask_volume is not None)      # refuse bad arguments before touching --out
+    spec = request.journal_spec()
+    claim_output_folder(out, spec, "segshap explain", create=False)
     if progress is not None:
         progress(ProgressEvent("prepare", 0, 1, "loading the model, predicting and building units"))
     context = prepare_context(request, ct_volume=ct_volume, organ_volume=organ_volume,
                               prediction_volume=prediction_volume, roi_mask_volume=roi_mask_volume,
                               organ_names=organ_names)
+    claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
     prepared = time.perf_counter()
     journal = CoalitionJournal(out, context.n_units)
     reporter = _CoalitionProgress(progress, context, request.budget)

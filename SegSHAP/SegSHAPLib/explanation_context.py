@@ -84,7 +84,7 @@ def normalised_mask_value(predictor, hu: float) -> float:
     return float(normalised.reshape(-1)[0])
 
 
-def _check_request(request, roi_mask_in_memory: bool) -> None:
+def check_request(request, roi_mask_in_memory: bool) -> None:
     """Refuse bad arguments before anything heavy runs (one clear line each)."""
     if request.units not in UNIT_TYPES:
         raise InputError(f"unknown unit type {request.units!r}; choose one of {', '.join(UNIT_TYPES)}")
@@ -148,7 +148,7 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     In-memory volumes take precedence over the request's paths. ``units_volume``/``unit_names`` reuse a unit
     map written by an earlier run (``segshap evaluate``) instead of building one.
     """
-    _check_request(request, roi_mask_volume is not None)
+    check_request(request, roi_mask_volume is not None)
     ct = ct_volume if ct_volume is not None else read_volume(request.ct)
     predictor = predictor or load_predictor(request.model, request.fold, request.device, request.tile_step,
                                             use_mirroring=request.tta)

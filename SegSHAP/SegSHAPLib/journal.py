@@ -26,11 +26,12 @@ SPEC_FILE = "journal_spec.json"
 JOURNAL_FILE = "journal.tsv"
 
 
-def claim_output_folder(out: Path, spec: dict, command: str) -> None:
+def claim_output_folder(out: Path, spec: dict, command: str, create: bool = True) -> None:
     """Make ``out`` ready for ``spec``: create it, or accept it when it holds the same spec; else InputError.
 
     A folder with other files but no journal spec (another command's output, or anything else) is refused,
-    and so is one holding a different explanation: nothing is silently overwritten.
+    and so is one holding a different explanation: nothing is silently overwritten. With ``create=False``
+    only those checks run and nothing is written (so a request that fails validation leaves no folder behind).
     """
     out = Path(out)
     spec_path = out / SPEC_FILE
@@ -48,6 +49,8 @@ def claim_output_folder(out: Path, spec: dict, command: str) -> None:
             differing = sorted(k for k in set(existing) | set(spec) if existing.get(k) != spec.get(k))
             raise InputError(f"--out {out} holds an explanation of a different request (differs in: "
                              f"{', '.join(differing)}); choose another --out or delete that folder")
+        return
+    if not create:
         return
     try:
         out.mkdir(parents=True, exist_ok=True)

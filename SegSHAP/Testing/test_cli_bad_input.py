@@ -70,6 +70,7 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, files, changes, message):
     assert code == 2
     assert len(err) == 1 and message in err[0], err
     assert "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "out").exists()          # a corrected rerun into the same --out is not refused
 
 
 def test_an_existing_folder_of_another_command_or_request_is_never_overwritten(tmp_path, capsys, files):
