@@ -96,11 +96,13 @@ class ProgressEvent:
 
 @dataclass
 class ExplainResult:
-    """Everything an explanation produced (arrays of the volumes are (z, y, x) on the CT grid)."""
+    """Everything an explanation produced (arrays of the volumes are (z, y, x) on the CT grid). Also what an
+    output folder reads back as (SegSHAPMRML.load_output_dir), where ct/prediction are None if their files
+    are gone."""
 
     out: Path
-    ct: Volume
-    prediction: Volume
+    ct: Volume | None
+    prediction: Volume | None
     roi: Volume
     units: Volume
     unit_names: list[str]

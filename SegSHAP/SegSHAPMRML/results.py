@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from SegSHAPLib.errors import InputError
+from SegSHAPLib.explain import ExplainResult
 from SegSHAPLib.image_io import Volume, read_volume
 
 from . import display, hierarchy, tables
@@ -48,22 +48,8 @@ ROLES_FAITHFULNESS = ("curves_table", "chart")
 VERSION_PACKAGES = ("segshap", "numpy", "scipy", "SimpleITK", "torch", "nnunetv2", "slicer-core", "vtk")
 
 
-@dataclass
-class ExplanationOutputs:
-    """An explain output folder read back (same fields as ``ExplainResult``; ``ct``/``prediction`` may be None
-    when the files are gone)."""
-
-    out: Path
-    ct: Volume | None
-    prediction: Volume | None
-    roi: Volume
-    units: Volume
-    unit_names: list[str]
-    attribution: Volume
-    phi: np.ndarray
-    phi0: float
-    full_value: float
-    summary: dict
+# An explain output folder read back is an ExplainResult whose ct/prediction may be None (files gone).
+ExplanationOutputs = ExplainResult
 
 
 def _existing(path) -> Path | None:
