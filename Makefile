@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,slicer]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,slicer,ray]"
 	touch $(STAMP)
 
 demo: setup

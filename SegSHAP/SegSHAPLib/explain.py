@@ -12,7 +12,6 @@ coalition journal that lets a rerun of the same request resume.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .atomic_files import write_json_atomic
 from .errors import Cancelled
 from .explanation_context import ExplanationContext, check_request, prepare_context, resolve_path
 from .image_io import Volume, write_volume
@@ -207,7 +207,7 @@ def write_outputs(out: Path, context: ExplanationContext, phi: np.ndarray, summa
     }
     for name, volume in volumes.items():
         write_volume(volume, out / f"{name}.nii.gz")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(out / "summary.json", summary)      # last, and whole: its presence marks the run finished
     return volumes
 
 

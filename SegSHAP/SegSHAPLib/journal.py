@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic_files import write_json_atomic
 from .errors import InputError
 from .kernelshap_store import CoalitionStore, coalition_keys
 
@@ -38,25 +39,47 @@ def claim_output_folder(out: Path, spec: dict, command: str, create: bool = True
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()):
-        if not spec_path.is_file():
+        existing = read_spec(out)
+        if existing is None:
             raise InputError(f"--out {out} already holds other files (not a {command} output); choose an empty "
                              "or new folder")
-        try:
-            existing = json.loads(spec_path.read_text())
-        except json.JSONDecodeError:
-            raise InputError(f"{spec_path} is damaged; delete {out} or choose another --out") from None
         if existing != spec:
-            differing = sorted(k for k in set(existing) | set(spec) if existing.get(k) != spec.get(k))
             raise InputError(f"--out {out} holds an explanation of a different request (differs in: "
-                             f"{', '.join(differing)}); choose another --out or delete that folder")
+                             f"{', '.join(differing_keys(existing, spec))}); choose another --out or delete that "
+                             "folder")
         return
     if not create:
         return
     try:
         out.mkdir(parents=True, exist_ok=True)
-        spec_path.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+        write_json_atomic(spec_path, spec, sort_keys=True)
     except OSError as err:
         raise InputError(f"cannot write to --out {out}: {err.strerror or err}") from None
+
+
+def read_spec(out: Path) -> dict | None:
+    """The journal spec held by the folder ``out`` (None when it has none); InputError when it is damaged."""
+    spec_path = Path(out) / SPEC_FILE
+    if not spec_path.is_file():
+        return None
+    try:
+        return json.loads(spec_path.read_text())
+    except json.JSONDecodeError:
+        raise InputError(f"{spec_path} is damaged; delete {out} or choose another --out") from None
+
+
+def differing_keys(existing: dict, spec: dict) -> list[str]:
+    """Sorted names of the spec entries that differ between two journal specs."""
+    return sorted(k for k in set(existing) | set(spec) if existing.get(k) != spec.get(k))
+
+
+def journaled_coalitions(out: Path) -> int:
+    """How many coalition lines the journal in ``out`` holds (a torn last line included; 0 without one)."""
+    path = Path(out) / JOURNAL_FILE
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 16), b""))
 
 
 class CoalitionJournal(CoalitionStore):

@@ -1,0 +1,221 @@
+"""``segshap cohort``: a real study on crops of the sample CT with the demo nnU-Net model.
+
+Two cases (the spleen, and a false-positive component in the liver) x 2 unit types x 2 value functions,
+each crop 16 x 48 x 64 voxels (two sliding-window patches) so the eight explanations take seconds. Checked:
+the local executor and Ray (a local Ray started here with num_cpus=2) give the same phi as single
+``segshap explain`` runs; a worker killed with SIGKILL mid-explanation is retried and resumes its journal; a
+finished study reruns without work; a changed request is refused unless --restart; a case with bad input is
+recorded as failed while the others finish and the command exits 1; ``gather`` writes the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from SegSHAPLib.cli import main
+from SegSHAPLib.cohort_gather import COLUMNS
+from SegSHAPLib.cohort_manifest import read_manifest
+
+from conftest import DEMO_MODEL, SAMPLE_CT, SAMPLE_ORGANS
+
+# (case_id, crop of the sample CT as x, y, z slices, ROI point, its space)
+CASES = (("spleen", np.s_[0:64, 10:58, 7:23], "-127,152.3,142.3", "ras"),
+         ("liver_fp", np.s_[36:100, 50:98, 7:23], "21 24 8", "ijk"))
+HEADER = "case_id,ct,model,target,roi_point,point_space,organs,units,values,budget,seed,batch_size,fcc_scale_mm\n"
+BUDGET = 8
+
+
+def manifest_row(case_id: str, point: str, space: str, budget: int = BUDGET, units: str = "organs;fcc",
+                 values: str = "softdice;dice", extra: str = "") -> str:
+    return (f'{case_id},{case_id}_ct.nii.gz,{DEMO_MODEL},spleen,"{point}",{space},{case_id}_organs.nii.gz,'
+            f"{units},{values},{budget},0,8,60{extra}\n")
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> Path:
+    """A folder with the two cropped CTs and organ maps (nibabel keeps the organ names' label table)."""
+    import nibabel
+
+    folder = tmp_path_factory.mktemp("cohort_cases")
+    ct, organs = nibabel.load(str(SAMPLE_CT)), nibabel.load(str(SAMPLE_ORGANS))
+    for case_id, crop, _, _ in CASES:
+        nibabel.save(ct.slicer[crop], str(folder / f"{case_id}_ct.nii.gz"))
+        nibabel.save(organs.slicer[crop], str(folder / f"{case_id}_organs.nii.gz"))
+    (folder / "study.csv").write_text(HEADER + "".join(manifest_row(c, p, s) for c, _, p, s in CASES))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def single_runs(cases, tmp_path_factory) -> dict[str, np.ndarray]:
+    """phi of every explanation of the study from its own `segshap explain` run (in this process)."""
+    out = tmp_path_factory.mktemp("singles")
+    phis = {}
+    for task in read_manifest(cases / "study.csv", out):
+        r = task.request
+        point = ",".join(str(v) for v in r.roi_point)
+        argv = ["explain", "--ct", str(r.ct), "--model", str(r.model), "--target", r.target, "--roi-point", point,
+                "--point-space", r.point_space, "--organs", str(r.organs), "--units", r.units, "--value", r.value,
+                "--budget", str(r.budget), "--seed", str(r.seed), "--batch-size", str(r.batch_size),
+                "--fcc-scale-mm", str(r.fcc_scale_mm), "--out", str(out / task.task_id)]
+        assert main(argv) == 0
+        phis[task.task_id] = explanation_phi(out / task.task_id)
+    return phis
+
+
+def explanation_phi(folder: Path) -> np.ndarray:
+    return np.array([unit["shap"] for unit in json.loads((folder / "summary.json").read_text())["units"]])
+
+
+def study_phis(out: Path) -> dict[str, np.ndarray]:
+    return {folder.name: explanation_phi(folder) for folder in sorted((out / "explanations").iterdir())}
+
+
+def assert_same_phi(study: dict[str, np.ndarray], singles: dict[str, np.ndarray]) -> None:
+    assert sorted(study) == sorted(singles)
+    for task_id, phi in singles.items():
+        # Workers run torch with fewer threads than this process; convolution sums may then round differently.
+        np.testing.assert_allclose(study[task_id], phi, rtol=0, atol=1e-6, err_msg=task_id)
+        assert np.abs(phi).sum() > 0, f"{task_id}: phi is all zero, the comparison would prove nothing"
+
+
+@pytest.fixture(scope="module")
+def local_study(cases, tmp_path_factory):
+    """The study run with the local executor (2 workers), plus a third case whose ROI point is not on the
+    target: that explanation must fail with its reason while the others finish, and the command exit 1."""
+    out = tmp_path_factory.mktemp("local") / "study"
+    manifest = cases / "with_bad_case.csv"
+    manifest.write_text((cases / "study.csv").read_text()
+                        + manifest_row("off_target", "63 2 2", "ijk", units="organs", values="softdice")
+                        .replace("off_target_ct", "spleen_ct").replace("off_target_organs", "spleen_organs"))
+    code = main(["cohort", "run", str(manifest), "--out", str(out), "--workers", "2"])
+    return out, code
+
+
+@pytest.mark.slow
+def test_local_study_matches_single_explains_and_records_the_failure(local_study, single_runs, capsys):
+    out, code = local_study
+    assert code == 1
+    phis = study_phis(out)
+    assert "off_target__organs__softdice" not in phis or not (
+        out / "explanations" / "off_target__organs__softdice" / "summary.json").exists()
+    assert_same_phi({k: v for k, v in phis.items() if not k.startswith("off_target")}, single_runs)
+    status = json.loads((out / "status" / "off_target__organs__softdice.json").read_text())
+    assert status["state"] == "failed" and "not the target" in status["reason"]
+    assert main(["cohort", "status", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "8 done, 1 failed" in table and "not the target" in table
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_study_does_no_work(local_study, cases, capsys):
+    out, _ = local_study
+    journals = {p: p.stat().st_mtime_ns for p in (out / "explanations").glob("*/journal.tsv")}
+    summaries = {p: p.read_bytes() for p in (out / "explanations").glob("*/summary.json")}
+    started = time.perf_counter()
+    assert main(["cohort", "run", str(cases / "study.csv"), "--out", str(out)]) == 0
+    assert "8 already done, 0 finished now, 0 failed" in capsys.readouterr().out
+    assert time.perf_counter() - started < 30          # nothing was loaded, predicted or evaluated
+    assert {p: p.stat().st_mtime_ns for p in journals} == journals
+    assert {p: p.read_bytes() for p in summaries} == summaries
+
+
+@pytest.mark.slow
+def test_gather_writes_one_row_per_explanation_and_unit(local_study):
+    out, _ = local_study
+    assert main(["cohort", "gather", str(out)]) == 0
+    with open(out / "cohort.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == COLUMNS
+    for folder in (out / "explanations").iterdir():
+        summary_path = folder / "summary.json"
+        if not summary_path.exists():
+            continue
+        case_id, units, value = folder.name.split("__")
+        mine = [r for r in rows if (r["case_id"], r["units"], r["value"]) == (case_id, units, value)]
+        summary = json.loads(summary_path.read_text())
+        assert [float(r["shap"]) for r in mine] == [u["shap"] for u in summary["units"]]
+        assert [r["name"] for r in mine] == [u["name"] for u in summary["units"]]
+        assert {int(r["patch_forwards"]) for r in mine} == {summary["inference"]["patch_forwards"]}
+    assert not any(r["case_id"] == "off_target" for r in rows)
+    assert any(r["name"] == "spleen" for r in rows)                # names come from the organ map's label table
+
+
+@pytest.mark.slow
+def test_changed_request_is_refused_unless_restart(local_study, cases, capsys):
+    """Runs after the others on this study: it leaves the plan holding the changed manifest."""
+    out, _ = local_study
+    changed = cases / "changed.csv"
+    changed.write_text((cases / "study.csv").read_text().replace(",8,0,8,60", ",8,0,8,45", 1))   # spleen: fcc 45 mm
+    assert main(["cohort", "run", str(changed), "--out", str(out), "--dry-run"]) == 1
+    dry = capsys.readouterr().out
+    refused = [line for line in dry.splitlines() if "refused: " in line]
+    assert len(refused) == 4 and all(line.startswith("spleen__") for line in refused)
+    assert "fcc_scale_mm" in refused[0] and "--restart" in refused[0] and "4 done, 4 refused" in dry
+    assert main(["cohort", "run", str(changed), "--out", str(out), "--restart", "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("restart: ") == 4
+    before = {p: p.read_bytes() for p in (out / "explanations").glob("spleen__*/summary.json")}
+    assert main(["cohort", "run", str(changed), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("FAILED spleen__") == 4 and "fcc_scale_mm" in err
+    assert {p: p.read_bytes() for p in before} == before            # refused folders are untouched
+
+
+@pytest.mark.slow
+def test_killed_worker_is_retried_and_resumes_its_journal(cases, tmp_path):
+    """SIGKILL the worker process once some coalitions are journaled: the retry must reuse them and end with
+    the phi of an uninterrupted run."""
+    manifest = tmp_path / "one.csv"
+    manifest.write_text(HEADER + manifest_row("spleen", CASES[0][2], "ras", budget=64, units="organs",
+                                              values="softdice").replace("spleen_", str(cases / "spleen_")))
+    out = tmp_path / "study"
+    task = "spleen__organs__softdice"
+    journal, status_file = out / "explanations" / task / "journal.tsv", out / "status" / f"{task}.json"
+    process = subprocess.Popen([sys.executable, "-m", "SegSHAPLib.cli", "cohort", "run", str(manifest),
+                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed_after = 0
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        lines = journal.read_text().count("\n") if journal.exists() else 0
+        if lines >= 16:
+            os.kill(json.loads(status_file.read_text())["pid"], signal.SIGKILL)
+            killed_after = lines
+            break
+        time.sleep(0.02)
+    output = process.communicate(timeout=300)[0]
+    assert 16 <= killed_after < 64, f"the worker was not killed mid-explanation ({killed_after} journaled)\n{output}"
+    assert process.returncode == 0, output
+    summary = json.loads((out / "explanations" / task / "summary.json").read_text())
+    assert summary["solver"]["resumed_coalitions"] >= killed_after
+    assert json.loads(status_file.read_text())["attempt"] == 2
+
+    single = tmp_path / "single"
+    assert main(["explain", "--ct", str(cases / "spleen_ct.nii.gz"), "--model", str(DEMO_MODEL), "--target",
+                 "spleen", "--roi-point", CASES[0][2], "--organs", str(cases / "spleen_organs.nii.gz"), "--units",
+                 "organs", "--value", "softdice", "--budget", "64", "--batch-size", "8", "--out", str(single)]) == 0
+    uninterrupted = json.loads((single / "summary.json").read_text())
+    assert summary["inference"]["patch_forwards"] < uninterrupted["inference"]["patch_forwards"]
+    np.testing.assert_allclose(explanation_phi(out / "explanations" / task), explanation_phi(single), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ray_study_matches_single_explains(cases, single_runs, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason="Ray is the optional `ray` extra; `make test` installs it")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "study"
+        assert main(["cohort", "run", str(cases / "study.csv"), "--out", str(out), "--executor", "ray"]) == 0
+        assert ray.is_initialized()                           # a Ray the caller started is left running
+    finally:
+        ray.shutdown()
+    assert_same_phi(study_phis(out), single_runs)
