@@ -4,7 +4,7 @@ Two cases (the spleen, and a false-positive component in the liver) x 2 unit typ
 each crop 16 x 48 x 64 voxels (two sliding-window patches) so the eight explanations take seconds. Checked:
 the local executor and Ray (a local Ray started here with num_cpus=2) give the same phi as single
 ``segshap explain`` runs; a worker killed with SIGKILL mid-explanation is retried and resumes its journal; a
-finished study reruns without work; a changed request is refused unless --restart; a case with bad input is
+finished study reruns without work; Ctrl-C stops a run that then resumes; a changed request is refused unless --restart; a case with bad input is
 recorded as failed while the others finish and the command exits 1; ``gather`` writes the table.
 """
 
@@ -170,10 +170,22 @@ def test_changed_request_is_refused_unless_restart(local_study, cases, capsys):
     assert {p: p.read_bytes() for p in before} == before            # refused folders are untouched
 
 
+def wait_for_journal(journal: Path, lines: int, process: subprocess.Popen) -> int:
+    """Poll until the journal holds at least ``lines`` coalitions; return how many (0 if the run ended first)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        found = journal.read_text().count("\n") if journal.exists() else 0
+        if found >= lines:
+            return found
+        time.sleep(0.02)
+    return 0
+
+
 @pytest.mark.slow
-def test_killed_worker_is_retried_and_resumes_its_journal(cases, tmp_path):
-    """SIGKILL the worker process once some coalitions are journaled: the retry must reuse them and end with
-    the phi of an uninterrupted run."""
+def test_killed_worker_and_ctrl_c_both_resume_from_the_journal(cases, tmp_path, capsys):
+    """SIGKILL the worker once 16 coalitions are journaled: it is retried and goes on from its journal. Then
+    Ctrl-C the whole run (SIGINT to its process group, as a terminal does): it stops with exit 130, and the
+    rerun finishes from the journal with the phi of an uninterrupted run."""
     manifest = tmp_path / "one.csv"
     manifest.write_text(HEADER + manifest_row("spleen", CASES[0][2], "ras", budget=64, units="organs",
                                               values="softdice").replace("spleen_", str(cases / "spleen_")))
@@ -181,23 +193,25 @@ def test_killed_worker_is_retried_and_resumes_its_journal(cases, tmp_path):
     task = "spleen__organs__softdice"
     journal, status_file = out / "explanations" / task / "journal.tsv", out / "status" / f"{task}.json"
     process = subprocess.Popen([sys.executable, "-m", "SegSHAPLib.cli", "cohort", "run", str(manifest),
-                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed_after = 0
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        lines = journal.read_text().count("\n") if journal.exists() else 0
-        if lines >= 16:
-            os.kill(json.loads(status_file.read_text())["pid"], signal.SIGKILL)
-            killed_after = lines
-            break
-        time.sleep(0.02)
+                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    killed_after = wait_for_journal(journal, 16, process)
+    if killed_after:
+        os.kill(json.loads(status_file.read_text())["pid"], signal.SIGKILL)
+    interrupted_after = wait_for_journal(journal, killed_after + 16, process)
+    if interrupted_after:
+        os.killpg(process.pid, signal.SIGINT)
     output = process.communicate(timeout=300)[0]
-    assert 16 <= killed_after < 64, f"the worker was not killed mid-explanation ({killed_after} journaled)\n{output}"
-    assert process.returncode == 0, output
-    summary = json.loads((out / "explanations" / task / "summary.json").read_text())
-    assert summary["solver"]["resumed_coalitions"] >= killed_after
-    assert json.loads(status_file.read_text())["attempt"] == 2
+    assert 16 <= killed_after < interrupted_after < 64, f"not stopped mid-explanation\n{output}"
+    assert process.returncode == 130 and "rerun the same command to resume" in output, output
+    status = json.loads(status_file.read_text())
+    assert (status["attempt"], status["state"]) == (2, "interrupted")     # the kill was retried once
+    assert main(["cohort", "status", str(out)]) == 0
+    assert "interrupted" in capsys.readouterr().out
 
+    assert main(["cohort", "run", str(manifest), "--out", str(out)]) == 0
+    summary = json.loads((out / "explanations" / task / "summary.json").read_text())
+    assert summary["solver"]["resumed_coalitions"] >= interrupted_after
     single = tmp_path / "single"
     assert main(["explain", "--ct", str(cases / "spleen_ct.nii.gz"), "--model", str(DEMO_MODEL), "--target",
                  "spleen", "--roi-point", CASES[0][2], "--organs", str(cases / "spleen_organs.nii.gz"), "--units",
