@@ -48,10 +48,11 @@ def add_parser(subparsers) -> None:
 
 
 class StudyProgress:
-    """The study's tqdm bar over coalitions (so its ETA spans every explanation), done/running/failed after it."""
+    """The study's tqdm bar over the coalitions of the explanations to run (so its ETA spans all of them), with
+    done/running/failed counts. Reads the status files of the running explanations only."""
 
     def __init__(self, out: Path, tasks):
-        self.out, self.budgets = out, {task.task_id: task.request.budget for task in tasks}
+        self.out, self.totals = out, {task.task_id: task.request.budget for task in tasks}
         self.bar, self.shown = None, None
 
     def __call__(self, running: list[str], outcomes) -> None:
@@ -59,25 +60,22 @@ class StudyProgress:
 
         from .cohort_state import DONE, read_status
 
-        finished = {o.task_id: o for o in outcomes}
-        done = total = 0
-        for task_id, budget in self.budgets.items():
+        finished = {o.task_id for o in outcomes}
+        done = 0
+        for task_id in running:
             status = read_status(self.out, task_id)
-            task_total = int(status.get("coalitions_total", budget))
-            total += task_total
-            if task_id in finished:
-                done += task_total
-            elif task_id in running:
-                done += int(status.get("coalitions_done", 0))
-        shown = (total, done, sum(o.state == DONE for o in outcomes), len(running), len(outcomes))
+            self.totals[task_id] = int(status.get("coalitions_total", self.totals[task_id]))
+            done += int(status.get("coalitions_done", 0))
+        done += sum(self.totals[task_id] for task_id in finished)
+        succeeded = sum(o.state == DONE for o in outcomes)
+        shown = (sum(self.totals.values()), done, succeeded, len(running), len(outcomes) - succeeded)
         if shown == self.shown:
             return
+        if self.bar is None:
+            self.bar = tqdm(unit="coalition", desc="cohort", dynamic_ncols=True)
         self.shown = shown
-        if self.bar is None:                          # first poll: only when something runs
-            self.bar = tqdm(total=total, unit="coalition", desc="cohort", dynamic_ncols=True)
-        self.bar.total, self.bar.n = total, done
-        self.bar.set_postfix(done=f"{shown[2]}/{len(self.budgets)}", running=shown[3],
-                             failed=shown[4] - shown[2])
+        self.bar.total, self.bar.n = shown[0], shown[1]
+        self.bar.set_postfix(done=f"{succeeded}/{len(self.totals)}", running=shown[3], failed=shown[4])
 
     def close(self) -> None:
         if self.bar is not None:
@@ -98,7 +96,7 @@ def make_executor(args: argparse.Namespace):
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .cohort_run import load_study, run_study, triage
+    from .cohort_run import execute, load_study, prepare_run, triage
 
     all_tasks, tasks = load_study(args.manifest, args.out, args.part_id, args.num_parts)
     part = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
@@ -111,9 +109,10 @@ def run_command(args: argparse.Namespace) -> int:
               f"{len(plan.refused)} refused; nothing was run (--dry-run)")
         return 1 if plan.refused else 0
     executor = make_executor(args)
-    progress = StudyProgress(args.out, tasks)
+    sorted_tasks = prepare_run(all_tasks, tasks, args.out, args.restart)
+    progress = StudyProgress(args.out, sorted_tasks.to_run)
     try:
-        study = run_study(all_tasks, tasks, args.out, executor, args.restart, progress)
+        study = execute(sorted_tasks, args.out, executor, progress)
     finally:
         progress.close()
     ran = [o for o in study.outcomes if o.state == "done"]

@@ -98,8 +98,10 @@ class _Worker:
         return "died", describe_exit(self.process.exitcode)
 
     def stop(self) -> None:
+        """End the worker's loop and wait for the process to exit."""
         if self.process is not None and self.process.is_alive():
             self.connection.send(None)
+            self.process.join(STOP_GRACE_S)
 
 
 class LocalExecutor:

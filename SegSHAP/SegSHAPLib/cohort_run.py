@@ -70,13 +70,19 @@ def triage(tasks: list[CohortTask], restart: bool) -> Triage:
     return result
 
 
-def run_study(all_tasks: list[CohortTask], tasks: list[CohortTask], out: Path, executor, restart: bool = False,
-              poll: Callable[[list[str], list[TaskOutcome]], None] | None = None) -> StudyRun:
-    """Record the plan, triage ``tasks`` and run those to run on ``executor`` (LocalExecutor, RayExecutor)."""
+def prepare_run(all_tasks: list[CohortTask], tasks: list[CohortTask], out: Path, restart: bool = False) -> Triage:
+    """Record the study's plan in OUT, triage this part's ``tasks`` and, with ``restart``, delete the folders
+    of the changed ones."""
     write_plan(out, all_tasks)
     sorted_tasks = triage(tasks, restart)
     for task in sorted_tasks.restarted:
         discard(task)
+    return sorted_tasks
+
+
+def execute(sorted_tasks: Triage, out: Path, executor,
+            poll: Callable[[list[str], list[TaskOutcome]], None] | None = None) -> StudyRun:
+    """Run the triaged tasks to run on ``executor`` (LocalExecutor or RayExecutor)."""
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     outcomes = []
     if sorted_tasks.to_run:
