@@ -14,7 +14,7 @@ import sys
 from . import __version__
 from .errors import Cancelled, InputError
 
-SUBCOMMANDS = ("cli_predict", "cli_explain", "cli_evaluate", "cli_demo")
+SUBCOMMANDS = ("cli_predict", "cli_organs", "cli_explain", "cli_evaluate", "cli_demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
