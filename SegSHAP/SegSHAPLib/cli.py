@@ -14,7 +14,7 @@ import sys
 from . import __version__
 from .errors import Cancelled, InputError
 
-SUBCOMMANDS = ("cli_predict", "cli_explain", "cli_evaluate", "cli_demo", "cli_cohort")
+SUBCOMMANDS = ("cli_predict", "cli_explain", "cli_evaluate", "cli_demo", "cli_organs", "cli_cohort")
 
 
 def build_parser() -> argparse.ArgumentParser:
