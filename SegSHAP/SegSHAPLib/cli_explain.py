@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from .cli_predict import add_model_arguments
 from .errors import InputError
 
 
-def parse_point(text: str) -> tuple[float, float, float]:
-    """'x,y,z' (negative numbers welcome) -> three floats; InputError otherwise."""
-    parts = [p for p in text.replace(" ", "").split(",") if p]
+def parse_point(text: str, name: str = "--roi-point") -> tuple[float, float, float]:
+    """'x,y,z' or 'x y z' (negative numbers welcome) -> three floats; InputError naming ``name`` otherwise."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:
         values = ()
     if len(values) != 3:
-        raise InputError(f"--roi-point {text!r}: give three comma-separated numbers, e.g. -111.9,122.3,148.3")
+        raise InputError(f"{name} {text!r}: give three comma-separated numbers, e.g. -111.9,122.3,148.3")
     return values
 
 

@@ -19,6 +19,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .cli_explain import parse_point
 from .errors import InputError
 from .explain import ExplainRequest
 from .explanation_context import UNIT_TYPES, check_request
@@ -187,14 +188,7 @@ def _converted(key: str, text: str, base: Path):
     if key == "grouping":
         return str(base / text) if (base / text).is_file() else text
     if key == "roi_point":
-        parts = [p for p in re.split(r"[,\s]+", text) if p]
-        try:
-            point = tuple(float(p) for p in parts)
-        except ValueError:
-            point = ()
-        if len(point) != 3:
-            raise InputError(f"roi_point {text!r}: give three numbers, 'x,y,z' (quoted in the CSV) or 'x y z'")
-        return point
+        return parse_point(text, "roi_point")
     if key in INT_FIELDS or key in FLOAT_FIELDS:
         try:
             return int(text) if key in INT_FIELDS else float(text)

@@ -75,9 +75,14 @@ class ExplainRequest:
         return inputs
 
     def journal_spec(self) -> dict:
-        """What the coalition values depend on (budget, seed, verify and out excluded)."""
+        """What the coalition values depend on: every input but budget, seed, verify and out, and but the
+        settings this request does not use (the FCC scale for organ units, the organ map and grouping for FCC
+        units, the dilation unless the score region is dilated)."""
         spec = self.resolved_inputs()
-        for key in ("budget", "seed", "verify", "out"):
+        unused = {"organs": ("fcc_scale_mm",), "fcc": ("organs", "grouping")}.get(self.units, ())
+        if self.score_region != "dilated":
+            unused += ("dilate_mm",)
+        for key in ("budget", "seed", "verify", "out") + unused:
             spec.pop(key)
         spec["segshap_version"] = __version__
         return spec

@@ -159,14 +159,15 @@ def test_changed_request_is_refused_unless_restart(local_study, cases, capsys):
     assert main(["cohort", "run", str(changed), "--out", str(out), "--dry-run"]) == 1
     dry = capsys.readouterr().out
     refused = [line for line in dry.splitlines() if "refused: " in line]
-    assert len(refused) == 4 and all(line.startswith("spleen__") for line in refused)
-    assert "fcc_scale_mm" in refused[0] and "--restart" in refused[0] and "4 done, 4 refused" in dry
+    assert [line.split()[0] for line in refused] == ["spleen__fcc__softdice", "spleen__fcc__dice"]
+    assert "fcc_scale_mm" in refused[0] and "--restart" in refused[0]
+    assert "spleen__organs__dice" in dry and "6 done, 2 refused" in dry      # organ units do not use the scale
     assert main(["cohort", "run", str(changed), "--out", str(out), "--restart", "--dry-run"]) == 0
-    assert capsys.readouterr().out.count("restart: ") == 4
+    assert capsys.readouterr().out.count("restart: ") == 2
     before = {p: p.read_bytes() for p in (out / "explanations").glob("spleen__*/summary.json")}
     assert main(["cohort", "run", str(changed), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert err.count("FAILED spleen__") == 4 and "fcc_scale_mm" in err
+    assert err.count("FAILED spleen__fcc__") == 2 and "fcc_scale_mm" in err
     assert {p: p.read_bytes() for p in before} == before            # refused folders are untouched
 
 

@@ -64,7 +64,7 @@ def test_extra_columns_name_explain_options_and_tasks_round_trip_through_json(fo
     (good_row().replace(",64,", ",many,"), HEADER, "budget 'many' is not a whole number"),
     (good_row(units="organs;voxels"), HEADER, "units: unknown voxels"),
     (good_row(values="softdice;softdice"), HEADER, "names an entry twice"),
-    (good_row().replace('"-7,236.3,139.3"', '"1,2"'), HEADER, "give three numbers"),
+    (good_row().replace('"-7,236.3,139.3"', '"1,2"'), HEADER, "roi_point '1,2': give three"),
     (good_row().replace('"-7,236.3,139.3"', ""), HEADER, "give roi_point or roi_mask"),
     (good_row(values="fp").replace(",,64,", ",component,64,"), HEADER, "identically 0"),
     (good_row(), HEADER.replace(",values", ""), "missing columns values"),
