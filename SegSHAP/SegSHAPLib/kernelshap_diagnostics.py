@@ -32,8 +32,8 @@ def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: 
       the refit on the first half of the pairs by position (about half of every stratum).
     - phi_std_error: per-unit sandwich standard errors (kernelshap_fit.Fit.std_error, conservative for
       the plan's balanced draws); 0 in exact mode. When the sample leaves no degrees of freedom (fewer
-      pairs than units) they cannot be estimated and are reported as the scale below, "as large as the
-      whole effect".
+      pairs than units) they cannot be estimated: None each (null in JSON), and std_error_estimable is
+      False; convergence then counts them as large as the whole effect (the scale below).
     - converged: max standard error <= tolerance * scale, scale = |v(full) - v(empty)| (||phi||_1 when
       v(full) = v(empty)).
     - coalitions_needed_forecast: coalitions forecast to converge: the enumerated ones plus the sampled
@@ -44,6 +44,7 @@ def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: 
     delta = float(values[1] - values[0])
     singular = full.singular_values
     scale = abs(delta) if delta != 0.0 else float(np.abs(phi).sum())
+    estimable = plan.exact or bool(np.isfinite(full.std_error).all())
     std_error = np.zeros_like(phi) if plan.exact else np.where(np.isfinite(full.std_error), full.std_error, scale)
     converged, forecast = _convergence(plan, std_error, tolerance * scale)
     mae, r2 = _heldout(masks, gains, position, delta)
@@ -54,7 +55,8 @@ def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: 
         "heldout_mae": mae,
         "heldout_r2": r2,
         "coefficient_change": _coefficient_change(masks, gains, position, delta, phi),
-        "phi_std_error": [float(x) for x in std_error],
+        "phi_std_error": [float(x) for x in std_error] if estimable else [None] * len(phi),
+        "std_error_estimable": estimable,
         "converged": converged,
         "coalitions_needed_forecast": forecast,
     }

@@ -229,7 +229,7 @@ def cost_cards(summary: dict) -> str:
 
 DIAGNOSTICS = (("efficiency_residual", "efficiency residual"), ("condition_number", "condition number"),
                ("heldout_mae", "held-out MAE"), ("heldout_r2", "held-out R\u00b2"),
-               ("coefficient_change", "relative change of \u03c6 between budgets"))
+               ("coefficient_change", "relative change of \u03c6 refitted on half of the sampled pairs"))
 
 
 def solver_diagnostics(solver: dict) -> str:
@@ -262,7 +262,7 @@ def _legend(values: list[str]) -> str:
     return ("<div class=\"legend\"><h3 style=\"margin-top:0\">How to read this</h3><ul>"
             "<li><span class=\"swatch\" style=\"background:#d6604d\"></span><b>Red</b> units support the value: "
             "keeping their image content raises the score. <span class=\"swatch\" style=\"background:#4393c3\">"
-            "</span><b>Blue</b> units oppose it: removing them (replacing them by air) would raise the score. "
+            "</span><b>Blue</b> units oppose it: removing them (setting their voxels to the mask value, air by default) would raise the score. "
             "Colour intensity is |\u03c6| on a range symmetric around 0; voxels outside every unit are left "
             "uncoloured.</li>"
             "<li>A unit is an organ (TotalSegmentator) or a supervoxel. Its Shapley value \u03c6 is its average "

@@ -201,11 +201,12 @@ def test_sampled_diagnostics_are_complete_and_json_ready():
     info = res.diagnostics
     json.dumps(info, allow_nan=False)
     expected = {"efficiency_residual", "condition_number", "design_rank", "heldout_mae", "heldout_r2",
-                "coefficient_change", "phi_std_error", "converged", "coalitions_needed_forecast",
-                "resumed_coalitions", "method"}
+                "coefficient_change", "phi_std_error", "std_error_estimable", "converged",
+                "coalitions_needed_forecast", "resumed_coalitions", "method"}
     assert expected <= set(info)
     assert info["condition_number"] >= 1.0 and info["design_rank"] == 15
     assert len(info["phi_std_error"]) == 16 and 0.0 < info["coefficient_change"] < 1.0
+    assert info["std_error_estimable"] is True and min(info["phi_std_error"]) > 0.0
     assert info["heldout_r2"] > 0.0
     assert info["converged"] is False and info["coalitions_needed_forecast"] > 256
 
@@ -213,7 +214,8 @@ def test_sampled_diagnostics_are_complete_and_json_ready():
 def test_too_few_pairs_are_never_reported_converged():
     res = kernel_shap(sigmoid_game(16, 1), n_features=16, budget=12, seed=0)
     assert res.diagnostics["converged"] is False
-    assert min(res.diagnostics["phi_std_error"]) > 0.0
+    assert res.diagnostics["std_error_estimable"] is False                # 5 pairs for 16 units
+    assert res.diagnostics["phi_std_error"] == [None] * 16
 
 
 # --- budget, batching, arguments ------------------------------------------------------------------
