@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from SegSHAPLib.journal import JOURNAL_FILE, SPEC_FILE, journal_entries
+from SegSHAPLib.errors import InputError
+from SegSHAPLib.journal import JOURNAL_FILE, SPEC_FILE, journaled_coalitions, read_spec
 
 from .job import input_files
 from .results import OUTPUT_FILES, load_faithfulness, load_output_dir
@@ -102,19 +103,18 @@ def plan_run(base, request, run_kwargs: dict) -> RunPlan:
         inputs = json.loads((out / "summary.json").read_text()).get("inputs", {})
         if (inputs.get("budget"), inputs.get("seed")) == (request.budget, request.seed):
             return RunPlan("show", dataclasses.replace(request, out=out), inputs_dir)
-    unfinished = [out for out in matching if out not in finished and journal_entries(out)]
+    unfinished = [out for out in matching if out not in finished and journaled_coalitions(out)]
     if unfinished:
         out = max(unfinished, key=lambda o: (o / JOURNAL_FILE).stat().st_mtime)
-        return RunPlan("resume", dataclasses.replace(request, out=out), inputs_dir, len(journal_entries(out)))
+        return RunPlan("resume", dataclasses.replace(request, out=out), inputs_dir, journaled_coalitions(out))
     out = new_run_folder(base) / EXPLANATION
-    source = max(finished, key=lambda o: len(journal_entries(o)), default=None)
+    source = max(finished, key=journaled_coalitions, default=None)
     if source is None:
         return RunPlan("new", dataclasses.replace(request, out=out), inputs_dir)
     out.mkdir()
     for name in (SPEC_FILE, JOURNAL_FILE):
         shutil.copy2(source / name, out / name)
-    return RunPlan("new", dataclasses.replace(request, out=out), inputs_dir, len(journal_entries(out)),
-                   source.parent)
+    return RunPlan("new", dataclasses.replace(request, out=out), inputs_dir, journaled_coalitions(out), source.parent)
 
 
 def _explanations_with_spec(base: Path, spec: dict) -> list[Path]:
@@ -122,9 +122,9 @@ def _explanations_with_spec(base: Path, spec: dict) -> list[Path]:
     found = []
     for spec_path in sorted(base.glob(f"run-*/{EXPLANATION}/{SPEC_FILE}")):
         try:
-            if json.loads(spec_path.read_text()) == spec:
+            if read_spec(spec_path.parent) == spec:
                 found.append(spec_path.parent)
-        except (OSError, ValueError):
+        except (OSError, InputError):
             continue                          # a damaged folder is never reused
     return found
 
