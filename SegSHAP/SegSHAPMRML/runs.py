@@ -107,14 +107,20 @@ def plan_run(base, request, run_kwargs: dict) -> RunPlan:
     if unfinished:
         out = max(unfinished, key=lambda o: (o / JOURNAL_FILE).stat().st_mtime)
         return RunPlan("resume", dataclasses.replace(request, out=out), inputs_dir, journaled_coalitions(out))
+    return _new_run(base, request, inputs_dir, seed_from=max(finished, key=journaled_coalitions, default=None))
+
+
+def _new_run(base: Path, request, inputs_dir: Path, seed_from: Path | None) -> RunPlan:
+    """A new run folder; with ``seed_from`` (a finished same-spec output folder) its journal and spec are copied
+    into the new output folder first, so run_explain resumes from them."""
     out = new_run_folder(base) / EXPLANATION
-    source = max(finished, key=journaled_coalitions, default=None)
-    if source is None:
+    if seed_from is None:
         return RunPlan("new", dataclasses.replace(request, out=out), inputs_dir)
     out.mkdir()
     for name in (SPEC_FILE, JOURNAL_FILE):
-        shutil.copy2(source / name, out / name)
-    return RunPlan("new", dataclasses.replace(request, out=out), inputs_dir, journaled_coalitions(out), source.parent)
+        shutil.copy2(seed_from / name, out / name)
+    return RunPlan("new", dataclasses.replace(request, out=out), inputs_dir, journaled_coalitions(out),
+                   seed_from.parent)
 
 
 def _explanations_with_spec(base: Path, spec: dict) -> list[Path]:
