@@ -94,6 +94,8 @@ class SegSHAPParameterNode:
     dilateMm: Annotated[float, WithinRange(0.5, 100.0)] = 6.0
     units: Annotated[str, Choice(["organs", "fcc", "hybrid"])] = "organs"
     fccScaleMm: Annotated[float, WithinRange(5.0, 200.0)] = 30.0
+    grouping: Annotated[str, Choice(["individual organs", "default groups", "from file"])] = "individual organs"
+    groupingFile: Path
     value: Annotated[str, Choice(["softdice", "tp", "fp", "dice"])] = "softdice"
     budget: Annotated[int, WithinRange(8, 100000)] = 256
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
@@ -104,6 +106,11 @@ class SegSHAPParameterNode:
     tta: bool = False
     unitsAsSegmentation: bool = False
     wheelFolder: Path
+
+
+def pathText(path) -> str:
+    """A path parameter as text; "" when unset (the parameter node holds None or Path("."))."""
+    return str(path) if path is not None and str(path) not in ("", ".") else ""
 
 
 #
@@ -226,6 +233,9 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.roiSegmentSelector.enabled = not pointMode
         self.ui.predictionSelector.enabled = not p.runModel
         self.ui.fccScaleSpinBox.enabled = p.units in ("fcc", "hybrid")
+        organUnits = p.units in ("organs", "hybrid")
+        self.ui.groupingLabel.visible = self.ui.groupingComboBox.visible = organUnits
+        self.ui.groupingFilePathLineEdit.visible = organUnits and p.grouping == "from file"
         self.ui.dilateSpinBox.enabled = p.scoreRegion == "dilated"
         labels = self.logic.modelLabels(p)
         self.ui.targetLineEdit.toolTip = (_("Classes of this model: ") + ", ".join(
@@ -300,12 +310,12 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if job is None:
             self._timer.stop()
             return
-        from SegSHAPMRML.panel import format_progress, progress_percent
+        from SegSHAPMRML.panel import format_status, progress_percent
 
         progress = [m.event for m in job.poll() if m.kind == "progress"]
         if progress:                        # many events per tick (one per patch forward): show the latest
             self.ui.progressBar.value = progress_percent(progress[-1])
-            self.ui.statusLabel.text = format_progress(progress[-1])
+            self.ui.statusLabel.text = format_status(progress[-1], job.note)
         if not job.finished:
             return
         self._timer.stop()
@@ -314,7 +324,8 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._lastNodes = self.logic.finishExplain(job, self._parameterNode)
                 self._showResults(self._lastNodes, job)
             elif job.state == "cancelled":
-                self.ui.statusLabel.text = _("Cancelled: ") + job.error_text
+                self.ui.statusLabel.text = _("Cancelled: ") + job.error_text + _(
+                    " (Explain again with the same inputs resumes it)")
             else:
                 logging.error("SegSHAP failed:\n%s", job.error_text)
                 slicer.util.errorDisplay(_("SegSHAP failed:\n") + job.error_text, detailedText=job.error_traceback)
@@ -337,17 +348,11 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = text.splitlines()[0] if text else ""
 
     def _showResults(self, nodes, job) -> None:
-        summary = job.result.summary
-        inference = summary.get("inference", {})
-        solver = summary.get("solver", {})
-        self.ui.costLabel.text = _(
-            "{coalitions} coalitions ({method}) - {forwards:,} patch forwards ({hits:.0%} cache hits) - "
-            "{seconds:.0f} s").format(coalitions=solver.get("coalitions", "?"), method=solver.get("method", "?"),
-                                      forwards=int(inference.get("patch_forwards", 0)),
-                                      hits=float(inference.get("hit_rate", 0.0) or 0.0),
-                                      seconds=float((summary.get("timings_s") or {}).get("total", 0.0)))
+        from SegSHAPMRML.panel import format_cost
+
+        self.ui.costLabel.text = format_cost(job.result.summary)
         self.ui.statusLabel.text = _("Done: ") + slicer.mrmlScene.GetSubjectHierarchyNode().GetItemName(
-            nodes["folder_item"])
+            nodes["folder_item"]) + (" - " + job.note if job.note else "")
         self.ui.resultsTableView.setMRMLTableNode(nodes["units_table"])
         self.ui.showCurvesButton.enabled = "chart" in nodes
         self.ui.saveSceneButton.enabled = True
@@ -401,10 +406,14 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class SegSHAPLogic(ScriptedLoadableModuleLogic):
-    """Everything the module does, usable without the panel (scripts, the self-test)."""
+    """Everything the module does, usable without the panel (scripts, the self-test).
 
-    def __init__(self) -> None:
+    runsFolder: where the runs live (SegSHAPMRML.runs: ``run-*/explanation`` output folders, ``inputs/``);
+    default Slicer's temporary folder / SegSHAP, so a cancelled run is resumed even after a restart."""
+
+    def __init__(self, runsFolder=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self.runsFolder = Path(runsFolder) if runsFolder else Path(slicer.app.temporaryPath) / "SegSHAP"
 
     def getParameterNode(self):
         return SegSHAPParameterNode(super().getParameterNode())
@@ -448,7 +457,7 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
         if not missing:
             log("All dependencies are installed.")
             return
-        wheelFolder = str(wheelFolder) if wheelFolder and str(wheelFolder) not in ("", ".") else None
+        wheelFolder = pathText(wheelFolder) or None
         if any(r.name == "torch" for r in missing) and not wheelFolder:
             try:
                 import PyTorchUtils
@@ -484,21 +493,21 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
             from SegSHAPMRML.volumes import markups_point_ras
 
             point = markups_point_ras(p.roiPoint)
-        model = str(p.modelPath) if p.modelPath is not None and str(p.modelPath) not in ("", ".") else ""
         return PanelValues(
-            has_ct=p.inputVolume is not None, model_dir=model, run_model=bool(p.runModel),
+            has_ct=p.inputVolume is not None, model_dir=pathText(p.modelPath), run_model=bool(p.runModel),
             has_prediction=p.predictionNode is not None, has_organs=p.organNode is not None,
             target=p.target, roi_mode=p.roiMode, roi_point_ras=point,
             has_roi_segment=p.roiSegmentation is not None and bool(p.roiSegmentID),
-            units=p.units, fcc_scale_mm=p.fccScaleMm, value=p.value, score_region=p.scoreRegion,
+            units=p.units, fcc_scale_mm=p.fccScaleMm, grouping=p.grouping, grouping_file=pathText(p.groupingFile),
+            value=p.value, score_region=p.scoreRegion,
             dilate_mm=p.dilateMm, budget=p.budget, seed=p.seed, mask_value=p.maskValue, device=p.device,
             batch_size=p.batchSize, tta=p.tta, faithfulness_steps=p.faithfulnessSteps)
 
     def modelLabels(self, p) -> dict:
         from SegSHAPMRML.panel import model_labels
 
-        model = str(p.modelPath) if p is not None and p.modelPath is not None else ""
-        return model_labels(model) if model not in ("", ".") else {}
+        model = pathText(p.modelPath) if p is not None else ""
+        return model_labels(model) if model else {}
 
     def validate(self, p) -> list:
         from SegSHAPMRML.panel import validate_panel
@@ -515,23 +524,12 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
         return device_choices(None if installed_version("torch") else 0)
 
     # ------------------------------------------------------------------------------------- running
-    def newRunFolder(self) -> Path:
-        """A new folder per run under Slicer's temporary folder: ``explanation/`` (the explain output folder) and
-        ``inputs/`` (the CT, organ map and ROI mask as files, so the run can be re-evaluated from disk)."""
-        base = Path(slicer.app.temporaryPath) / "SegSHAP"
-        base.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        index = 1
-        while (base / f"run-{stamp}-{index}").exists():
-            index += 1
-        folder = base / f"run-{stamp}-{index}"
-        folder.mkdir()
-        return folder
-
     def prepareRun(self, p):
-        """Read the nodes into plain volumes (main thread) -> (request, run_kwargs, note)."""
+        """Read the nodes into plain volumes (main thread) and choose the run folder -> (RunPlan, run_kwargs,
+        device note). The plan resumes an unfinished run of the same inputs, shows a finished one with the same
+        budget and seed again, or starts a new run folder (SegSHAPMRML.runs)."""
         from SegSHAPLib.errors import InputError
-        from SegSHAPMRML import panel, volumes
+        from SegSHAPMRML import panel, runs, volumes
 
         values = self.panelValues(p)
         problems = panel.validate_panel(values)
@@ -547,11 +545,10 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
             kwargs["roi_mask_volume"] = volumes.segment_to_mask_volume(p.roiSegmentation, p.roiSegmentID, ct)
         if not values.run_model:
             kwargs["prediction_volume"] = self._labelVolume(p.predictionNode, ct, panel.model_labels(values.model_dir))[0]
-        if p.organNode is not None and values.units in ("organs", "hybrid"):
+        if p.organNode is not None and values.units in panel.ORGAN_UNIT_TYPES:
             kwargs["organ_volume"], kwargs["organ_names"] = self._labelVolume(p.organNode, ct, None)
-        request = panel.build_request(values, self.newRunFolder() / "explanation", device=device,
-                                      roi_point_ras=point_local)
-        return request, kwargs, note
+        request = panel.build_request(values, self.runsFolder, device=device, roi_point_ras=point_local)
+        return runs.plan_run(self.runsFolder, request, kwargs), kwargs, note
 
     @staticmethod
     def _labelVolume(node, ctNode, labelValues):
@@ -562,16 +559,19 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
         return volumes.node_to_volume(node), volumes.label_names_of_node(node)
 
     def startExplain(self, p, run=None):
-        """Start the explanation on a worker thread -> (ExplainJob, device note). ``run`` replaces run_explain
-        (scripting/tests)."""
+        """Start the explanation on a worker thread -> (ExplainJob, status note: resume/show note and device).
+        ``run`` replaces run_explain (scripting/tests); a finished run shown again is read back, never run."""
+        from SegSHAPMRML import runs
         from SegSHAPMRML.job import ExplainJob
 
-        request, kwargs, note = self.prepareRun(p)
-        logging.info("SegSHAP: %s; output in %s", note, request.out)
-        job = ExplainJob(request, run=run, faithfulness_steps=p.faithfulnessSteps,
-                         inputs_dir=Path(request.out).parent / "inputs", **kwargs)
+        plan, kwargs, note = self.prepareRun(p)
+        logging.info("SegSHAP: %s; %s; output in %s", plan.note or "new run", note, plan.request.out)
+        replay = plan.action == "show"
+        job = ExplainJob(plan.request, run=runs.replay_finished if replay else run,
+                         evaluate=runs.stored_or_new_faithfulness, faithfulness_steps=p.faithfulnessSteps,
+                         inputs_dir=plan.inputs_dir, note=plan.note, **({} if replay else kwargs))
         job.roi_point_ras = self.panelValues(p).roi_point_ras
-        return job.start(), note
+        return job.start(), "; ".join(text for text in (plan.note, note) if text)
 
     def finishExplain(self, job, p) -> dict:
         """Map a finished job's result to nodes (main thread)."""
@@ -626,8 +626,9 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
 
 class SegSHAPTest(ScriptedLoadableModuleTest):
     """Self-test: bundled sample CT + demo model, organ units, budget 16, no network, no modal dialog, nothing
-    installed (skipped when the dependencies are missing). Seconds on a GPU; on a CPU the demo model's
-    preparation dominates (about 0.5-1.5 min on a 2-core machine)."""
+    installed (skipped when the dependencies are missing). Runs in a fresh runs folder, so it always computes
+    (never shows an earlier run again). Seconds on a GPU; on a CPU the demo model's preparation dominates
+    (about 0.5-1.5 min on a 2-core machine)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -637,7 +638,9 @@ class SegSHAPTest(ScriptedLoadableModuleTest):
         self.test_SegSHAP_end_to_end()
 
     def test_SegSHAP_end_to_end(self):
-        logic = SegSHAPLogic()
+        import tempfile
+
+        logic = SegSHAPLogic(runsFolder=tempfile.mkdtemp(prefix="SegSHAPTest-"))
         missing = logic.missingDependencies()
         if missing:
             self.skipTest("dependencies not installed (" + ", ".join(r.name for r in missing) +

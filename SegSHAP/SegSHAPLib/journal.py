@@ -74,12 +74,35 @@ def differing_keys(existing: dict, spec: dict) -> list[str]:
 
 
 def journaled_coalitions(out: Path) -> int:
-    """How many coalition lines the journal in ``out`` holds (a torn last line included; 0 without one)."""
+    """How many complete (newline-terminated) coalition lines the journal in ``out`` holds (0 without one); a
+    torn last line is not counted, as ``journal_entries`` does not read it."""
     path = Path(out) / JOURNAL_FILE
     if not path.is_file():
         return 0
     with open(path, "rb") as handle:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 16), b""))
+
+
+def journal_entries(folder: Path) -> dict[str, float]:
+    """Coalition key (hex) -> value of every complete line of ``folder``'s journal.tsv ({} without one).
+
+    Only newline-terminated lines count: a line torn by a kill mid-write (even one whose value still parses,
+    e.g. "0.12" of "0.1234...") is dropped and that coalition is simply recomputed. A key journaled twice keeps
+    its latest value."""
+    path = Path(folder) / JOURNAL_FILE
+    if not path.is_file():
+        return {}
+    entries = {}
+    for line in path.read_text(encoding="ascii", errors="replace").split("\n")[:-1]:
+        parts = line.split("\t")
+        if len(parts) != 2:
+            continue
+        try:
+            bytes.fromhex(parts[0])
+            entries[parts[0]] = float(parts[1])
+        except ValueError:
+            continue
+    return entries
 
 
 class CoalitionJournal(CoalitionStore):
@@ -91,23 +114,24 @@ class CoalitionJournal(CoalitionStore):
         self.path = Path(folder) / JOURNAL_FILE
         self.n_units = int(n_units)
         if self.path.is_file():
+            self._drop_torn_tail()
             self._read()
         self.loaded = len(self)
 
+    def _drop_torn_tail(self) -> None:
+        """Cut a line torn by a kill mid-write, so the next record starts on a line of its own."""
+        size = self.path.stat().st_size
+        complete = self.path.read_bytes().rfind(b"\n") + 1
+        if complete < size:
+            os.truncate(self.path, complete)
+
     def _read(self) -> None:
         width = (self.n_units + 7) // 8 * 2
-        keys, values = [], []
-        for line in self.path.read_text().splitlines():
-            parts = line.split("\t")
-            if len(parts) != 2 or len(parts[0]) != width:
-                continue                      # a torn write from a kill: that coalition is simply recomputed
-            try:
-                keys.append(np.unpackbits(np.frombuffer(bytes.fromhex(parts[0]), dtype=np.uint8))[:self.n_units])
-                values.append(float(parts[1]))
-            except ValueError:
-                continue
-        if keys:
-            super().record(np.array(keys, dtype=bool), np.array(values))
+        entries = [(key, value) for key, value in journal_entries(self.path.parent).items() if len(key) == width]
+        if entries:
+            keys = [np.unpackbits(np.frombuffer(bytes.fromhex(key), dtype=np.uint8))[:self.n_units]
+                    for key, _ in entries]
+            super().record(np.array(keys, dtype=bool), np.array([value for _, value in entries]))
 
     def record(self, Z: np.ndarray, values: np.ndarray) -> None:
         super().record(Z, values)

@@ -3,6 +3,7 @@
 The public entry point; each unit type lives in its own module:
 - ``unit_map``:      ``UnitMap`` and the common rule (support, fragments, numbering 1..M, no units -> error).
 - ``units_organs``:  organ units from an organ map, names, grouping (``organ_units``, ``organ_class_names``).
+- ``grouping``:      organ groupings, built-in or from a JSON file (``load_grouping``, ``BUILTIN_GROUPINGS``).
 - ``units_fcc``:     face-centred-cubic supervoxels in physical mm (``fcc_units``).
 - ``units_hybrid``:  FCC cells split by organ (``hybrid_units``).
 All arrays are (z, y, x) on the CT grid.
@@ -11,7 +12,8 @@ All arrays are (z, y, x) on the CT grid.
 from .unit_map import UnitMap
 from .units_fcc import cell_volume_mm3, fcc_units
 from .units_hybrid import hybrid_units
-from .units_organs import BUILTIN_GROUPINGS, DEFAULT_MIN_VOXELS, load_grouping, organ_class_names, organ_units
+from .grouping import BUILTIN_GROUPINGS, load_grouping
+from .units_organs import DEFAULT_MIN_VOXELS, organ_class_names, organ_units
 
 __all__ = ["UnitMap", "organ_units", "organ_class_names", "load_grouping", "BUILTIN_GROUPINGS",
            "DEFAULT_MIN_VOXELS", "fcc_units", "cell_volume_mm3", "hybrid_units"]

@@ -6,12 +6,11 @@ a list of glob patterns (``fnmatch``, case-sensitive) on organ names, e.g.
     {"rib cage": ["rib_left_*", "rib_right_*", "costal_cartilages", "sternum"], "vertebrae": ["vertebrae_*"]}
 Every organ matched by a group's patterns joins that group's unit (named after the group); unmatched organs
 stay units of their own; an organ matched by two groups is an error. Built-in groupings are selected by name
-(``BUILTIN_GROUPINGS``).
+(``grouping.BUILTIN_GROUPINGS``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import xml.etree.ElementTree as ElementTree
 from fnmatch import fnmatchcase
@@ -20,28 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .grouping import load_grouping
 from .image_io import read_volume
 from .unit_map import UnitMap, finish_units, support_box
 
 DEFAULT_MIN_VOXELS = 10
-
-BUILTIN_GROUPINGS: dict[str, dict[str, list[str]]] = {
-    # On TotalSegmentator "total" names: repeated small structures (ribs, vertebrae, lung lobes per lung, paired
-    # muscles, glands and vessels) become one unit per group; single and large paired organs stay on their own.
-    "default": {
-        "rib cage": ["rib_left_*", "rib_right_*", "costal_cartilages", "sternum"],
-        "vertebrae": ["vertebrae_*", "sacrum"],
-        "left lung": ["lung_*_left"],
-        "right lung": ["lung_*_right"],
-        "adrenal glands": ["adrenal_gland_*"],
-        "back muscles": ["autochthon_*"],
-        "iliopsoas": ["iliopsoas_*"],
-        "gluteal muscles": ["gluteus_*"],
-        "iliac vessels": ["iliac_artery_*", "iliac_vena_*"],
-        "kidney cysts": ["kidney_cyst_*"],
-    },
-}
-
 
 def _names_from_label_table(path: Path) -> dict[int, str]:
     """id -> name from a NIfTI header's CaretExtension XML label table ({} when there is none)."""
@@ -104,28 +86,6 @@ def organ_class_names(label_volume_path: str | os.PathLike) -> dict[int, str]:
 def class_name(class_names: dict[int, str], label: int) -> str:
     """The name of an organ label, "label_<id>" when unnamed."""
     return class_names.get(int(label), f"label_{int(label)}")
-
-
-def load_grouping(grouping) -> dict[str, list[str]]:
-    """A grouping as {group name: [glob patterns]} from None, a dict, a built-in name or a JSON file path."""
-    if grouping is None:
-        return {}
-    if isinstance(grouping, (str, os.PathLike)) and str(grouping) in BUILTIN_GROUPINGS:
-        return BUILTIN_GROUPINGS[str(grouping)]
-    if isinstance(grouping, (str, os.PathLike)):
-        path = Path(grouping)
-        if not path.is_file():
-            raise InputError(f"organ grouping {str(grouping)!r} is neither a built-in grouping "
-                             f"({', '.join(BUILTIN_GROUPINGS)}) nor a JSON file")
-        try:
-            grouping = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"organ grouping file {path} is not valid JSON ({err})") from None
-    if not (isinstance(grouping, dict) and all(isinstance(k, str) and isinstance(v, list)
-                                               and all(isinstance(p, str) for p in v)
-                                               for k, v in grouping.items())):
-        raise InputError('an organ grouping must be a JSON object {"group name": ["glob pattern", ...], ...}')
-    return grouping
 
 
 def _group_of(name: str, grouping: dict[str, list[str]]) -> str | None:

@@ -14,6 +14,8 @@ Modules (imported on first use, so the Qt-free helpers ``panel``/``job``/``deps`
 - ``scene_io``:  ``new_scene``, ``save_scene`` (.mrb), ``load_scene``.
 - ``panel``:     input validation, ExplainRequest from panel values, progress text, device choice, OOM advice.
 - ``job``:       ``ExplainJob``: run_explain on a worker thread, messages through a queue, cancel.
+- ``runs``:      ``plan_run``: the panel's run folder for a request - new, the unfinished run it resumes, or the
+                 finished run it shows again.
 - ``deps``:      dependency status and pip arguments for the explicit install step.
 
 The CLI's ``segshap explain ... --scene scene.mrb`` calls
@@ -51,6 +53,8 @@ _EXPORTS = {
     "is_out_of_memory": "panel", "error_message": "panel", "model_labels": "panel",
     # job
     "ExplainJob": "job", "JobMessage": "job",
+    # runs
+    "plan_run": "runs", "RunPlan": "runs",
     # deps
     "missing_requirements": "deps", "requirement_status": "deps", "pip_arguments": "deps",
 }

@@ -40,6 +40,18 @@ class JobMessage:
     time: float = field(default_factory=time.time)
 
 
+# in-memory input (run_explain keyword) -> the request field naming its file -> file name in the inputs folder
+PERSISTED = (("ct_volume", "ct", "ct.nii.gz"), ("organ_volume", "organs", "organs.nii.gz"),
+             ("roi_mask_volume", "roi_mask", "roi_mask.nii.gz"))
+
+
+def input_files(request, run_kwargs: dict, folder) -> dict[str, Path]:
+    """Request field -> absolute file in ``folder`` for each in-memory input (CT, organ map, ROI mask) that the
+    request names no file for: where ``ExplainJob`` writes it, and so the paths the run's journal spec records."""
+    return {field_name: (Path(folder) / file_name).resolve() for kwarg, field_name, file_name in PERSISTED
+            if run_kwargs.get(kwarg) is not None and getattr(request, field_name, None) is None}
+
+
 def _default_run():
     from SegSHAPLib.explain import run_explain
 
@@ -66,16 +78,16 @@ class ExplainJob:
                         and the request points at them - so summary.json records real files and the output folder
                         can be re-evaluated (``evaluate_output`` rebuilds the request from summary.json). Default:
                         ``<out>_inputs`` next to the output folder when faithfulness is asked for, else nothing.
-                        Written on the worker thread.
+                        Written on the worker thread (file names: ``input_files``).
+    note:               what the panel keeps showing in front of the progress text (e.g. "resuming: 8 coalitions
+                        already computed"); "" for none.
     """
 
-    PERSISTED = (("ct_volume", "ct", "ct.nii.gz"), ("organ_volume", "organs", "organs.nii.gz"),
-                 ("roi_mask_volume", "roi_mask", "roi_mask.nii.gz"))
-
     def __init__(self, request, *, run: Callable | None = None, faithfulness_steps: int = 0,
-                 evaluate: Callable | None = None, inputs_dir=None, **run_kwargs):
+                 evaluate: Callable | None = None, inputs_dir=None, note: str = "", **run_kwargs):
         self.request = request
         self.inputs_dir = inputs_dir
+        self.note = note
         self._run = run
         self._evaluate = evaluate
         self.faithfulness_steps = int(faithfulness_steps)
@@ -158,14 +170,14 @@ class ExplainJob:
             folder = out.parent / f"{out.name}_inputs"
         if not dataclasses.is_dataclass(request):
             return request
-        changes = {}
-        for kwarg, field_name, file_name in self.PERSISTED:
-            volume = self.run_kwargs.get(kwarg)
-            if volume is not None and getattr(request, field_name, None) is None:
-                from SegSHAPLib.image_io import write_volume
+        files = input_files(request, self.run_kwargs, folder)
+        if files:
+            from SegSHAPLib.image_io import write_volume
 
-                changes[field_name] = write_volume(volume, Path(folder) / file_name).resolve()
-        return dataclasses.replace(request, **changes) if changes else request
+            for kwarg, field_name, _ in PERSISTED:
+                if field_name in files:
+                    write_volume(self.run_kwargs[kwarg], files[field_name])
+        return dataclasses.replace(request, **files) if files else request
 
     def _work(self) -> None:
         from SegSHAPLib.errors import Cancelled
@@ -208,4 +220,4 @@ def _stage_event(stage: str, done: int, total: int, message: str):
     return cls(stage, done, total, message, {})
 
 
-__all__ = ["ExplainJob", "JobMessage", "StageEvent"]
+__all__ = ["ExplainJob", "JobMessage", "StageEvent", "PERSISTED", "input_files"]

@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 UNIT_TYPES = ("organs", "fcc", "hybrid")
 VALUE_FUNCTIONS = ("softdice", "tp", "fp", "dice")
 SCORE_REGIONS = ("box", "component", "dilated")
+ORGAN_UNIT_TYPES = ("organs", "hybrid")                  # the unit types built from an organ map
+GROUPING_FROM_FILE = "from file"
+BUILTIN_GROUPING_OF_CHOICE = {"individual organs": None, "default groups": "default"}   # choice -> --grouping
+GROUPING_CHOICES = (*BUILTIN_GROUPING_OF_CHOICE, GROUPING_FROM_FILE)
 DEVICE_CHOICES_FIXED = ("Auto", "CPU")
 MIN_BUDGET = 8
 
@@ -38,7 +42,8 @@ class PanelValues:
     has_roi_segment: bool = False
     units: str = "organs"
     fcc_scale_mm: float = 30.0
-    grouping: str = ""
+    grouping: str = "individual organs"        # one of GROUPING_CHOICES (organs/hybrid units only)
+    grouping_file: str = ""                    # the JSON file when grouping is "from file"
     value: str = "softdice"
     score_region: str = "box"
     dilate_mm: float = 6.0
@@ -50,6 +55,11 @@ class PanelValues:
     tta: bool = False
     faithfulness_steps: int = 10
     extra: dict = field(default_factory=dict)
+
+
+def _sentence(text: str) -> str:
+    """'model folder x does not exist' -> 'Model folder x does not exist.'"""
+    return text[0].upper() + text[1:] + "."
 
 
 def model_folder_problem(model_dir: str) -> str | None:
@@ -83,7 +93,7 @@ def validate_panel(values: PanelValues) -> list[str]:
         problems.append("Select the CT volume to explain.")
     model_problem = model_folder_problem(values.model_dir)
     if model_problem:
-        problems.append(model_problem[0].upper() + model_problem[1:] + ".")
+        problems.append(_sentence(model_problem))
     if not values.run_model and not values.has_prediction:
         problems.append("Select a prediction (segmentation or label map), or tick 'Run the nnU-Net model'.")
     target = str(values.target).strip()
@@ -106,8 +116,12 @@ def validate_panel(values: PanelValues) -> list[str]:
         problems.append(f"Unknown ROI mode '{values.roi_mode}' (use point or segment).")
     if values.units not in UNIT_TYPES:
         problems.append(f"Unknown unit type '{values.units}'; choose organs, fcc or hybrid.")
-    elif values.units in ("organs", "hybrid") and not (values.has_organs or values.run_totalsegmentator):
-        problems.append(f"'{values.units}' units need an organ segmentation: select one or run TotalSegmentator.")
+    elif values.units in ORGAN_UNIT_TYPES:
+        if not (values.has_organs or values.run_totalsegmentator):
+            problems.append(f"'{values.units}' units need an organ segmentation: select one or run TotalSegmentator.")
+        grouping_problem = organ_grouping_problem(values.grouping, values.grouping_file)
+        if grouping_problem:
+            problems.append(grouping_problem)
     if values.units in ("fcc", "hybrid") and not values.fcc_scale_mm > 0:
         problems.append("The FCC cell scale must be a positive size in mm.")
     if values.value not in VALUE_FUNCTIONS:
@@ -130,6 +144,38 @@ def validate_panel(values: PanelValues) -> list[str]:
     return problems
 
 
+def organ_grouping_problem(choice: str, grouping_file: str) -> str | None:
+    """Why the organ grouping cannot be used, one sentence (None when it can): an unknown choice, or for
+    "from file" a missing, unreadable, non-JSON or malformed file (read here, before any run starts)."""
+    if choice not in GROUPING_CHOICES:
+        return f"Unknown organ grouping '{choice}'; choose one of {', '.join(GROUPING_CHOICES)}."
+    if choice != GROUPING_FROM_FILE:
+        return None
+    path = grouping_file.strip()
+    if not path:
+        return "Choose the organ grouping JSON file, or another organ grouping."
+    if not Path(path).is_file():
+        return f"The organ grouping file {path} does not exist."
+    from SegSHAPLib.errors import InputError
+    from SegSHAPLib.grouping import load_grouping
+
+    try:
+        load_grouping(Path(path).resolve())
+    except InputError as err:
+        return _sentence(str(err))
+    return None
+
+
+def grouping_argument(values: PanelValues) -> str | None:
+    """The request's ``grouping`` (``--grouping``): None for individual organs and for fcc units, "default", or
+    the grouping file as an absolute path."""
+    if values.units not in ORGAN_UNIT_TYPES:
+        return None
+    if values.grouping == GROUPING_FROM_FILE:
+        return str(Path(values.grouping_file.strip()).resolve())
+    return BUILTIN_GROUPING_OF_CHOICE[values.grouping]
+
+
 def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | None = None,
                          roi_point_ras=None) -> dict:
     """The ``ExplainRequest`` keyword arguments for the panel's values (paths for in-memory inputs stay None:
@@ -142,7 +188,7 @@ def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | 
         point_space="ras", roi_mask=None, prediction=None,
         score_region=values.score_region, dilate_mm=float(values.dilate_mm),
         units=values.units, organs=None, fcc_scale_mm=float(values.fcc_scale_mm),
-        grouping=values.grouping or None, value=values.value, budget=int(values.budget), seed=int(values.seed),
+        grouping=grouping_argument(values), value=values.value, budget=int(values.budget), seed=int(values.seed),
         mask_value=float(values.mask_value), batch_size=int(values.batch_size),
         device=device or device_request_name(values.device), tta=bool(values.tta),
     )
@@ -187,6 +233,27 @@ def format_progress(event) -> str:
     if event.total and event.total > 1:
         text += f" ({event.done}/{event.total})"
     return text
+
+
+def format_status(event, note: str = "") -> str:
+    """The status line during a run: the job's note (e.g. 'resuming: 8 coalitions already computed') in front of
+    ``format_progress(event)``."""
+    progress = format_progress(event)
+    return f"{note} - {progress}" if note else progress
+
+
+def format_cost(summary: dict) -> str:
+    """summary.json -> '256 coalitions (kernelshap, 64 resumed) - 1,234 patch forwards (87% cache hits) - 42 s'.
+
+    "N resumed": values taken from the journal of an earlier, interrupted attempt (not computed by this run)."""
+    solver, inference = summary.get("solver") or {}, summary.get("inference") or {}
+    method = solver.get("method", "?")
+    if solver.get("resumed_coalitions"):
+        method += f", {int(solver['resumed_coalitions']):,} resumed"
+    return (f"{solver.get('coalitions', '?')} coalitions ({method}) - "
+            f"{int(inference.get('patch_forwards', 0)):,} patch forwards "
+            f"({float(inference.get('hit_rate', 0.0) or 0.0):.0%} cache hits) - "
+            f"{float((summary.get('timings_s') or {}).get('total', 0.0)):.0f} s")
 
 
 def progress_percent(event) -> int:
@@ -303,7 +370,8 @@ def error_message(error: BaseException, *, device: str = "cpu", batch_size: int 
     return f"{type(error).__name__}: {error}"
 
 
-__all__ = ["PanelValues", "UNIT_TYPES", "VALUE_FUNCTIONS", "SCORE_REGIONS", "model_folder_problem", "model_labels",
-           "validate_panel", "build_request_kwargs", "build_request", "format_duration", "format_progress",
+__all__ = ["PanelValues", "UNIT_TYPES", "VALUE_FUNCTIONS", "SCORE_REGIONS", "GROUPING_CHOICES", "model_folder_problem",
+           "model_labels", "validate_panel", "organ_grouping_problem", "grouping_argument", "build_request_kwargs",
+           "build_request", "format_duration", "format_progress", "format_status", "format_cost",
            "progress_percent", "parse_device", "device_request_name", "device_choices", "choose_device",
            "is_out_of_memory", "out_of_memory_advice", "error_message"]

@@ -45,6 +45,7 @@ RUN_ID = "SegSHAP.RunID"
 BACKGROUND_REFERENCE = "SegSHAPBackground"       # node reference attribution -> CT (kept on scene import)
 ROLES_ALWAYS = ("ct", "roi", "units", "units_colors", "attribution", "attribution_colors", "units_table")
 ROLES_FAITHFULNESS = ("curves_table", "chart")
+OUTPUT_FILES = ("attribution.nii.gz", "units.nii.gz", "roi.nii.gz", "summary.json")   # a finished explain folder
 VERSION_PACKAGES = ("segshap", "numpy", "scipy", "SimpleITK", "torch", "nnunetv2", "slicer-core", "vtk")
 
 
@@ -63,7 +64,7 @@ def load_output_dir(out_dir: str | os.PathLike, *, ct_path: str | os.PathLike | 
     """Read an explain output folder (attribution.nii.gz, units.nii.gz, roi.nii.gz, summary.json, and
     prediction.nii.gz when present). The CT is ``ct_path`` or summary.json's inputs.ct when that file exists."""
     out = Path(out_dir)
-    missing = [n for n in ("attribution.nii.gz", "units.nii.gz", "roi.nii.gz", "summary.json") if not (out / n).is_file()]
+    missing = [n for n in OUTPUT_FILES if not (out / n).is_file()]
     if missing:
         raise InputError(f"{out} is not a complete explain output folder (missing {', '.join(missing)}); "
                          "run `segshap explain ... --out DIR` first")

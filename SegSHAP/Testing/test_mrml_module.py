@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import sys
 import types
 import unittest
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.mrml
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
+from SegSHAPLib.errors import InputError  # noqa: E402
 from SegSHAPLib.image_io import read_volume  # noqa: E402
 from SegSHAPMRML import display, results, scene_io, volumes  # noqa: E402
 from SegSHAPMRML.results import ExplanationOutputs  # noqa: E402
@@ -33,6 +35,7 @@ RESOURCES = MODULE_DIR / "Resources"
 SAMPLE_CT = RESOURCES / "SampleData" / "example_ct_sm.nii.gz"
 SAMPLE_ORGANS = RESOURCES / "SampleData" / "example_ct_sm_totalseg.nii.gz"
 DEMO_MODEL = RESOURCES / "DemoModel"
+RESUME_BUDGET = 16                 # two solver batches of 8: cancelled after the first, resumed for the second
 
 
 def _stub_modules(scene, tmp_path) -> dict:
@@ -175,8 +178,9 @@ def test_validation_from_the_parameter_node(module):
 def test_prepare_run_reads_nodes_into_volumes(module):
     ct, organs, point, names = _load_sample(module.scene)
     logic = module.SegSHAPLogic()
-    request, kwargs, note = logic.prepareRun(_parameters(module, ct, organs, point, device="CPU", seed=4))
-    assert note == "running on the CPU"
+    plan, kwargs, note = logic.prepareRun(_parameters(module, ct, organs, point, device="CPU", seed=4))
+    request = plan.request
+    assert note == "running on the CPU" and plan.action == "new" and plan.note == ""
     assert request.device == "cpu" and request.target == "spleen" and request.units == "organs"
     assert request.budget == 32 and request.seed == 4 and request.model == DEMO_MODEL
     assert request.roi_point == pytest.approx(volumes.markups_point_ras(point))
@@ -187,7 +191,7 @@ def test_prepare_run_reads_nodes_into_volumes(module):
     assert kwargs["organ_names"][1] == "spleen" and kwargs["organ_names"][5] == names[5]
     assert "prediction_volume" not in kwargs and "roi_mask_volume" not in kwargs
     # a second run gets its own output folder
-    assert logic.prepareRun(_parameters(module, ct, organs, point))[0].out != request.out
+    assert logic.prepareRun(_parameters(module, ct, organs, point))[0].request.out != request.out
 
 
 def test_prepare_run_with_segmentations(module):
@@ -203,8 +207,8 @@ def test_prepare_run_with_segmentations(module):
     p = _parameters(module, ct, organ_segmentation, point, runModel=False, predictionNode=prediction,
                     roiMode="segment", roiSegmentation=prediction, roiSegmentID=spleen_id, device="CPU")
     assert module.SegSHAPLogic().validate(p) == []
-    request, kwargs, _ = module.SegSHAPLogic().prepareRun(p)
-    assert request.roi_point is None
+    plan, kwargs, _ = module.SegSHAPLogic().prepareRun(p)
+    assert plan.request.roi_point is None
     np.testing.assert_array_equal(kwargs["roi_mask_volume"].array, spleen_only.array)
     # the prediction's segment named "spleen" gets the model's spleen label value (1)
     np.testing.assert_array_equal(kwargs["prediction_volume"].array == 1, spleen_only.array == 1)
@@ -227,8 +231,8 @@ def test_transformed_ct_gets_the_point_in_its_own_frame(module):
     organs.SetAndObserveTransformNodeID(transform.GetID())
     world = np.array(volumes.markups_point_ras(point)) + [0.0, 25.0, 0.0]
     point.SetNthControlPointPositionWorld(0, *world)
-    request, _, _ = module.SegSHAPLogic().prepareRun(_parameters(module, ct, organs, point, device="CPU"))
-    assert request.roi_point == pytest.approx(tuple(world - [0.0, 25.0, 0.0]))
+    plan, _, _ = module.SegSHAPLogic().prepareRun(_parameters(module, ct, organs, point, device="CPU"))
+    assert plan.request.roi_point == pytest.approx(tuple(world - [0.0, 25.0, 0.0]))
 
 
 def _fake_run(request, *, progress=None, cancel=None, ct_volume=None, organ_volume=None, organ_names=None, **kw):
@@ -262,8 +266,9 @@ def test_start_and_finish_map_the_result_to_nodes(module):
     job, note = logic.startExplain(p, run=_fake_run)
     job.wait(30)
     assert job.state == "done", job.error_text
-    # the in-memory inputs were written next to the output folder and the request points at them
-    inputs = Path(job.request.out).parent / "inputs"
+    # the in-memory inputs were written to the runs folder's inputs/<content digest> and the request points at them
+    inputs = job.inputs_dir
+    assert inputs.parent == logic.runsFolder / "inputs" and Path(job.request.out).parent.parent == logic.runsFolder
     assert job.request.ct == (inputs / "ct.nii.gz").resolve() and job.request.organs == (inputs / "organs.nii.gz").resolve()
     assert read_volume(job.request.ct).same_grid(read_volume(SAMPLE_CT))
     nodes = logic.finishExplain(job, p)
@@ -278,6 +283,30 @@ def test_start_and_finish_map_the_result_to_nodes(module):
     # the blocking path used by scripts and the self-test gives a second, separate run
     again = logic.runBlocking(p, timeout=30, run=_fake_run)
     assert again["run_id"] != nodes["run_id"] and len(results.run_ids(scene)) == 2
+
+
+def test_grouping_from_the_parameter_node_reaches_the_request(module, tmp_path):
+    ct, organs, point, _ = _load_sample(module.scene)
+    logic = module.SegSHAPLogic()
+    groups = tmp_path / "groups.json"
+    groups.write_text('{"rib cage": ["rib_*"]}')
+    p = _parameters(module, ct, organs, point, device="CPU", grouping="from file", groupingFile=Path("."))
+    assert any("Choose the organ grouping JSON file" in problem for problem in logic.validate(p))
+    p.groupingFile = tmp_path / "typo.json"
+    assert any("typo.json does not exist" in problem for problem in logic.validate(p))
+    groups.write_text('["rib_*"]')
+    p.groupingFile = groups
+    assert any("must be a JSON object" in problem for problem in logic.validate(p))
+    with pytest.raises(InputError, match="must be a JSON object"):                 # refused before any run
+        logic.startExplain(p, run=_fake_run)
+    groups.write_text('{"rib cage": ["rib_*"]}')
+    assert logic.validate(p) == []
+    assert logic.prepareRun(p)[0].request.grouping == str(groups.resolve())
+    p.grouping = "default groups"
+    assert logic.prepareRun(p)[0].request.grouping == "default"
+    p.units = "fcc"                                                                 # no organ map is read
+    plan, kwargs, _ = logic.prepareRun(p)
+    assert plan.request.grouping is None and "organ_volume" not in kwargs
 
 
 def test_failed_job_is_not_mapped(module):
@@ -331,3 +360,76 @@ def test_self_test_runs_end_to_end(module, monkeypatch):
     assert not result.errors and not result.failures, result.errors + result.failures
     assert not result.skipped, result.skipped
     assert len(results.run_ids(scene)) == 1 and results.check_run(scene) == []
+
+
+def _small_prediction(scene, ct, point):
+    """A given prediction (label map node) that is a 5x5x3-voxel spleen cube around the ROI point: no full
+    prediction to run, and a small box whose support is 12 of the 60 patches (a cheap real explanation)."""
+    ijk = np.linalg.inv(volumes.node_ijk_to_ras(ct)) @ np.array([*volumes.markups_point_ras(point), 1.0])
+    i, j, k = (int(round(v)) for v in ijk[:3])
+    ct_volume = volumes.node_to_volume(ct)
+    labels = np.zeros(ct_volume.array.shape, np.uint8)                           # (z, y, x)
+    labels[k - 1:k + 2, j - 2:j + 3, i - 2:i + 3] = 1
+    node = volumes.volume_to_node(scene, ct_volume.with_array(labels), "spleen cube", labelmap=True)
+    display.show_label_map(scene, node, display.named_label_color_table(scene, {1: "spleen"}, "cube"))
+    return node
+
+
+def _cancel_after_first_batch(request, *, progress, cancel, **kwargs):
+    """run_explain with Cancel pressed as soon as the first batch of coalitions is journaled (what a user's
+    click does between batches; deterministic here)."""
+    from SegSHAPLib.explain import run_explain
+
+    def relay(event):
+        progress(event)
+        if event.stage == "coalitions" and event.done > 0:
+            cancel.set()
+
+    return run_explain(request, progress=relay, cancel=cancel, **kwargs)
+
+
+@pytest.mark.slow
+def test_apply_after_cancel_resumes_to_the_uninterrupted_result(module, tmp_path):
+    """The real pipeline through the logic (organ units in default groups, a given small prediction): cancel after
+    one batch, Apply again -> resumed in the same folder with the uninterrupted run's phi; Apply once more -> the
+    finished run shown again, nothing recomputed."""
+    from SegSHAPLib.grouping import BUILTIN_GROUPINGS
+    from SegSHAPLib.journal import journal_entries
+
+    ct, organs, point, _ = _load_sample(module.scene)
+    p = _parameters(module, ct, organs, point, device="CPU", budget=RESUME_BUDGET, faithfulnessSteps=0,
+                    grouping="default groups", runModel=False,
+                    predictionNode=_small_prediction(module.scene, ct, point))
+    logic = module.SegSHAPLogic()
+    cancelled, _ = logic.startExplain(p, run=_cancel_after_first_batch)
+    cancelled.wait(600)
+    assert cancelled.state == "cancelled", cancelled.error_text + cancelled.error_traceback
+    out = Path(cancelled.request.out)
+    journaled = len(journal_entries(out))
+    assert 0 < journaled < RESUME_BUDGET and not (out / "summary.json").exists()
+
+    resumed, note = logic.startExplain(p)
+    assert note.startswith(f"resuming: {journaled} coalitions already computed ({out.parent.name})")
+    assert resumed.note in note and Path(resumed.request.out) == out
+    resumed.wait(600)
+    assert resumed.state == "done", resumed.error_text + resumed.error_traceback
+    solver = json.loads((out / "summary.json").read_text())["solver"]
+    assert solver["resumed_coalitions"] == journaled and solver["coalitions"] > journaled
+
+    uninterrupted = module.SegSHAPLogic(runsFolder=tmp_path / "elsewhere")
+    fresh, fresh_note = uninterrupted.startExplain(p)
+    assert "resuming" not in fresh_note
+    fresh.wait(600)
+    assert fresh.state == "done", fresh.error_text
+    assert fresh.result.summary["solver"]["resumed_coalitions"] == 0
+    np.testing.assert_array_equal(resumed.result.phi, fresh.result.phi)
+    assert resumed.result.phi0 == fresh.result.phi0 and resumed.result.unit_names == fresh.result.unit_names
+    assert set(resumed.result.unit_names) & set(BUILTIN_GROUPINGS["default"])      # the grouping was applied
+
+    shown, note = logic.startExplain(p, run=_fake_run)          # identical Apply: read back, never run
+    assert "showing its results again" in note and Path(shown.request.out) == out
+    shown.wait(60)
+    assert shown.state == "done", shown.error_text
+    np.testing.assert_array_equal(shown.result.phi, resumed.result.phi)
+    nodes = logic.finishExplain(shown, p)
+    assert results.check_run(module.scene, nodes["run_id"]) == []

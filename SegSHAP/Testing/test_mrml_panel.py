@@ -68,7 +68,7 @@ def test_fcc_units_need_no_organs():
 
 def test_request_kwargs_match_explain_request_fields(tmp_path):
     kwargs = panel.build_request_kwargs(_ready(units="hybrid", value="dice", budget=64, seed=3, device="cuda:1",
-                                               mask_value=-1000.0, tta=True, grouping="default"), tmp_path / "o",
+                                               mask_value=-1000.0, tta=True, grouping="default groups"), tmp_path / "o",
                                         device="cpu", roi_point_ras=(1.0, 2.0, 3.0))
     explain = pytest.importorskip("SegSHAPLib.explain")
     fields = {f.name for f in dataclasses.fields(explain.ExplainRequest)}
@@ -84,6 +84,35 @@ def test_request_kwargs_match_explain_request_fields(tmp_path):
     assert panel.build_request_kwargs(_ready(device="Auto"), tmp_path)["device"] == "auto"
 
 
+@pytest.mark.parametrize("content,expected", [
+    (None, "does not exist"),
+    ("{not json", "is not valid JSON"),
+    ('{"rib cage": "rib_*"}', 'must be a JSON object {"group name": ["glob pattern", ...]'),
+])
+def test_a_bad_grouping_file_is_refused_before_the_run(tmp_path, content, expected):
+    path = tmp_path / "groups.json"
+    if content is not None:
+        path.write_text(content)
+    problems = panel.validate_panel(_ready(grouping="from file", grouping_file=str(path)))
+    assert len(problems) == 1 and expected in problems[0] and problems[0].endswith("."), problems
+    assert problems[0][0].isupper()
+    # the same file is irrelevant to fcc units (no organ map, no grouping)
+    assert panel.validate_panel(_ready(units="fcc", grouping="from file", grouping_file=str(path))) == []
+
+
+def test_grouping_choices_become_the_grouping_argument(tmp_path):
+    path = tmp_path / "groups.json"
+    path.write_text('{"rib cage": ["rib_*", "sternum"]}')
+    from_file = _ready(units="hybrid", grouping="from file", grouping_file=str(path))
+    assert panel.validate_panel(from_file) == []
+    assert panel.build_request_kwargs(from_file, tmp_path)["grouping"] == str(path.resolve())
+    assert panel.build_request_kwargs(_ready(grouping="default groups"), tmp_path)["grouping"] == "default"
+    assert panel.build_request_kwargs(_ready(), tmp_path)["grouping"] is None             # individual organs
+    assert panel.build_request_kwargs(_ready(units="fcc", grouping="default groups"), tmp_path)["grouping"] is None
+    assert "Choose the organ grouping JSON file" in panel.validate_panel(_ready(grouping="from file"))[0]
+    assert "Unknown organ grouping 'coarse'" in panel.validate_panel(_ready(grouping="coarse"))[0]
+
+
 def _event(stage, done, total, message="", **counters):
     return SimpleNamespace(stage=stage, done=done, total=total, message=message, counters=counters)
 
@@ -96,6 +125,18 @@ def test_progress_text():
     assert panel.format_progress(_event("prepare", 0, 1, "loading the model")) == "preparing: loading the model"
     assert panel.format_progress(_event("verify", 2, 5, "checking")) == "verifying: checking (2/5)"
     assert panel.format_duration(3725) == "1:02:05" and panel.format_duration(None) == "?"
+    resuming = "resuming: 8 coalitions already computed (run-1)"
+    assert panel.format_status(event, resuming) == resuming + " - " + panel.format_progress(event)
+    assert panel.format_status(event) == panel.format_progress(event)
+
+
+def test_cost_text_names_resumed_coalitions():
+    summary = {"solver": {"coalitions": 64, "method": "kernelshap", "resumed_coalitions": 8},
+               "inference": {"patch_forwards": 1234, "hit_rate": 0.87}, "timings_s": {"total": 41.6}}
+    assert panel.format_cost(summary) == ("64 coalitions (kernelshap, 8 resumed) - 1,234 patch forwards "
+                                          "(87% cache hits) - 42 s")
+    summary["solver"]["resumed_coalitions"] = 0
+    assert panel.format_cost(summary).startswith("64 coalitions (kernelshap) - ")
 
 
 def test_progress_percent():

@@ -71,6 +71,7 @@ def test_every_ui_name_used_by_the_widget_exists(widgets):
 def test_required_panel_elements(widgets):
     for name in ("ctSelector", "predictionSelector", "runModelCheckBox", "modelPathLineEdit", "organSelector",
                  "runTotalSegmentatorButton", "targetLineEdit", "roiPointSelector", "roiPointPlaceWidget",
+                 "groupingLabel", "groupingComboBox", "groupingFilePathLineEdit",
                  "roiSegmentSelector", "unitsComboBox", "fccScaleSpinBox", "valueComboBox", "scoreRegionComboBox",
                  "budgetSpinBox", "seedSpinBox", "deviceComboBox", "applyButton", "progressBar", "statusLabel",
                  "costLabel", "resultsTableView", "legendLabel", "installButton", "wheelFolderPathLineEdit",
@@ -78,6 +79,7 @@ def test_required_panel_elements(widgets):
         assert name in widgets, name
     assert widgets["modelPathLineEdit"].get("class") == "ctkPathLineEdit"
     assert widgets["roiPointPlaceWidget"].get("class") == "qSlicerMarkupsPlaceWidget"
+    assert widgets["groupingFilePathLineEdit"].get("class") == "ctkPathLineEdit"
 
 
 def test_parameter_bindings_fit_the_parameter_node(widgets, module_ast):
@@ -122,6 +124,7 @@ def test_choices_match_the_panel_helpers(module_ast):
     assert set(choices("units")) == set(panel.UNIT_TYPES)
     assert set(choices("value")) == set(panel.VALUE_FUNCTIONS)
     assert set(choices("scoreRegion")) == set(panel.SCORE_REGIONS)
+    assert choices("grouping") == list(panel.GROUPING_CHOICES)
 
 
 def test_custom_widgets_declared_and_connected_to_the_scene(ui, widgets):
