@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,4 +131,15 @@ def test_dry_run_lists_this_part_and_writes_nothing(folder, capsys):
     out = capsys.readouterr().out
     assert "6 explanations (part 1 of 2): 6 to run, 0 done, 0 refused" in out
     assert "a__organs__dice" in out and "a__organs__softdice" not in out
+    assert not (folder / "o").exists()
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(folder, capsys, monkeypatch):
+    """Ray is installed in the test venv, so its absence is simulated: an import of a None module entry raises
+    ImportError exactly as a missing package does."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    manifest = write(folder, good_row())
+    assert main(["cohort", "run", str(manifest), "--out", str(folder / "o"), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install -e '.[ray]'" in err and "--executor local" in err
     assert not (folder / "o").exists()
