@@ -28,7 +28,8 @@ def add_parser(subparsers) -> None:
     run.add_argument("--ray-address", help="ray: address of a running cluster (default: start a local Ray)")
     run.add_argument("--gpus", type=float, default=0.0,
                      help="GPUs per explanation: 0 = CPU (default), 1, or 0.5 to share a GPU between two")
-    run.add_argument("--cpus-per-task", type=int, default=1, help="ray: CPUs (torch threads) per explanation")
+    run.add_argument("--cpus-per-task", type=int, default=1,
+                     help="ray: CPUs (torch threads) per explanation (default 1)")
     run.add_argument("--max-retries", type=int, default=2,
                      help="times a crashed or killed explanation is started again; each retry resumes (default 2)")
     run.add_argument("--part-id", type=int, default=0, help="run only part K of --num-parts (0-based)")
@@ -83,13 +84,18 @@ class StudyProgress:
 
 
 def make_executor(args: argparse.Namespace):
-    """The executor the flags ask for (Ray imported only for --executor ray)."""
+    """The executor the flags ask for (Ray imported only for --executor ray); InputError for a flag of the
+    other executor."""
     if args.executor == "ray":
+        if args.workers is not None:
+            raise InputError("--workers is for --executor local; Ray runs as many explanations at once as its "
+                             "CPUs and GPUs allow (--cpus-per-task, --gpus)")
         from .cohort_ray import RayExecutor
 
         return RayExecutor(args.ray_address, args.max_retries, args.gpus, args.cpus_per_task)
-    if args.ray_address:
-        raise InputError("--ray-address needs --executor ray")
+    if args.ray_address or args.cpus_per_task != 1:
+        raise InputError("--ray-address and --cpus-per-task need --executor ray; locally, --workers sets how many "
+                         "explanations run at once and they share the cores")
     from .cohort_local import LocalExecutor
 
     return LocalExecutor(args.workers, args.max_retries, args.gpus)

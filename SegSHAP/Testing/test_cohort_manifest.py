@@ -111,7 +111,10 @@ def test_worker_slots():
     (["cohort", "status", "{tmp}/nowhere"], "not a cohort study folder"),
     (["cohort", "gather", "{tmp}"], "not a cohort study folder"),
     (["cohort", "run", "{tmp}/none.csv", "--out", "{tmp}/o"], "manifest {tmp}/none.csv not found"),
-    (["cohort", "run", "{manifest}", "--out", "{tmp}/o", "--ray-address", "auto"], "--ray-address needs"),
+    (["cohort", "run", "{manifest}", "--out", "{tmp}/o", "--ray-address", "auto"], "need --executor ray"),
+    (["cohort", "run", "{manifest}", "--out", "{tmp}/o", "--cpus-per-task", "4"], "need --executor ray"),
+    (["cohort", "run", "{manifest}", "--out", "{tmp}/o", "--executor", "ray", "--workers", "2"],
+     "--workers is for --executor local"),
     (["cohort", "run", "{manifest}", "--out", "{tmp}/o", "--max-retries", "-1"], "--max-retries -1"),
     (["cohort", "run", "{manifest}", "--out", "{tmp}/o", "--part-id", "2", "--num-parts", "2"], "part-id"),
 ])
