@@ -107,7 +107,6 @@ class _Worker:
 class LocalExecutor:
     """Runs the study's explanations in worker processes on this machine (see the module doc)."""
 
-    name = "local"
 
     def __init__(self, workers: int | None = None, max_retries: int = 2, gpus_per_task: float = 0.0):
         if max_retries < 0:

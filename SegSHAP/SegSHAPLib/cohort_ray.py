@@ -35,7 +35,6 @@ def import_ray():
 class RayExecutor:
     """Runs the study's explanations as Ray tasks (see the module doc)."""
 
-    name = "ray"
 
     def __init__(self, address: str | None = None, max_retries: int = 2, gpus_per_task: float = 0.0,
                  cpus_per_task: int = 1):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cohort_manifest import CohortTask, read_manifest, select_part
-from .cohort_state import CHANGED, DONE, FAILED, TaskOutcome, classify, discard, write_plan
+from .cohort_state import CHANGED, DONE, FAILED, NEW, TaskOutcome, classify, discard, write_plan
 
 
 @dataclass
@@ -66,7 +66,7 @@ def triage(tasks: list[CohortTask], restart: bool) -> Triage:
             result.notes[task.task_id] = result.refused[-1].reason
         else:
             result.to_run.append(task)
-            result.notes[task.task_id] = f"{'resume' if state != 'new' else 'run'}: {detail}"
+            result.notes[task.task_id] = f"{'run' if state == NEW else 'resume'}: {detail}"
     return result
 
 

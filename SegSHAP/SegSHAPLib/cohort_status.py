@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cohort_manifest import CohortTask
-from .cohort_state import CHANGED, DONE, FAILED, classify, read_plan, read_status, worker_alive
+from .cohort_state import CHANGED, DONE, FAILED, NEW, RESUMABLE, classify, read_plan, read_status, worker_alive
 
 RUNNING, INTERRUPTED = "running", "interrupted"
-STATE_ORDER = (DONE, RUNNING, FAILED, INTERRUPTED, CHANGED, "resumable", "new")
+STATE_ORDER = (DONE, RUNNING, FAILED, INTERRUPTED, CHANGED, RESUMABLE, NEW)
 
 
 @dataclass
