@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .cached_inference import CachedSlidingWindow, SlidingWindowLayout
+from .case_cache import cached_prediction, cached_predictor, cached_preprocessing
 from .errors import InputError
 from .image_io import Volume, describe_grid_mismatch, read_volume
-from .model import Preprocessed, load_predictor, logits_to_segmentation, predict_logits, preprocess, resolve_target
+from .model import Preprocessed, resolve_target
 from .network_grid import Box, NetworkGrid
 from .roi import (REGION_KINDS, bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
                   roi_from_point, scoring_region)
@@ -150,8 +151,8 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     """
     check_request(request, roi_mask_volume is not None)
     ct = ct_volume if ct_volume is not None else read_volume(request.ct)
-    predictor = predictor or load_predictor(request.model, request.fold, request.device, request.tile_step,
-                                            use_mirroring=request.tta)
+    predictor = predictor or cached_predictor(request.model, request.fold, request.device, request.tile_step,
+                                              request.tta)
     if predictor.label_manager.has_regions:
         raise InputError("region-based nnU-Net models (overlapping regions) are not supported; use a model "
                          "trained on plain labels")
@@ -160,14 +161,10 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     given_prediction = _load_aligned(prediction_volume, getattr(request, "prediction", None), ct,
                                      "the prediction", "--prediction")
 
-    pre = preprocess(predictor, ct)
+    pre = cached_preprocessing(predictor, ct)
     grid = NetworkGrid.from_preprocessing(pre.properties, predictor.plans_manager.transpose_forward,
                                           pre.data.shape[1:], ct.shape_zyx)
-    if given_prediction is None:
-        seg = logits_to_segmentation(predictor, predict_logits(predictor, pre.data), pre.properties)
-        prediction = ct.with_array(seg.astype(np.uint8 if seg.max(initial=0) < 256 else np.uint16))
-    else:
-        prediction = given_prediction
+    prediction = given_prediction if given_prediction is not None else cached_prediction(predictor, ct)
 
     roi, ijk = _roi(request, ct, prediction, target, roi_mask_volume)
     region = scoring_region(roi, request.score_region, ct.spacing_zyx, request.dilate_mm) | roi

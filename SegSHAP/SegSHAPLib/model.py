@@ -154,9 +154,10 @@ def logits_to_segmentation(predictor, logits, properties: dict) -> np.ndarray:
     return np.asarray(seg)
 
 
-def predict_segmentation(predictor, ct: Volume) -> Volume:
-    """The model's segmentation of a CT, as a uint8/uint16 label ``Volume`` on the CT grid."""
-    pre = preprocess(predictor, ct)
+def predict_segmentation(predictor, ct: Volume, pre: Preprocessed | None = None) -> Volume:
+    """The model's segmentation of a CT, as a uint8/uint16 label ``Volume`` on the CT grid (``pre``: the CT's
+    preprocessing when already done)."""
+    pre = pre if pre is not None else preprocess(predictor, ct)
     seg = logits_to_segmentation(predictor, predict_logits(predictor, pre.data), pre.properties)
     dtype = np.uint8 if seg.max(initial=0) < 256 else np.uint16
     return ct.with_array(seg.astype(dtype))

@@ -10,6 +10,10 @@ RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
 SAMPLE_CT = RESOURCES / "SampleData" / "example_ct_sm.nii.gz"
 SAMPLE_ORGANS = RESOURCES / "SampleData" / "example_ct_sm_totalseg.nii.gz"
 DEMO_MODEL = RESOURCES / "DemoModel"
+# Crops of the sample CT small enough for many explanations per test: 16 x 48 x 64 voxels, two sliding-window
+# patches each. case_id -> (crop as x, y, z slices, a point on the demo model's "spleen" component, its space).
+CROPPED_CASES = {"spleen": ((slice(0, 64), slice(10, 58), slice(7, 23)), "-127,152.3,142.3", "ras"),
+                 "liver_fp": ((slice(36, 100), slice(50, 98), slice(7, 23)), "21 24 8", "ijk")}
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +44,17 @@ def demo_prediction(demo_predictor, sample_ct):
     from SegSHAPLib.model import predict_segmentation
 
     return predict_segmentation(demo_predictor, sample_ct)
+
+
+@pytest.fixture(scope="session")
+def cropped_cases(tmp_path_factory) -> Path:
+    """A folder with <case>_ct.nii.gz and <case>_organs.nii.gz for each of CROPPED_CASES (nibabel's crop keeps the
+    organ names' label table and the geometry)."""
+    import nibabel
+
+    folder = tmp_path_factory.mktemp("cropped_cases")
+    ct, organs = nibabel.load(str(SAMPLE_CT)), nibabel.load(str(SAMPLE_ORGANS))
+    for case_id, (crop, _, _) in CROPPED_CASES.items():
+        nibabel.save(ct.slicer[crop], str(folder / f"{case_id}_ct.nii.gz"))
+        nibabel.save(organs.slicer[crop], str(folder / f"{case_id}_organs.nii.gz"))
+    return folder

@@ -26,11 +26,9 @@ from SegSHAPLib.cli import main
 from SegSHAPLib.cohort_gather import COLUMNS
 from SegSHAPLib.cohort_manifest import read_manifest
 
-from conftest import DEMO_MODEL, SAMPLE_CT, SAMPLE_ORGANS
+from conftest import CROPPED_CASES, DEMO_MODEL
 
-# (case_id, crop of the sample CT as x, y, z slices, ROI point, its space)
-CASES = (("spleen", np.s_[0:64, 10:58, 7:23], "-127,152.3,142.3", "ras"),
-         ("liver_fp", np.s_[36:100, 50:98, 7:23], "21 24 8", "ijk"))
+CASES = tuple((case_id, point, space) for case_id, (_, point, space) in CROPPED_CASES.items())
 HEADER = "case_id,ct,model,target,roi_point,point_space,organs,units,values,budget,seed,batch_size,fcc_scale_mm\n"
 BUDGET = 8
 
@@ -42,17 +40,10 @@ def manifest_row(case_id: str, point: str, space: str, budget: int = BUDGET, uni
 
 
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory) -> Path:
-    """A folder with the two cropped CTs and organ maps (nibabel keeps the organ names' label table)."""
-    import nibabel
-
-    folder = tmp_path_factory.mktemp("cohort_cases")
-    ct, organs = nibabel.load(str(SAMPLE_CT)), nibabel.load(str(SAMPLE_ORGANS))
-    for case_id, crop, _, _ in CASES:
-        nibabel.save(ct.slicer[crop], str(folder / f"{case_id}_ct.nii.gz"))
-        nibabel.save(organs.slicer[crop], str(folder / f"{case_id}_organs.nii.gz"))
-    (folder / "study.csv").write_text(HEADER + "".join(manifest_row(c, p, s) for c, _, p, s in CASES))
-    return folder
+def cases(cropped_cases) -> Path:
+    """The cropped cases' folder with the study's manifest in it."""
+    (cropped_cases / "study.csv").write_text(HEADER + "".join(manifest_row(c, p, s) for c, p, s in CASES))
+    return cropped_cases
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +179,7 @@ def test_killed_worker_and_ctrl_c_both_resume_from_the_journal(cases, tmp_path, 
     Ctrl-C the whole run (SIGINT to its process group, as a terminal does): it stops with exit 130, and the
     rerun finishes from the journal with the phi of an uninterrupted run."""
     manifest = tmp_path / "one.csv"
-    manifest.write_text(HEADER + manifest_row("spleen", CASES[0][2], "ras", budget=64, units="organs",
+    manifest.write_text(HEADER + manifest_row("spleen", CASES[0][1], "ras", budget=64, units="organs",
                                               values="softdice").replace("spleen_", str(cases / "spleen_")))
     out = tmp_path / "study"
     task = "spleen__organs__softdice"
@@ -215,7 +206,7 @@ def test_killed_worker_and_ctrl_c_both_resume_from_the_journal(cases, tmp_path, 
     assert summary["solver"]["resumed_coalitions"] >= interrupted_after
     single = tmp_path / "single"
     assert main(["explain", "--ct", str(cases / "spleen_ct.nii.gz"), "--model", str(DEMO_MODEL), "--target",
-                 "spleen", "--roi-point", CASES[0][2], "--organs", str(cases / "spleen_organs.nii.gz"), "--units",
+                 "spleen", "--roi-point", CASES[0][1], "--organs", str(cases / "spleen_organs.nii.gz"), "--units",
                  "organs", "--value", "softdice", "--budget", "64", "--batch-size", "8", "--out", str(single)]) == 0
     uninterrupted = json.loads((single / "summary.json").read_text())
     assert summary["inference"]["patch_forwards"] < uninterrupted["inference"]["patch_forwards"]
