@@ -18,9 +18,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .faithfulness import evaluate_output
 
-    result = evaluate_output(args.dir, steps=args.steps)
+    with tqdm(unit="coalition", desc="evaluate", dynamic_ncols=True) as bar:
+        def show(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        result = evaluate_output(args.dir, steps=args.steps, progress=show)
     print(f"{args.dir}: AOPC {result['aopc']:+.4f}  ABPC {result['abpc']:+.4f}  nAOPC {result['naopc']:+.4f}  "
           f"nABPC {result['nabpc']:+.4f}  ({result['steps']} steps) -> faithfulness.json, curves.png")
     return 0

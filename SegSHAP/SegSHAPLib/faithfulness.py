@@ -15,6 +15,7 @@ in the explanation's journal are reused, and new ones are journaled too.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +86,15 @@ def _request_from_summary(summary: dict, out_dir: Path):
     return request
 
 
-def evaluate_output(out_dir, steps: int = 10, seed: int | None = None) -> dict:
+def evaluate_output(out_dir, steps: int = 10, seed: int | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> dict:
     """Rebuild an explanation from its output folder, compute its faithfulness, write faithfulness.json and
-    curves.png there, and return the faithfulness dict."""
+    curves.png there, and return the faithfulness dict.
+
+    The curves' coalitions are evaluated in batches of the solver's size, each journaled as soon as it is
+    done, so an interrupted evaluation resumes where it stopped; ``progress(done, total)`` follows the
+    coalitions that had to be computed."""
+    from .explain import SOLVER_BATCH
     from .explanation_context import prepare_context
     from .journal import CoalitionJournal
     from .report_figures import curves_figure
@@ -106,10 +113,13 @@ def evaluate_output(out_dir, steps: int = 10, seed: int | None = None) -> dict:
 
     def journaled_values(keep: np.ndarray) -> np.ndarray:
         values, known = journal.lookup(keep)
-        if (~known).any():
-            fresh = context.values(keep[~known])
-            journal.record(keep[~known], fresh)
-            values[~known] = fresh
+        missing = np.flatnonzero(~known)
+        for start in range(0, len(missing), SOLVER_BATCH):
+            rows = missing[start:start + SOLVER_BATCH]
+            values[rows] = context.values(keep[rows])
+            journal.record(keep[rows], values[rows])
+            if progress is not None:
+                progress(min(start + SOLVER_BATCH, len(missing)), len(missing))
         return values
 
     result = faithfulness_curves(journaled_values, phi, steps, summary["solver"]["seed"] if seed is None else seed)
