@@ -35,18 +35,19 @@ def cached_predictor(model_dir, folds, device: str, tile_step: float, tta: bool)
         return _model[1]
 
 
-def cached_preprocessing(predictor, ct: Volume) -> Preprocessed:
-    """nnU-Net's preprocessing of ``ct`` for ``predictor``, computed once per model and CT."""
-    return _case_entry(predictor, ct)["preprocessed"]
-
-
-def cached_prediction(predictor, ct: Volume) -> Volume:
-    """The model's own segmentation of ``ct`` (uint8/uint16, (z, y, x) on the CT grid), computed once."""
-    entry = _case_entry(predictor, ct)
+def cached_case(predictor, ct: Volume, with_prediction: bool) -> tuple[Preprocessed, Volume | None]:
+    """nnU-Net's preprocessing of ``ct`` for ``predictor`` and, when asked for, the model's own segmentation of it
+    (uint8/uint16, (z, y, x) on the CT grid; else None): each computed once per model and CT."""
+    global _case
+    digest = ct_digest(ct)
     with _lock:
-        if entry["prediction"] is None:
-            entry["prediction"] = predict_segmentation(predictor, ct, entry["preprocessed"])
-        return entry["prediction"]
+        if _case is None or _case["predictor"] is not predictor or _case["digest"] != digest:
+            _case = None                                 # free the old CT's arrays before making the next
+            _case = {"predictor": predictor, "digest": digest, "preprocessed": preprocess(predictor, ct),
+                     "prediction": None}
+        if with_prediction and _case["prediction"] is None:
+            _case["prediction"] = predict_segmentation(predictor, ct, _case["preprocessed"])
+        return _case["preprocessed"], (_case["prediction"] if with_prediction else None)
 
 
 def clear() -> None:
@@ -64,15 +65,3 @@ def ct_digest(ct: Volume) -> str:
     for part in (ct.spacing, ct.origin, ct.direction):
         digest.update(np.asarray(part, dtype=np.float64).tobytes())
     return digest.hexdigest()
-
-
-def _case_entry(predictor, ct: Volume) -> dict:
-    """The kept entry for this predictor (the very object, which the entry holds) and CT, made if need be."""
-    global _case
-    digest = ct_digest(ct)
-    with _lock:
-        if _case is None or _case["predictor"] is not predictor or _case["digest"] != digest:
-            _case = None
-            _case = {"predictor": predictor, "digest": digest, "preprocessed": preprocess(predictor, ct),
-                     "prediction": None}
-        return _case

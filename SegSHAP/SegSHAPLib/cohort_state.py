@@ -67,7 +67,7 @@ def classify(task: CohortTask) -> tuple[str, str]:
     (its folder holds a different request: detail names what differs)."""
     folder = Path(task.request.out)
     summary = _read_json(folder / "summary.json")
-    if summary is not None and _finished_for(summary, task.request):
+    if summary is not None and task.request.is_answered_by(summary):
         return DONE, "finished"
     existing = read_spec(folder)
     if existing is None:
@@ -123,16 +123,6 @@ def worker_alive(status: dict) -> bool | None:
     except PermissionError:
         return True
     return True
-
-
-def _finished_for(summary: dict, request) -> bool:
-    """Whether a summary.json answers ``request``: the same journal spec (the settings the values depend on,
-    the version aside) and the same budget, seed and verify."""
-    wanted = request.journal_spec()
-    wanted.pop("segshap_version")
-    wanted.update(budget=request.budget, seed=request.seed, verify=request.verify)
-    inputs = summary.get("inputs", {})
-    return json.loads(json.dumps(wanted)) == {key: inputs.get(key) for key in wanted}
 
 
 def _read_json(path: Path) -> dict | None:

@@ -12,6 +12,7 @@ coalition journal that lets a rerun of the same request resume.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -86,6 +87,15 @@ class ExplainRequest:
             spec.pop(key)
         spec["segshap_version"] = __version__
         return spec
+
+    def is_answered_by(self, summary: dict) -> bool:
+        """Whether a summary.json (as a dict) is this request's finished explanation: the same journal spec (the
+        version aside) and the same budget, seed and verify."""
+        wanted = self.journal_spec()
+        wanted.pop("segshap_version")
+        wanted.update(budget=self.budget, seed=self.seed, verify=self.verify)
+        inputs = summary.get("inputs", {})
+        return json.loads(json.dumps(wanted)) == {key: inputs.get(key) for key in wanted}
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .cached_inference import CachedSlidingWindow, SlidingWindowLayout
-from .case_cache import cached_prediction, cached_predictor, cached_preprocessing
+from .case_cache import cached_case, cached_predictor
 from .errors import InputError
 from .image_io import Volume, describe_grid_mismatch, read_volume
 from .model import Preprocessed, resolve_target
@@ -161,10 +161,10 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     given_prediction = _load_aligned(prediction_volume, getattr(request, "prediction", None), ct,
                                      "the prediction", "--prediction")
 
-    pre = cached_preprocessing(predictor, ct)
+    pre, own_prediction = cached_case(predictor, ct, with_prediction=given_prediction is None)
     grid = NetworkGrid.from_preprocessing(pre.properties, predictor.plans_manager.transpose_forward,
                                           pre.data.shape[1:], ct.shape_zyx)
-    prediction = given_prediction if given_prediction is not None else cached_prediction(predictor, ct)
+    prediction = given_prediction if given_prediction is not None else own_prediction
 
     roi, ijk = _roi(request, ct, prediction, target, roi_mask_volume)
     region = scoring_region(roi, request.score_region, ct.spacing_zyx, request.dilate_mm) | roi

@@ -56,16 +56,16 @@ def test_another_ct_or_model_setting_is_computed_again(cropped_cases, calls):
     ct = read_volume(cropped_cases / "spleen_ct.nii.gz")
     predictor = case_cache.cached_predictor(DEMO_MODEL, None, "cpu", 0.5, False)
     assert case_cache.cached_predictor(DEMO_MODEL, None, "cpu", 0.5, False) is predictor
-    case_cache.cached_preprocessing(predictor, ct)
-    case_cache.cached_preprocessing(predictor, ct.with_array(ct.array.copy()))      # same voxels: kept
+    case_cache.cached_case(predictor, ct, with_prediction=False)
+    case_cache.cached_case(predictor, ct.with_array(ct.array.copy()), with_prediction=False)      # same voxels: kept
     assert calls["preprocess"] == 1
 
     changed = ct.array.copy()
     changed[0, 0, 0] += 1
-    case_cache.cached_preprocessing(predictor, ct.with_array(changed))               # one voxel differs
+    case_cache.cached_case(predictor, ct.with_array(changed), with_prediction=False)               # one voxel differs
     moved = ct.with_array(ct.array)
     moved.origin = (ct.origin[0] + 1.0, ct.origin[1], ct.origin[2])
-    case_cache.cached_preprocessing(predictor, moved)                                # geometry differs
+    case_cache.cached_case(predictor, moved, with_prediction=False)                                # geometry differs
     assert calls["preprocess"] == 3
 
     assert case_cache.cached_predictor(DEMO_MODEL, None, "cpu", 0.25, False) is not predictor
