@@ -43,7 +43,7 @@ def test_explanations_of_one_ct_share_model_preprocessing_and_prediction(cropped
     first = run_explain(request(cropped_cases, tmp_path / "a", "softdice"))
     second = run_explain(request(cropped_cases, tmp_path / "b", "dice"))
     assert calls == {"load_predictor": 1, "preprocess": 1, "predict_segmentation": 1}
-    assert second.summary["timings_s"]["prepare"] < first.summary["timings_s"]["prepare"]
+    assert first.phi.shape == second.phi.shape
 
     case_cache.clear()                                     # the same request from scratch: the same numbers
     fresh = run_explain(request(cropped_cases, tmp_path / "c", "dice"))

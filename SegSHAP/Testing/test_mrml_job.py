@@ -120,8 +120,7 @@ def test_poll_does_not_block_while_running():
     while not seen and time.time() < deadline:
         seen = job.poll()
         time.sleep(0.01)
-    t0 = time.time()
-    assert job.poll() == [] and time.time() - t0 < 0.1 and job.running
+    assert job.poll() == [] and job.running      # a blocking poll would return only after the run ended
     release.set()
     job.wait(5)
     assert job.state == "done"
