@@ -27,9 +27,9 @@ ROIS = {"fp": ((-7.0, 236.3, 139.3), "fp"), "spleen": ((-127.0, 134.3, 151.3), "
 
 
 def measure(predictor, prediction, units: str, roi: str, mode: str, budget: int, out: Path) -> dict:
-    from SegSHAPLib.explain import ExplainRequest
-    from SegSHAPLib.explanation_context import prepare_context
-    from SegSHAPLib.kernelshap import kernel_shap
+    from SegSHAPLib.explain.run import ExplainRequest
+    from SegSHAPLib.explain.context import prepare_context
+    from SegSHAPLib.shapley.kernelshap import kernel_shap
 
     point, value = ROIS[roi]
     request = ExplainRequest(model=MODEL, out=out, ct=SAMPLE / "example_ct_sm.nii.gz", target="1", roi_point=point,
@@ -59,8 +59,8 @@ def main() -> None:
 
     import tempfile
 
-    from SegSHAPLib.image_io import read_volume
-    from SegSHAPLib.model import load_predictor, predict_segmentation
+    from SegSHAPLib.io.image_io import read_volume
+    from SegSHAPLib.inference.model import load_predictor, predict_segmentation
 
     predictor = load_predictor(MODEL)
     prediction = predict_segmentation(predictor, read_volume(SAMPLE / "example_ct_sm.nii.gz"))

@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHAP_VENV = REPO / ".venv-shap"
 sys.path.insert(0, str(REPO / "SegSHAP"))
 
-from SegSHAPLib import kernelshap_plan  # noqa: E402
-from SegSHAPLib.kernelshap import kernel_shap  # noqa: E402
+from SegSHAPLib.shapley import plan as shapley_plan  # noqa: E402
+from SegSHAPLib.shapley.kernelshap import kernel_shap  # noqa: E402
 
 BUDGETS = (64, 128, 256, 512, 1024, 2048)
 EXACT_MSE = 1e-20
@@ -236,7 +236,7 @@ def summary(ratio: dict) -> str:
 def ablation(all_games: list[Game], seeds: int, theirs: dict) -> None:
     """Summary line of each sampler variant: allocation exponent and the two balancing rules."""
     settings = ("ALLOCATION_EXPONENT", "BALANCE_USAGE", "HERD_MOMENTS")
-    chosen = tuple(getattr(kernelshap_plan, name) for name in settings)
+    chosen = tuple(getattr(shapley_plan, name) for name in settings)
     variants = [((0.5, True, True), "sqrt allocation (Neyman, equal spreads)"),
                 ((1.0, True, True), "kernel-proportional allocation (as shap)"),
                 ((0.0, True, False), "usage balance only (no moment herding)"),
@@ -246,10 +246,10 @@ def ablation(all_games: list[Game], seeds: int, theirs: dict) -> None:
                 (chosen, "chosen (flat allocation, both rules)")]
     for values, label in variants:
         for name, value in zip(settings, values):
-            setattr(kernelshap_plan, name, value)
+            setattr(shapley_plan, name, value)
         print(f"{label:42s} {summary(ratios(measure(all_games, ours, seeds), theirs))}", flush=True)
     for name, value in zip(settings, chosen):
-        setattr(kernelshap_plan, name, value)
+        setattr(shapley_plan, name, value)
 
 
 def ensure_shap() -> None:

@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from SegSHAPLib.image_io import Volume, read_volume  # noqa: E402
-from SegSHAPLib.roi import bounding_box, point_to_ijk, roi_from_mask, roi_from_point  # noqa: E402
+from SegSHAPLib.io.image_io import Volume, read_volume  # noqa: E402
+from SegSHAPLib.scoring.roi import bounding_box, point_to_ijk, roi_from_mask, roi_from_point  # noqa: E402
 from SegSHAPLib.units import fcc_units, hybrid_units, organ_class_names, organ_units  # noqa: E402
 
 WINDOW_HU = (-160.0, 240.0)

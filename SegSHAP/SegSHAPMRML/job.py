@@ -53,13 +53,13 @@ def input_files(request, run_kwargs: dict, folder) -> dict[str, Path]:
 
 
 def _default_run():
-    from SegSHAPLib.explain import run_explain
+    from SegSHAPLib.explain.run import run_explain
 
     return run_explain
 
 
 def _default_evaluate():
-    from SegSHAPLib.faithfulness import evaluate_output
+    from SegSHAPLib.explain.faithfulness import evaluate_output
 
     return evaluate_output
 
@@ -69,7 +69,7 @@ class ExplainJob:
 
     request:            ExplainRequest.
     run:                the function to run, ``run(request, progress=..., cancel=..., **run_kwargs)``;
-                        default ``SegSHAPLib.explain.run_explain`` (imported when the job starts).
+                        default ``SegSHAPLib.explain.run.run_explain`` (imported when the job starts).
     run_kwargs:         in-memory inputs for run_explain (ct_volume, organ_volume, prediction_volume,
                         roi_mask_volume, organ_names) - plain Volumes, never MRML nodes.
     faithfulness_steps: when > 0, ``evaluate_output(request.out, steps)`` runs after the explanation (same
@@ -172,7 +172,7 @@ class ExplainJob:
             return request
         files = input_files(request, self.run_kwargs, folder)
         if files:
-            from SegSHAPLib.image_io import write_volume
+            from SegSHAPLib.io.image_io import write_volume
 
             for kwarg, field_name, _ in PERSISTED:
                 if field_name in files:
@@ -204,7 +204,7 @@ class ExplainJob:
 
 @dataclass
 class StageEvent:
-    """Same fields as SegSHAPLib.explain.ProgressEvent, for the stages the job adds itself."""
+    """Same fields as SegSHAPLib.explain.run.ProgressEvent, for the stages the job adds itself."""
 
     stage: str
     done: int
@@ -215,7 +215,7 @@ class StageEvent:
 
 def _stage_event(stage: str, done: int, total: int, message: str):
     """A ProgressEvent when the pipeline module is loaded (it is, after run_explain), else a StageEvent."""
-    explain = sys.modules.get("SegSHAPLib.explain")
+    explain = sys.modules.get("SegSHAPLib.explain.run")
     cls = getattr(explain, "ProgressEvent", StageEvent)
     return cls(stage, done, total, message, {})
 

@@ -157,7 +157,7 @@ def organ_grouping_problem(choice: str, grouping_file: str) -> str | None:
     if not Path(path).is_file():
         return f"The organ grouping file {path} does not exist."
     from SegSHAPLib.errors import InputError
-    from SegSHAPLib.grouping import load_grouping
+    from SegSHAPLib.units.grouping import load_grouping
 
     try:
         load_grouping(Path(path).resolve())
@@ -195,8 +195,8 @@ def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | 
 
 
 def build_request(values: PanelValues, out: str | Path, **kwargs):
-    """An ``SegSHAPLib.explain.ExplainRequest`` for the panel's values (see ``build_request_kwargs``)."""
-    from SegSHAPLib.explain import ExplainRequest
+    """An ``SegSHAPLib.explain.run.ExplainRequest`` for the panel's values (see ``build_request_kwargs``)."""
+    from SegSHAPLib.explain.run import ExplainRequest
 
     return ExplainRequest(**build_request_kwargs(values, out, **kwargs))
 

@@ -19,7 +19,7 @@ roi_point           markups point where the user clicked (when the ROI came from
 ==================  ==========================================================================================
 
 Every node carries ``SegSHAP.Role`` and ``SegSHAP.RunID`` attributes; the folder carries the run's record.
-``result`` is a ``SegSHAPLib.explain.ExplainResult`` or the ``ExplanationOutputs`` read from an output folder.
+``result`` is a ``SegSHAPLib.explain.run.ExplainResult`` or the ``ExplanationOutputs`` read from an output folder.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.explain import ExplainResult
-from SegSHAPLib.image_io import Volume, read_volume
+from SegSHAPLib.explain.run import ExplainResult
+from SegSHAPLib.io.image_io import Volume, read_volume
 
 from . import display, hierarchy, tables
 from .display import ROLE

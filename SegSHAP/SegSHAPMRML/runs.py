@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.journal import JOURNAL_FILE, SPEC_FILE, journaled_coalitions, read_spec
+from SegSHAPLib.explain.journal import JOURNAL_FILE, SPEC_FILE, journaled_coalitions, read_spec
 
 from .job import input_files
 from .results import OUTPUT_FILES, load_faithfulness, load_output_dir
@@ -164,7 +164,7 @@ def stored_or_new_faithfulness(out_dir, steps: int) -> dict:
     stored = load_faithfulness(out_dir)
     if stored is not None and stored.get("steps") == steps:
         return stored
-    from SegSHAPLib.faithfulness import evaluate_output
+    from SegSHAPLib.explain.faithfulness import evaluate_output
 
     return evaluate_output(out_dir, steps=steps)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from SegSHAPLib.image_io import Volume, write_volume
+from SegSHAPLib.io.image_io import Volume, write_volume
 
 from .results import ExplanationOutputs
 

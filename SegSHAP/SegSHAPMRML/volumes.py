@@ -22,7 +22,7 @@ import vtk
 from vtkmodules.util import numpy_support
 
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.image_io import LPS_TO_RAS, Volume
+from SegSHAPLib.io.image_io import LPS_TO_RAS, Volume
 
 LABELMAP_CLASS = "vtkMRMLLabelMapVolumeNode"
 SCALAR_CLASS = "vtkMRMLScalarVolumeNode"
@@ -158,7 +158,7 @@ def label_names_of_node(label_node, *, file_fallback: bool = True) -> dict[int, 
     Names come from the node's colour table when it is the user's own (e.g. made by TotalSegmentator or loaded
     with the file); a Slicer default table (not saved with scenes, e.g. 'Labels' or 'GenericAnatomyColors') says
     nothing about this file's labels, so then the names come from the file the node was loaded from (its NIfTI
-    label table, else TotalSegmentator's class map - ``SegSHAPLib.units_organs.organ_class_names``); unnamed
+    label table, else TotalSegmentator's class map - ``SegSHAPLib.units.organs.organ_class_names``); unnamed
     values get 'label_<value>'."""
     display = label_node.GetDisplayNode()
     color = display.GetColorNode() if display is not None else None
@@ -173,7 +173,7 @@ def label_names_of_node(label_node, *, file_fallback: bool = True) -> dict[int, 
         storage = label_node.GetStorageNode()
         path = storage.GetFileName() if storage is not None else None
         if path and os.path.isfile(path):
-            from SegSHAPLib.units_organs import organ_class_names
+            from SegSHAPLib.units.organs import organ_class_names
 
             names = {v: n for v, n in organ_class_names(path).items() if v in present}
     return {value: names.get(value, f"label_{value}") for value in present}

@@ -18,14 +18,14 @@ CROPPED_CASES = {"spleen": ((slice(0, 64), slice(10, 58), slice(7, 23)), "-127,1
 
 @pytest.fixture(scope="session")
 def sample_ct():
-    from SegSHAPLib.image_io import read_volume
+    from SegSHAPLib.io.image_io import read_volume
 
     return read_volume(SAMPLE_CT)
 
 
 @pytest.fixture(scope="session")
 def sample_organs():
-    from SegSHAPLib.image_io import read_volume
+    from SegSHAPLib.io.image_io import read_volume
 
     return read_volume(SAMPLE_ORGANS)
 
@@ -33,7 +33,7 @@ def sample_organs():
 @pytest.fixture(scope="session")
 def demo_predictor():
     """The demo model loaded through nnU-Net's own initialize_from_trained_model_folder (mirroring off)."""
-    from SegSHAPLib.model import load_predictor
+    from SegSHAPLib.inference.model import load_predictor
 
     return load_predictor(DEMO_MODEL)
 
@@ -41,7 +41,7 @@ def demo_predictor():
 @pytest.fixture(scope="session")
 def demo_prediction(demo_predictor, sample_ct):
     """The demo model's segmentation of the sample CT (z, y, x) - computed once per session."""
-    from SegSHAPLib.model import predict_segmentation
+    from SegSHAPLib.inference.model import predict_segmentation
 
     return predict_segmentation(demo_predictor, sample_ct)
 

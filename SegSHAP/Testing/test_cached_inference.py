@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SegSHAPLib.cached_inference import CachedSlidingWindow, SlidingWindowLayout
-from SegSHAPLib.image_io import Volume
-from SegSHAPLib.model import predict_logits, preprocess
-from SegSHAPLib.network_grid import NetworkGrid
-from SegSHAPLib.perturbation import apply_coalition
-from SegSHAPLib.roi import bounding_box
+from SegSHAPLib.inference.cached_inference import CachedSlidingWindow, SlidingWindowLayout
+from SegSHAPLib.io.image_io import Volume
+from SegSHAPLib.inference.model import predict_logits, preprocess
+from SegSHAPLib.inference.network_grid import NetworkGrid
+from SegSHAPLib.inference.perturbation import apply_coalition
+from SegSHAPLib.scoring.roi import bounding_box
 
 MASK_VALUE = -3.0   # a normalised intensity well below the model's clipping range
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SegSHAPLib import case_cache
-from SegSHAPLib.explain import ExplainRequest, run_explain
-from SegSHAPLib.image_io import read_volume
+from SegSHAPLib.inference import case_cache
+from SegSHAPLib.explain.run import ExplainRequest, run_explain
+from SegSHAPLib.io.image_io import read_volume
 
 from conftest import CROPPED_CASES, DEMO_MODEL
 

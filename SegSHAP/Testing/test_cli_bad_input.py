@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import DEMO_MODEL, SAMPLE_CT, SAMPLE_ORGANS
-from SegSHAPLib.cli import main
-from SegSHAPLib.image_io import Volume, read_volume, write_volume
+from SegSHAPLib.cli.main import main
+from SegSHAPLib.io.image_io import Volume, read_volume, write_volume
 
 FP_POINT = "-7,236.3,139.3"
 

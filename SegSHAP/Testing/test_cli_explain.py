@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import DEMO_MODEL, SAMPLE_CT, SAMPLE_ORGANS
-from SegSHAPLib.cli import main
-from SegSHAPLib.image_io import read_volume, write_volume
+from SegSHAPLib.cli.main import main
+from SegSHAPLib.io.image_io import read_volume, write_volume
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def test_rerun_resumes_from_the_journal_with_the_same_phi(tmp_path, predicted):
 
 def test_a_killed_run_resumes_without_recomputing_journaled_coalitions(tmp_path, predicted):
     out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "SegSHAPLib.cli", *_argv(out, predicted, budget="24")]
+    argv = [sys.executable, "-m", "SegSHAPLib.cli.main", *_argv(out, predicted, budget="24")]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / "journal.tsv"
     deadline = time.monotonic() + 600

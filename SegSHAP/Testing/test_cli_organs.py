@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE_CT, SAMPLE_ORGANS
-from SegSHAPLib import organ_segmentation
-from SegSHAPLib.cli import main
-from SegSHAPLib.image_io import Volume, read_volume
-from SegSHAPLib.organ_segmentation import (WeightsNeeded, check_roi_subset, check_weights, server_reachable,
+from SegSHAPLib.units import organ_segmentation
+from SegSHAPLib.cli.main import main
+from SegSHAPLib.io.image_io import Volume, read_volume
+from SegSHAPLib.units.organ_segmentation import (WeightsNeeded, check_roi_subset, check_weights, server_reachable,
                                            to_ct_grid, write_named_label_map)
-from SegSHAPLib.units_organs import organ_class_names, organ_units
+from SegSHAPLib.units.organs import organ_class_names, organ_units
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 

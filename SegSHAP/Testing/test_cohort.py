@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SegSHAPLib.cli import main
-from SegSHAPLib.cohort_gather import COLUMNS
-from SegSHAPLib.cohort_manifest import read_manifest
+from SegSHAPLib.cli.main import main
+from SegSHAPLib.cohort.gather import COLUMNS
+from SegSHAPLib.cohort.manifest import read_manifest
 
 from conftest import CROPPED_CASES, DEMO_MODEL
 
@@ -184,7 +184,7 @@ def test_killed_worker_and_ctrl_c_both_resume_from_the_journal(cases, tmp_path, 
     out = tmp_path / "study"
     task = "spleen__organs__softdice"
     journal, status_file = out / "explanations" / task / "journal.tsv", out / "status" / f"{task}.json"
-    process = subprocess.Popen([sys.executable, "-m", "SegSHAPLib.cli", "cohort", "run", str(manifest),
+    process = subprocess.Popen([sys.executable, "-m", "SegSHAPLib.cli.main", "cohort", "run", str(manifest),
                                 "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     killed_after = wait_for_journal(journal, 16, process)

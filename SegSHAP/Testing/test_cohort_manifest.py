@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from SegSHAPLib.cli import main
-from SegSHAPLib.cohort_local import worker_slots
-from SegSHAPLib.cohort_manifest import CohortTask, read_manifest, select_part
+from SegSHAPLib.cli.main import main
+from SegSHAPLib.cohort.local import worker_slots
+from SegSHAPLib.cohort.manifest import CohortTask, read_manifest, select_part
 from SegSHAPLib.errors import InputError
 
 from conftest import DEMO_MODEL, SAMPLE_CT, SAMPLE_ORGANS

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from SegSHAPLib.explain import SOLVER_BATCH, ExplainRequest, run_explain
-from SegSHAPLib.faithfulness import evaluate_output
-from SegSHAPLib.journal import JOURNAL_FILE, journaled_coalitions
+from SegSHAPLib.explain.run import SOLVER_BATCH, ExplainRequest, run_explain
+from SegSHAPLib.explain.faithfulness import evaluate_output
+from SegSHAPLib.explain.journal import JOURNAL_FILE, journaled_coalitions
 
 from conftest import CROPPED_CASES, DEMO_MODEL
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SegSHAPLib.image_io import ImageReadError, Volume, describe_grid_mismatch, read_volume, write_volume
+from SegSHAPLib.io.image_io import ImageReadError, Volume, describe_grid_mismatch, read_volume, write_volume
 
 
 def _oblique_volume() -> Volume:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from SegSHAPLib.journal import JOURNAL_FILE, CoalitionJournal, journal_entries
+from SegSHAPLib.explain.journal import JOURNAL_FILE, CoalitionJournal, journal_entries
 
 
 def _journal_with_three(folder) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests of SegSHAPLib.kernelshap: exactness, efficiency, determinism, budgets, batching, resume, imports."""
+"""Tests of SegSHAPLib.shapley.kernelshap: exactness, efficiency, determinism, budgets, batching, resume, imports."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from SegSHAPLib import errors
-from SegSHAPLib.kernelshap import Cancelled, CoalitionStore, coalition_keys, kernel_shap
+from SegSHAPLib.shapley.kernelshap import Cancelled, CoalitionStore, coalition_keys, kernel_shap
 
 
 # --- games and reference Shapley values -----------------------------------------------------------
@@ -331,7 +331,7 @@ def test_store_round_trip_and_width_check():
 # --- imports --------------------------------------------------------------------------------------
 
 def test_import_pulls_in_no_heavy_or_slicer_modules():
-    code = ("import sys, SegSHAPLib.kernelshap; "
+    code = ("import sys, SegSHAPLib.shapley.kernelshap; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'nnunetv2', 'slicer'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

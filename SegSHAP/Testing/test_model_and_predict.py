@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import DEMO_MODEL, SAMPLE_CT, SAMPLE_ORGANS
-from SegSHAPLib.cli import main
+from SegSHAPLib.cli.main import main
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.image_io import read_volume
-from SegSHAPLib.model import check_model_folder, load_predictor, resolve_target
+from SegSHAPLib.io.image_io import read_volume
+from SegSHAPLib.inference.model import check_model_folder, load_predictor, resolve_target
 
 
 def test_demo_model_folder_loads_through_nnunet(demo_predictor):

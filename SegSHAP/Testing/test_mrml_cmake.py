@@ -32,7 +32,7 @@ def _on_disk(patterns: list[str]) -> set[str]:
 def test_scripts_match_the_files_on_disk():
     listed = _cmake_list(CMAKE.read_text(), "MODULE_PYTHON_SCRIPTS")
     assert len(listed) == len(set(listed)), "a script is listed twice"
-    disk = _on_disk(["SegSHAP.py", "SegSHAPLib/*.py", "SegSHAPMRML/*.py"])
+    disk = _on_disk(["SegSHAP.py", "SegSHAPLib/**/*.py", "SegSHAPMRML/**/*.py"])
     assert not disk - set(listed), f"add to MODULE_PYTHON_SCRIPTS: {sorted(disk - set(listed))}"
     assert not set(listed) - disk, f"listed but not on disk: {sorted(set(listed) - disk)}"
 

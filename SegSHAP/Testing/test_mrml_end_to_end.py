@@ -16,7 +16,7 @@ slicer = pytest.importorskip("slicer")
 pytest.importorskip("torch")
 pytest.importorskip("nnunetv2")
 
-from SegSHAPLib.image_io import read_volume  # noqa: E402
+from SegSHAPLib.io.image_io import read_volume  # noqa: E402
 from SegSHAPMRML import hierarchy, panel, results, scene_io, tables, volumes  # noqa: E402
 from SegSHAPMRML.job import ExplainJob  # noqa: E402
 

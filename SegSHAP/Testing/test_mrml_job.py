@@ -130,7 +130,7 @@ def test_faithfulness_runs_after_the_explanation():
     calls = []
 
     def evaluate(out_dir, steps=10):
-        """Stand-in for SegSHAPLib.faithfulness.evaluate_output."""
+        """Stand-in for SegSHAPLib.explain.faithfulness.evaluate_output."""
         calls.append((out_dir, steps))
         return {"steps": steps, "aopc": 0.1}
 
@@ -154,9 +154,9 @@ def test_in_memory_inputs_are_written_for_re_evaluation(tmp_path):
     the request names them (evaluate_output rebuilds the request from summary.json)."""
     import numpy as np
 
-    from SegSHAPLib.image_io import Volume, read_volume
+    from SegSHAPLib.io.image_io import Volume, read_volume
 
-    explain = pytest.importorskip("SegSHAPLib.explain")
+    explain = pytest.importorskip("SegSHAPLib.explain.run")
     ct = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
     request = explain.ExplainRequest(model=tmp_path / "model", out=tmp_path / "run" / "explanation",
                                      roi_point=(0.0, 0.0, 0.0))

@@ -26,7 +26,7 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
 from SegSHAPLib.errors import InputError  # noqa: E402
-from SegSHAPLib.image_io import read_volume  # noqa: E402
+from SegSHAPLib.io.image_io import read_volume  # noqa: E402
 from SegSHAPMRML import display, results, scene_io, volumes  # noqa: E402
 from SegSHAPMRML.results import ExplanationOutputs  # noqa: E402
 
@@ -111,7 +111,7 @@ def _load_sample(scene):
     display.show_ct(scene, ct)
     organs_volume = read_volume(SAMPLE_ORGANS)
     organs = volumes.volume_to_node(scene, organs_volume, "organs", labelmap=True)
-    from SegSHAPLib.units_organs import organ_class_names
+    from SegSHAPLib.units.organs import organ_class_names
 
     names = organ_class_names(SAMPLE_ORGANS)
     display.show_label_map(scene, organs, display.named_label_color_table(scene, names, "TotalSegmentator"))
@@ -378,7 +378,7 @@ def _small_prediction(scene, ct, point):
 def _cancel_after_first_batch(request, *, progress, cancel, **kwargs):
     """run_explain with Cancel pressed as soon as the first batch of coalitions is journaled (what a user's
     click does between batches; deterministic here)."""
-    from SegSHAPLib.explain import run_explain
+    from SegSHAPLib.explain.run import run_explain
 
     def relay(event):
         progress(event)
@@ -393,8 +393,8 @@ def test_apply_after_cancel_resumes_to_the_uninterrupted_result(module, tmp_path
     """The real pipeline through the logic (organ units in default groups, a given small prediction): cancel after
     one batch, Apply again -> resumed in the same folder with the uninterrupted run's phi; Apply once more -> the
     finished run shown again, nothing recomputed."""
-    from SegSHAPLib.grouping import BUILTIN_GROUPINGS
-    from SegSHAPLib.journal import journal_entries
+    from SegSHAPLib.units.grouping import BUILTIN_GROUPINGS
+    from SegSHAPLib.explain.journal import journal_entries
 
     ct, organs, point, _ = _load_sample(module.scene)
     p = _parameters(module, ct, organs, point, device="CPU", budget=RESUME_BUDGET, faithfulnessSteps=0,

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SegSHAPLib.explain import ExplainRequest
-from SegSHAPLib.image_io import Volume
-from SegSHAPLib.journal import JOURNAL_FILE, SPEC_FILE, CoalitionJournal, journal_entries
+from SegSHAPLib.explain.run import ExplainRequest
+from SegSHAPLib.io.image_io import Volume
+from SegSHAPLib.explain.journal import JOURNAL_FILE, SPEC_FILE, CoalitionJournal, journal_entries
 from SegSHAPMRML import runs
 from SegSHAPMRML.job import input_files
 from SegSHAPMRML.testing import synthetic_faithfulness, write_synthetic_output
@@ -116,7 +116,7 @@ def test_a_finished_run_is_shown_again_with_the_same_budget_and_seed(tmp_path):
 
 
 def test_faithfulness_with_other_steps_is_computed_anew(tmp_path, monkeypatch):
-    import SegSHAPLib.faithfulness as faithfulness
+    import SegSHAPLib.explain.faithfulness as faithfulness
 
     write_synthetic_output(tmp_path / "out")
     calls = []

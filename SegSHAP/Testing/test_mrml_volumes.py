@@ -11,7 +11,7 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
 from SegSHAPLib.errors import InputError  # noqa: E402
-from SegSHAPLib.image_io import Volume, read_volume, write_volume  # noqa: E402
+from SegSHAPLib.io.image_io import Volume, read_volume, write_volume  # noqa: E402
 from SegSHAPMRML import scene_io, volumes  # noqa: E402
 from SegSHAPMRML.testing import rotated_direction  # noqa: E402
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.perturbation import apply_coalition
+from SegSHAPLib.inference.perturbation import apply_coalition
 
 # (z, y, x) = (2, 2, 3); unit 0 = not a unit.
 UNITS = np.array([[[0, 1, 1], [2, 2, 0]],

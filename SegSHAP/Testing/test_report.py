@@ -20,9 +20,9 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize
 
 from SegSHAPLib import __version__
-from SegSHAPLib.image_io import Volume, write_volume
-from SegSHAPLib.report import write_report
-from SegSHAPLib.report_figures import (CT_WINDOW_HU, NEGATIVE_COLOUR, OVERLAY_ALPHA, OVERLAY_CMAP, POSITIVE_COLOUR,
+from SegSHAPLib.io.image_io import Volume, write_volume
+from SegSHAPLib.report.page import write_report
+from SegSHAPLib.report.figures import (CT_WINDOW_HU, NEGATIVE_COLOUR, OVERLAY_ALPHA, OVERLAY_CMAP, POSITIVE_COLOUR,
                                        VIEWS, Reorientation, curves_figure, ranked_bar_chart, slice_panel,
                                        view_slice)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.image_io import Volume, read_volume
-from SegSHAPLib.roi import (bbox_ijk, bounding_box, check_value_on_region, check_value_region, point_to_ijk,
+from SegSHAPLib.io.image_io import Volume, read_volume
+from SegSHAPLib.scoring.roi import (bbox_ijk, bounding_box, check_value_on_region, check_value_region, point_to_ijk,
                             roi_from_mask, roi_from_point, scoring_region)
 
 SAMPLE_CT = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "example_ct_sm.nii.gz"

@@ -12,8 +12,8 @@ import SimpleITK as sitk
 from scipy.spatial import cKDTree
 
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.image_io import Volume, read_volume
-from SegSHAPLib.roi import bounding_box
+from SegSHAPLib.io.image_io import Volume, read_volume
+from SegSHAPLib.scoring.roi import bounding_box
 from SegSHAPLib.units import (UnitMap, cell_volume_mm3, fcc_units, hybrid_units, load_grouping, organ_class_names,
                               organ_units)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.values import DICE_EPS, VALUE_FUNCTIONS, dice, fp, softdice, tp, value_function
+from SegSHAPLib.scoring.values import DICE_EPS, VALUE_FUNCTIONS, dice, fp, softdice, tp, value_function
 
 # Box of shape (z, y, x) = (1, 1, 4): voxels v0..v3. Target class t = 1, C = 2 classes.
 #   region R      = [1, 1, 1, 0]           -> |R| = 3

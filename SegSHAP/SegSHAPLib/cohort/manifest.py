@@ -1,0 +1,204 @@
+"""The cohort manifest (CSV) -> the explanations of a study, one ``CohortTask`` each.
+
+One row per case; DESIGN.md's columns are
+``case_id,ct,model,target,roi_point,point_space,roi_mask,organs,units,values,score_region,budget,seed``.
+``units`` and ``values`` are ``;``-separated lists crossed per case (2 unit types x 2 value functions = 4
+explanations). Paths are relative to the manifest's folder. Empty cells (and missing optional columns) take
+the ``segshap explain`` defaults. Any other ``segshap explain`` option may be given as an extra column named
+after its flag (``fcc_scale_mm`` or ``fcc-scale-mm``, ``grouping``, ``dilate_mm``, ``mask_value``,
+``prediction``, ``batch_size``, ``cache``, ``tta``, ``tile_step``, ``fold``, ``verify``); ``out`` and
+``device`` are the cohort's to decide. ``roi_point`` is ``x,y,z`` (quote it in the CSV) or ``x y z``.
+
+Every problem of the whole manifest is reported at once, before anything runs, with its line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from SegSHAPLib.errors import InputError
+from SegSHAPLib.explain.run import ExplainRequest
+from SegSHAPLib.explain.context import UNIT_TYPES, check_request
+from SegSHAPLib.scoring.roi import parse_point
+from SegSHAPLib.scoring.values import VALUE_FUNCTIONS
+
+EXPLANATIONS_FOLDER = "explanations"
+DESIGN_COLUMNS = ("case_id", "ct", "model", "target", "roi_point", "point_space", "roi_mask", "organs", "units",
+                  "values", "score_region", "budget", "seed")
+REQUIRED_COLUMNS = ("case_id", "ct", "model", "target", "units", "values")
+COHORT_OWNED = ("out", "device")
+PATH_FIELDS = ("ct", "model", "roi_mask", "organs", "prediction")
+INT_FIELDS = ("budget", "seed", "batch_size", "verify")
+FLOAT_FIELDS = ("dilate_mm", "fcc_scale_mm", "mask_value", "tile_step")
+CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*$")   # no "__": it separates task-id parts
+MAX_PROBLEMS_SHOWN = 12
+
+
+@dataclass
+class CohortTask:
+    """One explanation of the study: a case crossed with one unit type and one value function."""
+
+    case_id: str
+    units: str
+    value: str
+    request: ExplainRequest            # request.out = OUT/explanations/<task_id>
+
+    @property
+    def task_id(self) -> str:
+        return task_id(self.case_id, self.units, self.value)
+
+    def to_json(self) -> dict:
+        """Plain JSON types (paths as strings, the point as a list)."""
+        request = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.request).items()}
+        request["roi_point"] = None if self.request.roi_point is None else list(self.request.roi_point)
+        return {"task_id": self.task_id, "case_id": self.case_id, "units": self.units, "value": self.value,
+                "request": request}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "CohortTask":
+        request = dict(data["request"])
+        for key in PATH_FIELDS + ("out",):
+            request[key] = None if request[key] is None else Path(request[key])
+        request["roi_point"] = None if request["roi_point"] is None else tuple(request["roi_point"])
+        return cls(data["case_id"], data["units"], data["value"], ExplainRequest(**request))
+
+
+def task_id(case_id: str, units: str, value: str) -> str:
+    """The folder name of one explanation: ``<case_id>__<units>__<value>``."""
+    return f"{case_id}__{units}__{value}"
+
+
+def read_manifest(manifest: str | Path, out: str | Path) -> list[CohortTask]:
+    """Every explanation the manifest asks for, in manifest order (case, then units, then value).
+
+    Raises InputError listing every problem found (unknown columns, bad or duplicate case ids, missing files,
+    bad numbers, unknown unit types or value functions, ROI given twice or not at all, ...).
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise InputError(f"manifest {manifest} not found; give a CSV file with the columns "
+                         f"{','.join(DESIGN_COLUMNS)}")
+    with open(manifest, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [_column_name(c) for c in (reader.fieldnames or [])]
+        _check_columns(manifest, columns)
+        rows = [(reader.line_num, {_column_name(k): (v or "").strip() for k, v in row.items() if k is not None})
+                for row in reader]
+    problems, tasks, seen = [], [], {}
+    for line, row in rows:
+        if not any(row.values()):
+            continue                                   # a blank line
+        case_id = row.get("case_id", "")
+        if case_id in seen:
+            problems.append(f"line {line}: case_id {case_id!r} repeats line {seen[case_id]}")
+            continue
+        seen[case_id] = line
+        try:
+            tasks.extend(_tasks_of_row(row, manifest.parent.resolve(), Path(out)))
+        except InputError as err:
+            problems.append(f"line {line} ({case_id or 'no case_id'}): {err}")
+    if problems:
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        more = f"; and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        raise InputError(f"manifest {manifest}: " + "; ".join(shown) + more)
+    if not tasks:
+        raise InputError(f"manifest {manifest} has no cases")
+    return tasks
+
+
+def select_part(tasks: list[CohortTask], part_id: int, num_parts: int) -> list[CohortTask]:
+    """Part ``part_id`` of ``num_parts`` (the tasks whose manifest position is part_id modulo num_parts), so
+    independent jobs (a scheduler's array job) can share a study without talking to each other."""
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise InputError(f"--part-id {part_id} --num-parts {num_parts}: need 0 <= part-id < num-parts")
+    return tasks[part_id::num_parts]
+
+
+def _column_name(name: str) -> str:
+    return name.strip().replace("-", "_")
+
+
+def _check_columns(manifest: Path, columns: list[str]) -> None:
+    request_fields = {f.name for f in fields(ExplainRequest)}
+    known = set(DESIGN_COLUMNS) | request_fields
+    unknown = [c for c in columns if c not in known]
+    owned = [c for c in columns if c in COHORT_OWNED]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if unknown or owned or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing columns {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown columns {', '.join(unknown)} (known: {', '.join(sorted(known - set(COHORT_OWNED)))})")
+        if owned:
+            parts.append(f"columns {', '.join(owned)} are set by the cohort (--out, --gpus), not per case")
+        raise InputError(f"manifest {manifest}: " + "; ".join(parts))
+
+
+def _tasks_of_row(row: dict, base: Path, out: Path) -> list[CohortTask]:
+    case_id = row.get("case_id", "")
+    if not CASE_ID.match(case_id):
+        raise InputError(f"case_id {case_id!r}: use letters, digits, '.', '-' and single '_' (it names folders)")
+    units = _split_list(row.get("units", ""), "units", UNIT_TYPES)
+    values = _split_list(row.get("values", ""), "values", tuple(VALUE_FUNCTIONS))
+    options = _request_options(row, base)
+    tasks = []
+    for unit_type in units:
+        for value in values:
+            request = ExplainRequest(out=out / EXPLANATIONS_FOLDER / task_id(case_id, unit_type, value),
+                                     units=unit_type, value=value, **options)
+            check_request(request, roi_mask_in_memory=False)
+            tasks.append(CohortTask(case_id, unit_type, value, request))
+    return tasks
+
+
+def _split_list(text: str, column: str, allowed: tuple[str, ...]) -> list[str]:
+    items = [item.strip() for item in text.split(";") if item.strip()]
+    if not items:
+        raise InputError(f"{column} is empty; give a ';'-separated list of {', '.join(allowed)}")
+    wrong = [item for item in items if item not in allowed]
+    if wrong:
+        raise InputError(f"{column}: unknown {', '.join(wrong)}; choose from {', '.join(allowed)}")
+    if len(set(items)) != len(items):
+        raise InputError(f"{column} {text!r} names an entry twice")
+    return items
+
+
+def _request_options(row: dict, base: Path) -> dict:
+    """The ExplainRequest keyword arguments of one manifest row (units, value and out excluded)."""
+    options = {}
+    for key, text in row.items():
+        if not text or key in ("case_id", "units", "values"):
+            continue
+        options[key] = _converted(key, text, base)
+    if not options.get("roi_point") and not options.get("roi_mask"):
+        raise InputError("give roi_point or roi_mask")
+    return options
+
+
+def _converted(key: str, text: str, base: Path):
+    if key in PATH_FIELDS:
+        path = Path(text) if Path(text).is_absolute() else base / text
+        if not path.exists():
+            raise InputError(f"{key} {text!r} not found (looked for {path})")
+        return path
+    if key == "grouping":
+        return str(base / text) if (base / text).is_file() else text
+    if key == "roi_point":
+        return parse_point(text, "roi_point")
+    if key in INT_FIELDS or key in FLOAT_FIELDS:
+        try:
+            return int(text) if key in INT_FIELDS else float(text)
+        except ValueError:
+            kind = "a whole number" if key in INT_FIELDS else "a number"
+            raise InputError(f"{key} {text!r} is not {kind}") from None
+    if key == "tta":
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise InputError(f"tta {text!r}: give true or false")
+        return text.lower() in ("true", "1", "yes")
+    if key == "fold":
+        return [fold.strip() for fold in text.split(";") if fold.strip()]
+    return text

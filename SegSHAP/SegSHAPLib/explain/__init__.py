@@ -1,0 +1,8 @@
+"""One explanation end to end: the context (model, ROI, units, engine), the run, the journal and faithfulness.
+
+- ``context``:      ``prepare_context``: everything an explanation needs before the solver runs.
+- ``run``:          ``ExplainRequest``, ``run_explain``: the Python API behind ``segshap explain`` and the Slicer logic.
+- ``journal``:      the on-disk journal of evaluated coalitions (resume after Ctrl-C, crash or retry).
+- ``faithfulness``: MoRF / LeRF / random curves, AOPC, ABPC (``segshap evaluate``).
+The package is not imported eagerly here: its modules import torch and nnunetv2.
+"""

@@ -1,0 +1,11 @@
+"""nnU-Net inference: the model, nnU-Net's grid, and the exact cached sliding-window engine for many coalitions.
+
+- ``model``:            load a trained-model folder, preprocess and predict with nnU-Net's own code.
+- ``network_grid``:     the CT grid <-> nnU-Net's preprocessed grid.
+- ``perturbation``:     removed units take the mask value b.
+- ``patch_memo``:       the byte-budgeted memo of per-patch outputs.
+- ``cached_inference``: the engine (``CachedSlidingWindow``), restricted to the ROI's support and memoised per patch.
+- ``case_cache``:       the model, preprocessing and full prediction kept for the next explanation of the same CT.
+- ``verify``:           ``--verify N``: the engine against nnU-Net's own full prediction.
+The package is not imported eagerly here: its modules import torch and nnunetv2.
+"""

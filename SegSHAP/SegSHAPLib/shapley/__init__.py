@@ -1,0 +1,12 @@
+"""The KernelSHAP solver, numpy only (no torch, nnunetv2, scipy or slicer).
+
+- ``plan``:        coalition plans fixed by (M, budget, seed): exact enumeration or the paired sampled design.
+- ``store``:       the in-memory store of evaluated coalition values (resume).
+- ``fit``:         exact Shapley values and the efficiency-constrained weighted regression.
+- ``diagnostics``: standard errors, held-out R^2, convergence forecast.
+- ``kernelshap``:  ``kernel_shap(value_fn, M, budget, ...)``, the entry point.
+"""
+
+from SegSHAPLib.shapley.kernelshap import Cancelled, KernelShapResult, kernel_shap
+
+__all__ = ["kernel_shap", "KernelShapResult", "Cancelled"]

@@ -1,0 +1,106 @@
+"""Diagnostics of a KernelSHAP run, all JSON-serialisable (floats, ints, bools, a list of floats).
+
+Every refit here is the same constrained regression as the main fit (shapley.fit.fit) on a subset of
+the plan's pairs, so the numbers describe the estimator actually used. Subsets are taken by the pairs'
+round-robin positions (shapley.plan.CoalitionPlan.position), which spreads them over all strata.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from SegSHAPLib.shapley.fit import Fit, fit
+from SegSHAPLib.shapley.plan import CoalitionPlan
+
+HELDOUT_FRACTION = 0.1
+
+
+def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: Fit, tolerance: float) -> dict:
+    """Diagnostics of phi (M,) estimated from the plan's values (n,); full is the fit on every pair.
+
+    - efficiency_residual: |sum(phi) - (v(full) - v(empty))|.
+    - condition_number, design_rank: ratio of the extreme nonzero singular values and the rank of the
+      weighted design sqrt(w) Z Q (1 and M - 1 for a full enumeration).
+    - heldout_mae, heldout_r2: about 10% of the pairs, evenly spread over the strata, are left out, the
+      regression is refitted on the rest and predicts the left-out values with v(empty) + z . phi. The
+      same is done in exact mode, where it measures how additive the game is. With fewer than two pairs
+      (M <= 2 and tiny budgets) the fitted coalitions themselves are scored. R^2 is 1 - SSE/SST about
+      the scored values' mean; with SST = 0 it is 1 if the prediction is exact and 0 otherwise.
+    - coefficient_change: ||phi - phi_half||_1 / ||phi||_1 (the denominator 1 when phi = 0), phi_half
+      the refit on the first half of the pairs by position (about half of every stratum).
+    - phi_std_error: per-unit sandwich standard errors (shapley.fit.Fit.std_error, conservative for
+      the plan's balanced draws); 0 in exact mode. When the sample leaves no degrees of freedom (fewer
+      pairs than units) they cannot be estimated: None each (null in JSON), and std_error_estimable is
+      False; convergence then counts them as large as the whole effect (the scale below).
+    - converged: max standard error <= tolerance * scale, scale = |v(full) - v(empty)| (||phi||_1 when
+      v(full) = v(empty)).
+    - coalitions_needed_forecast: coalitions forecast to converge: the enumerated ones plus the sampled
+      ones times (max standard error / goal)^2 (error ~ 1/sqrt(n)), at most 2^M (exact enumeration);
+      the coalitions used when already converged.
+    """
+    masks, gains, position = plan.masks[2:], values[2:] - values[0], plan.position[2:]
+    delta = float(values[1] - values[0])
+    singular = full.singular_values
+    scale = abs(delta) if delta != 0.0 else float(np.abs(phi).sum())
+    estimable = plan.exact or bool(np.isfinite(full.std_error).all())
+    std_error = np.zeros_like(phi) if plan.exact else np.where(np.isfinite(full.std_error), full.std_error, scale)
+    converged, forecast = _convergence(plan, std_error, tolerance * scale)
+    mae, r2 = _heldout(masks, gains, position, delta)
+    return {
+        "efficiency_residual": float(abs(phi.sum() - delta)),
+        "condition_number": float(singular[0] / singular[-1]) if len(singular) else 1.0,
+        "design_rank": int(len(singular)),
+        "heldout_mae": mae,
+        "heldout_r2": r2,
+        "coefficient_change": _coefficient_change(masks, gains, position, delta, phi),
+        "phi_std_error": [float(x) for x in std_error] if estimable else [None] * len(phi),
+        "std_error_estimable": estimable,
+        "converged": converged,
+        "coalitions_needed_forecast": forecast,
+    }
+
+
+def _refit(masks: np.ndarray, gains: np.ndarray, delta: float, keep: np.ndarray) -> np.ndarray:
+    """phi (M,) refitted on the interior rows where keep (n,) is True."""
+    return fit(masks[keep], gains[keep], delta).phi
+
+
+def _heldout(masks: np.ndarray, gains: np.ndarray, position: np.ndarray, delta: float) -> tuple[float, float]:
+    """(MAE, R^2) of left-out pairs predicted by the refit on the others; masks (n, M), gains/position (n,)."""
+    pairs = len(masks) // 2
+    count = max(1, round(pairs * HELDOUT_FRACTION)) if pairs >= 2 else 0
+    held = np.isin(position, [(k + 1) * pairs // count - 1 for k in range(count)])
+    scored = held if count else np.ones(len(masks), dtype=bool)
+    if not scored.any():
+        return 0.0, 1.0
+    phi = _refit(masks, gains, delta, ~held)
+    error = gains[scored] - masks[scored].astype(float) @ phi
+    sse = float(error @ error)
+    sst = float(((gains[scored] - gains[scored].mean()) ** 2).sum())
+    mae = float(np.abs(error).mean())
+    if sst > 0.0:
+        return mae, 1.0 - sse / sst
+    return mae, 1.0 if sse == 0.0 else 0.0
+
+
+def _coefficient_change(masks: np.ndarray, gains: np.ndarray, position: np.ndarray, delta: float,
+                        phi: np.ndarray) -> float:
+    """||phi - phi_half||_1 / ||phi||_1 with phi_half refitted on the pairs of position < pairs / 2."""
+    half = _refit(masks, gains, delta, position < math.ceil(len(masks) // 2 / 2))
+    scale = float(np.abs(phi).sum())
+    return float(np.abs(phi - half).sum() / (scale if scale > 0.0 else 1.0))
+
+
+def _convergence(plan: CoalitionPlan, std_error: np.ndarray, goal: float) -> tuple[bool, int]:
+    """(converged, coalitions forecast to converge) from the standard errors (M,) and the goal for their max."""
+    used = len(plan.masks)
+    worst = float(std_error.max())
+    if worst <= goal:
+        return True, used
+    ceiling = 1 << plan.masks.shape[1]
+    if goal <= 0.0:
+        return False, ceiling
+    sampled = int((~plan.complete).sum())
+    return False, min(ceiling, used - sampled + math.ceil(sampled * (worst / goal) ** 2))

@@ -1,0 +1,136 @@
+"""Shapley values from evaluated coalitions: exact enumeration and the constrained KernelSHAP regression.
+
+KernelSHAP (Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", NeurIPS 2017) finds
+phi minimising sum_z pi(z) (v(z) - v(0) - z . phi)^2 subject to sum_j phi_j = v(1) - v(0), with the
+Shapley kernel pi(z) = (M - 1) / (C(M, |z|) |z| (M - |z|)). Over all 2^M coalitions the minimiser is the
+Shapley value; here the sum runs over the plan's coalitions with stratum weights: a coalition of size s
+gets (M - 1) / (s (M - s)) / n_s, the kernel mass of its size shared by the n_s coalitions of that size
+in the fit. For a size enumerated in full that is pi(z) exactly; for a sampled size it is the
+importance weight of sampling without replacement with equal inclusion probabilities (Horvitz &
+Thompson, "A Generalization of Sampling Without Replacement From a Finite Universe", JASA 1952).
+
+The constraint is eliminated exactly: phi = (Delta / M) 1 + Q beta, where Q (M, M-1) is the orthonormal
+Helmert basis of the plane sum(phi) = 0 and beta solves an unconstrained weighted least-squares problem,
+so the efficiency constraint holds to rounding whatever the data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from SegSHAPLib.shapley.plan import pair_count
+
+RANK_TOLERANCE = 1e-10
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One constrained KernelSHAP fit.
+
+    Attributes:
+        phi: (M,) attributions, sum(phi) = v(full) - v(empty).
+        singular_values: (r,) nonzero singular values of the weighted design sqrt(w) Z Q, descending.
+        std_error: (M,) Taylor-linearisation (sandwich) standard errors for the stratified pair design,
+            inf when the sample leaves no degrees of freedom (see _sandwich_std_error).
+    """
+
+    phi: np.ndarray
+    singular_values: np.ndarray
+    std_error: np.ndarray
+
+
+def helmert_basis(n_features: int) -> np.ndarray:
+    """Orthonormal basis (M, M-1) of {x : sum(x) = 0}: column k averages units 0..k minus unit k+1."""
+    k = np.arange(1, n_features)
+    basis = np.where(np.arange(n_features)[:, None] < k[None, :], 1.0, 0.0)
+    basis[k, k - 1] = -k
+    return basis / np.sqrt(k * (k + 1.0))
+
+
+def exact_shapley(masks: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Shapley values (M,) from all 2^M coalitions, masks bool (2^M, M) in any order, values (2^M,).
+
+    phi_j = sum_{S not containing j} |S|! (M - |S| - 1)! / M! (v(S + j) - v(S)): every coalition z enters
+    with +v(z) / (M C(M-1, |z|-1)) for its members and -v(z) / (M C(M-1, |z|)) for the others.
+    """
+    n_features = masks.shape[1]
+    sizes = masks.sum(axis=1)
+    per_size = np.array([1.0 / (n_features * math.comb(n_features - 1, s)) for s in range(n_features)] + [0.0])
+    gain = values * np.concatenate([[0.0], per_size])[sizes]
+    loss = values * per_size[sizes]
+    return masks.T.astype(float) @ gain - (~masks).T.astype(float) @ loss
+
+
+def size_weights(masks: np.ndarray) -> np.ndarray:
+    """Stratum weights (n,) of interior coalitions masks bool (n, M): kernel mass of the size / its count."""
+    n_features = masks.shape[1]
+    sizes = masks.sum(axis=1)
+    mass = np.array([(n_features - 1) / (s * (n_features - s)) if 0 < s < n_features else 0.0
+                     for s in range(n_features + 1)])
+    counts = np.bincount(sizes, minlength=n_features + 1)
+    return mass[sizes] / np.maximum(counts[sizes], 1)
+
+
+def fit(masks: np.ndarray, gains: np.ndarray, delta: float) -> Fit:
+    """Constrained KernelSHAP fit on interior coalitions, by the normal equations in the Helmert basis.
+
+    The design is well conditioned by construction (condition numbers near 1 once there are a few pairs
+    per unit), so the normal equations lose nothing that matters and stay cheap for 2^20 coalitions.
+    Directions with eigenvalue below RANK_TOLERANCE times the largest are dropped (minimum-norm beta
+    when the pairs do not span all M - 1 directions).
+
+    Args:
+        masks: bool (n, M), rows 2k and 2k+1 a coalition and its complement (n even).
+        gains: (n,) v(z) - v(empty).
+        delta: v(full) - v(empty).
+    """
+    n_features = masks.shape[1]
+    basis = helmert_basis(n_features)
+    weights = size_weights(masks)
+    design = masks.astype(float) @ basis
+    target = gains - masks.sum(axis=1) * (delta / n_features)
+    weighted = design * np.sqrt(weights)[:, None]
+    eigenvalues, eigenvectors = np.linalg.eigh(weighted.T @ weighted)
+    keep = eigenvalues > eigenvalues.max(initial=0.0) * RANK_TOLERANCE
+    inverse_gram = (eigenvectors[:, keep] / eigenvalues[keep]) @ eigenvectors[:, keep].T
+    beta = inverse_gram @ (design.T @ (weights * target))
+    scores = (weights * (target - design @ beta))[:, None] * design
+    singular = np.sqrt(eigenvalues[keep][::-1])
+    return Fit(phi=delta / n_features + basis @ beta, singular_values=singular,
+               std_error=_sandwich_std_error(masks, scores, inverse_gram, basis))
+
+
+def _sandwich_std_error(masks: np.ndarray, scores: np.ndarray, inverse_gram: np.ndarray,
+                        basis: np.ndarray) -> np.ndarray:
+    """Per-unit standard errors (M,) of phi for pairs drawn without replacement within size strata.
+
+    Var(beta) ~ c H^+ S H^+ with H = X^T W X and S = sum over strata of (1 - n_s/N_s) n_s/(n_s - 1)
+    times the scatter of the pair scores around their stratum mean (Taylor linearisation of the
+    regression estimator; a stratum with one sampled pair is scattered around zero), and
+    c = p / (p - M + 1) the degrees-of-freedom correction for p pairs. This treats the pairs of a sampled
+    stratum as a simple random sample; the plan's balanced draws are more accurate than that, so the
+    errors are conservative (their squares measured 1.7-20x the mean squared error on the benchmark
+    games). Infinite when a stratum is sampled and p <= M - 1 (no degrees of freedom left).
+    masks bool (n, M) are the paired coalitions, scores (n, M-1) holds w_i r_i x_i per coalition,
+    inverse_gram (M-1, M-1) is H^+ and basis (M, M-1) is Q.
+    """
+    pair_scores = scores[0::2] + scores[1::2]
+    stratum = np.minimum(masks[0::2].sum(axis=1), masks.shape[1] - masks[0::2].sum(axis=1))
+    spread = np.zeros((scores.shape[1], scores.shape[1]))
+    sampled = False
+    for s in np.unique(stratum):
+        members = pair_scores[stratum == s]
+        n, total = len(members), pair_count(masks.shape[1], int(s))
+        if n >= total:
+            continue
+        sampled = True
+        centred = members - members.mean(axis=0) if n > 1 else members
+        spread += (1.0 - n / total) * (n / max(n - 1, 1)) * centred.T @ centred
+    freedom = len(pair_scores) - scores.shape[1]
+    if sampled and freedom <= 0:
+        return np.full(masks.shape[1], np.inf)
+    covariance = basis @ inverse_gram @ spread @ inverse_gram @ basis.T * (len(pair_scores) / max(freedom, 1))
+    return np.sqrt(np.clip(np.diag(covariance), 0.0, None))

@@ -1,0 +1,56 @@
+"""Organ groupings: which organs of an organ map join one unit (numpy-free, so the Slicer panel can check a
+grouping file before the heavy dependencies are even installed).
+
+A grouping is a JSON object mapping a group name to a list of glob patterns (``fnmatch``, case-sensitive) on organ
+names, e.g. ``{"rib cage": ["rib_left_*", "rib_right_*", "costal_cartilages", "sternum"]}``; built-in groupings
+are selected by name (``BUILTIN_GROUPINGS``). ``units.organs.organ_units`` applies it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from SegSHAPLib.errors import InputError
+
+BUILTIN_GROUPINGS: dict[str, dict[str, list[str]]] = {
+    # On TotalSegmentator "total" names: repeated small structures (ribs, vertebrae, lung lobes per lung, paired
+    # muscles, glands and vessels) become one unit per group; single and large paired organs stay on their own.
+    "default": {
+        "rib cage": ["rib_left_*", "rib_right_*", "costal_cartilages", "sternum"],
+        "vertebrae": ["vertebrae_*", "sacrum"],
+        "left lung": ["lung_*_left"],
+        "right lung": ["lung_*_right"],
+        "adrenal glands": ["adrenal_gland_*"],
+        "back muscles": ["autochthon_*"],
+        "iliopsoas": ["iliopsoas_*"],
+        "gluteal muscles": ["gluteus_*"],
+        "iliac vessels": ["iliac_artery_*", "iliac_vena_*"],
+        "kidney cysts": ["kidney_cyst_*"],
+    },
+}
+
+
+def load_grouping(grouping) -> dict[str, list[str]]:
+    """A grouping as {group name: [glob patterns]} from None, a dict, a built-in name or a JSON file path."""
+    if grouping is None:
+        return {}
+    if isinstance(grouping, (str, os.PathLike)) and str(grouping) in BUILTIN_GROUPINGS:
+        return BUILTIN_GROUPINGS[str(grouping)]
+    if isinstance(grouping, (str, os.PathLike)):
+        path = Path(grouping)
+        if not path.is_file():
+            raise InputError(f"organ grouping {str(grouping)!r} is neither a built-in grouping "
+                             f"({', '.join(BUILTIN_GROUPINGS)}) nor a JSON file")
+        try:
+            grouping = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"organ grouping file {path} is not valid JSON ({err})") from None
+        except OSError as err:
+            raise InputError(f"organ grouping file {path} cannot be read ({err.strerror or err})") from None
+    if not (isinstance(grouping, dict) and all(isinstance(k, str) and isinstance(v, list)
+                                               and all(isinstance(p, str) for p in v)
+                                               for k, v in grouping.items())):
+        raise InputError('an organ grouping must be a JSON object {"group name": ["glob pattern", ...], ...}')
+    return grouping
