@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
+RESOURCES = Path(__file__).resolve().parents[2] / "Resources"   # SegSHAP/Resources, next to SegSHAPLib
 SAMPLE_CT = RESOURCES / "SampleData" / "example_ct_sm.nii.gz"
 SAMPLE_ORGANS = RESOURCES / "SampleData" / "example_ct_sm_totalseg.nii.gz"
 DEMO_MODEL = RESOURCES / "DemoModel"
