@@ -27,7 +27,7 @@ ROIS = {"fp": ((-7.0, 236.3, 139.3), "fp"), "spleen": ((-127.0, 134.3, 151.3), "
 
 
 def measure(predictor, prediction, units: str, roi: str, mode: str, budget: int, out: Path) -> dict:
-    from SegSHAPLib.explain.run import ExplainRequest
+    from SegSHAPLib.explain.request import ExplainRequest
     from SegSHAPLib.explain.case_inputs import CaseInputs
     from SegSHAPLib.explain.context import prepare_context
     from SegSHAPLib.shapley.kernelshap import kernel_shap

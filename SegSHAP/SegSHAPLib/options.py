@@ -1,6 +1,6 @@
 """Every user-facing choice and default of SegSHAP, in one place (no imports: every layer may read it).
 
-The request (``explain.run.ExplainRequest``), the CLI parsers (``cli/``), the cohort manifest, the panel values
+The request (``explain.request.ExplainRequest``), the CLI parsers (``cli/``), the cohort manifest, the panel values
 (``SegSHAPMRML.panel.PanelValues``) and the Slicer parameter node (``SegSHAP.py``) take their choices and
 defaults from here, so changing one here changes it everywhere (test_options.py shows it). The Slicer .ui file
 keeps its own combo items; test_options.py checks them against the choices below.

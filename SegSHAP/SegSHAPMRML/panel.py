@@ -197,8 +197,8 @@ def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | 
 
 
 def build_request(values: PanelValues, out: str | Path, **kwargs):
-    """An ``SegSHAPLib.explain.run.ExplainRequest`` for the panel's values (see ``build_request_kwargs``)."""
-    from SegSHAPLib.explain.run import ExplainRequest
+    """An ``SegSHAPLib.explain.request.ExplainRequest`` for the panel's values (see ``build_request_kwargs``)."""
+    from SegSHAPLib.explain.request import ExplainRequest
 
     return ExplainRequest(**build_request_kwargs(values, out, **kwargs))
 

@@ -157,7 +157,7 @@ def test_in_memory_inputs_are_written_for_re_evaluation(tmp_path):
 
     from SegSHAPLib.io.image_io import Volume, read_volume
 
-    explain = pytest.importorskip("SegSHAPLib.explain.run")
+    explain = pytest.importorskip("SegSHAPLib.explain.request")
     ct = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
     request = explain.ExplainRequest(model=tmp_path / "model", out=tmp_path / "run" / "explanation",
                                      roi_point=(0.0, 0.0, 0.0))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SegSHAPLib.explain.run import ExplainRequest
+from SegSHAPLib.explain.request import ExplainRequest
 from SegSHAPLib.io.image_io import Volume
 from SegSHAPLib.explain.journal import JOURNAL_FILE, SPEC_FILE, CoalitionJournal, journal_entries
 from SegSHAPMRML import runs

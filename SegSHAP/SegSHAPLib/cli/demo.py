@@ -57,7 +57,8 @@ def click_points(prediction: np.ndarray, reference: np.ndarray) -> dict[str, tup
 
 
 def run(args: argparse.Namespace) -> int:
-    from SegSHAPLib.explain.run import ExplainRequest, run_explain
+    from SegSHAPLib.explain.request import ExplainRequest
+    from SegSHAPLib.explain.run import run_explain
     from SegSHAPLib.explain.case_inputs import CaseInputs
     from SegSHAPLib.explain.faithfulness import evaluate_output
     from SegSHAPLib.explain.folder import ExplanationFolder

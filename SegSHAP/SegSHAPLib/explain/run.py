@@ -1,6 +1,7 @@
 """One explanation end to end (the Python API behind ``segshap explain`` and the Slicer logic).
 
-    from SegSHAPLib.explain.run import ExplainRequest, run_explain
+    from SegSHAPLib.explain.request import ExplainRequest
+    from SegSHAPLib.explain.run import run_explain
     result = run_explain(ExplainRequest(ct=..., model=..., roi_point=(x, y, z), units="hybrid",
                                         organs=..., value="softdice", out=Path("out")))
 
