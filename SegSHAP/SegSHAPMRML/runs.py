@@ -63,8 +63,8 @@ class RunPlan:
 
 def plan_run(base, request, inputs) -> RunPlan:
     """Choose the folder for ``request`` (its ``out`` is ignored) by the module's rule. ``inputs``: the
-    in-memory inputs (a ``CaseInputs``) as ExplainJob takes them. Creates the new run folder (and seeds its journal) when that is
-    the choice; writes nothing otherwise."""
+    in-memory inputs (a ``CaseInputs``) as ExplainJob takes them. Creates the new run folder (and seeds its
+    journal) when that is the choice; writes nothing otherwise."""
     base = Path(base)
     inputs_dir = base / "inputs" / inputs.digest(request.grouping)[:16]
     spec = dataclasses.replace(request, **inputs.files(request, inputs_dir)).journal_spec()

@@ -17,7 +17,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="nnU-Net v2 trained-model folder")
     parser.add_argument("--fold", action="append", default=None,
                         help="fold to use (repeatable; default: every fold_X with a final checkpoint)")
-    parser.add_argument("--device", default=options.DEVICE, help=f"cpu, cuda, cuda:N or auto (default {options.DEVICE})")
+    parser.add_argument("--device", default=options.DEVICE,
+                        help=f"cpu, cuda, cuda:N or auto (default {options.DEVICE})")
     parser.add_argument("--tile-step", type=float, default=options.TILE_STEP,
                         help=f"nnU-Net sliding-window step (default {options.TILE_STEP})")
     parser.add_argument("--tta", action="store_true",

@@ -90,7 +90,8 @@ def check_request(request, roi_mask_in_memory: bool) -> None:
     if request.units not in options.UNIT_TYPES:
         raise InputError(f"unknown unit type {request.units!r}; choose one of {', '.join(options.UNIT_TYPES)}")
     if request.score_region not in options.SCORE_REGIONS:
-        raise InputError(f"unknown score region {request.score_region!r}; choose one of {', '.join(options.SCORE_REGIONS)}")
+        raise InputError(f"unknown score region {request.score_region!r}; "
+                         f"choose one of {', '.join(options.SCORE_REGIONS)}")
     value_function(request.value)
     if request.units in ("fcc", "hybrid") and not request.fcc_scale_mm > 0:
         raise InputError(f"--fcc-scale-mm must be > 0 (got {request.fcc_scale_mm})")

@@ -143,7 +143,7 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
     input and Cancelled on cancel (everything evaluated so far stays journaled in ``request.out``)."""
     started = time.perf_counter()
     out = Path(request.out)
-    check_request(request, inputs is not None and inputs.roi_mask is not None)      # refuse bad arguments before touching --out
+    check_request(request, inputs is not None and inputs.roi_mask is not None)   # before touching --out
     spec = request.journal_spec()
     claim_output_folder(out, spec, "segshap explain", create=False)
     if progress is not None:
