@@ -48,4 +48,12 @@ TTA = False
 TILE_STEP = 0.5                                  # nnU-Net's sliding-window step
 VERIFY = 0
 FAITHFULNESS_STEPS = 10
+DEMO_BUDGET = 96                                 # segshap demo's coalitions per explanation
+
+# Cohort studies (segshap cohort run)
+EXECUTORS = ("local", "ray")
+EXECUTOR = "local"
+MAX_RETRIES = 2                                  # starts of a crashed or killed explanation after the first
+GPUS_PER_TASK = 0.0                              # 0 = CPU
+CPUS_PER_TASK = 1                                # ray: torch threads per explanation
 MIN_ORGAN_VOXELS = 10                            # an organ piece under this many voxels in the support merges

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from SegSHAPLib import options
+
 RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
 SAMPLE_CT = RESOURCES / "SampleData" / "example_ct_sm.nii.gz"
 SAMPLE_ORGANS = RESOURCES / "SampleData" / "example_ct_sm_totalseg.nii.gz"
@@ -32,7 +34,8 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="explain the bundled sample end to end and write report.html",
                                    description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
-    parser.add_argument("--budget", type=int, default=96, help="coalitions per explanation (default 96)")
+    parser.add_argument("--budget", type=int, default=options.DEMO_BUDGET,
+                        help=f"coalitions per explanation (default {options.DEMO_BUDGET})")
     parser.set_defaults(run=run)
 
 
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             run_explain(request, inputs=CaseInputs(ct=ct, organs=organs, prediction=prediction), progress=progress)
         finally:
             progress.close()
-        evaluate_output(folder, steps=10)
+        evaluate_output(folder, steps=options.FAITHFULNESS_STEPS)
         folders.append(folder)
     wall = time.perf_counter() - started
     report = write_report([ExplanationFolder(folder) for folder in folders], out / "report.html",
