@@ -140,3 +140,10 @@ def test_options_module_imports_nothing():
 
     tree = ast.parse(Path(options.__file__).read_text())
     assert not [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
+def test_every_value_function_choice_has_an_implementation():
+    """scoring.values keeps the functions by name (the anytime work may turn --value into a list of them)."""
+    from SegSHAPLib.scoring.values import VALUE_FUNCTIONS
+
+    assert set(VALUE_FUNCTIONS) == set(options.VALUE_FUNCTIONS)
