@@ -143,7 +143,7 @@ def test_options_module_imports_nothing():
 
 
 def test_every_value_function_choice_has_an_implementation():
-    """scoring.values keeps the functions by name (the anytime work may turn --value into a list of them)."""
+    """The choices (options) and the implementations by name (scoring.values) name the same functions."""
     from SegSHAPLib.scoring.values import VALUE_FUNCTIONS
 
     assert set(VALUE_FUNCTIONS) == set(options.VALUE_FUNCTIONS)
