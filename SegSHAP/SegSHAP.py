@@ -30,6 +30,8 @@ MODULE_DIR = Path(__file__).resolve().parent
 if str(MODULE_DIR) not in sys.path:            # SegSHAPLib and SegSHAPMRML live next to this file
     sys.path.insert(0, str(MODULE_DIR))
 
+from SegSHAPLib import options  # noqa: E402  (choices and defaults only: no torch, no nnU-Net)
+
 DEMO_MODEL = MODULE_DIR / "Resources" / "DemoModel"
 SAMPLE_CT = MODULE_DIR / "Resources" / "SampleData" / "example_ct_sm.nii.gz"
 SAMPLE_ORGANS = MODULE_DIR / "Resources" / "SampleData" / "example_ct_sm_totalseg.nii.gz"
@@ -84,26 +86,26 @@ class SegSHAPParameterNode:
     modelPath: Path = DEMO_MODEL
     runModel: bool = True
     predictionNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
-    target: str = "1"
+    target: str = options.TARGET
     organNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
-    roiMode: Annotated[str, Choice(["point", "segment"])] = "point"
+    roiMode: Annotated[str, Choice(list(options.ROI_MODES))] = options.ROI_MODE
     roiPoint: vtkMRMLMarkupsFiducialNode
     roiSegmentation: vtkMRMLSegmentationNode
     roiSegmentID: str = ""
-    scoreRegion: Annotated[str, Choice(["box", "component", "dilated"])] = "box"
-    dilateMm: Annotated[float, WithinRange(0.5, 100.0)] = 6.0
-    units: Annotated[str, Choice(["organs", "fcc", "hybrid"])] = "organs"
-    fccScaleMm: Annotated[float, WithinRange(5.0, 200.0)] = 30.0
-    grouping: Annotated[str, Choice(["individual organs", "default groups", "from file"])] = "individual organs"
+    scoreRegion: Annotated[str, Choice(list(options.SCORE_REGIONS))] = options.SCORE_REGION
+    dilateMm: Annotated[float, WithinRange(0.5, 100.0)] = options.DILATE_MM
+    units: Annotated[str, Choice(list(options.UNIT_TYPES))] = options.UNITS
+    fccScaleMm: Annotated[float, WithinRange(5.0, 200.0)] = options.FCC_SCALE_MM
+    grouping: Annotated[str, Choice(list(options.GROUPING_CHOICES))] = options.GROUPING_CHOICE
     groupingFile: Path
-    value: Annotated[str, Choice(["softdice", "tp", "fp", "dice"])] = "softdice"
-    budget: Annotated[int, WithinRange(8, 100000)] = 256
-    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
-    device: str = "Auto"
-    faithfulnessSteps: Annotated[int, WithinRange(0, 50)] = 10
-    maskValue: Annotated[float, WithinRange(-3000.0, 4000.0)] = -1024.0
-    batchSize: Annotated[int, WithinRange(1, 64)] = 1
-    tta: bool = False
+    value: Annotated[str, Choice(list(options.VALUE_FUNCTIONS))] = options.VALUE
+    budget: Annotated[int, WithinRange(options.MIN_BUDGET, 100000)] = options.BUDGET
+    seed: Annotated[int, WithinRange(0, 2147483647)] = options.SEED
+    device: str = options.PANEL_DEVICE
+    faithfulnessSteps: Annotated[int, WithinRange(0, 50)] = options.FAITHFULNESS_STEPS
+    maskValue: Annotated[float, WithinRange(-3000.0, 4000.0)] = options.MASK_VALUE
+    batchSize: Annotated[int, WithinRange(1, 64)] = options.BATCH_SIZE
+    tta: bool = options.TTA
     unitsAsSegmentation: bool = False
     wheelFolder: Path
 
@@ -525,10 +527,11 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------------------------- running
     def prepareRun(self, p):
-        """Read the nodes into plain volumes (main thread) and choose the run folder -> (RunPlan, run_kwargs,
+        """Read the nodes into plain volumes (main thread) and choose the run folder -> (RunPlan, CaseInputs,
         device note). The plan resumes an unfinished run of the same inputs, shows a finished one with the same
         budget and seed again, or starts a new run folder (SegSHAPMRML.runs)."""
         from SegSHAPLib.errors import InputError
+        from SegSHAPLib.explain.case_inputs import CaseInputs
         from SegSHAPMRML import panel, runs, volumes
 
         values = self.panelValues(p)
@@ -537,18 +540,19 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
             raise InputError("\n".join(problems))
         device, note = panel.choose_device(values.device, logger=logging.getLogger("SegSHAP"))
         ct = p.inputVolume
-        kwargs = {"ct_volume": volumes.node_to_volume(ct)}
+        kwargs = {"ct": volumes.node_to_volume(ct)}
         point_local = None
         if values.roi_mode == "point":
             point_local = volumes.point_in_node_frame(ct, values.roi_point_ras)
         else:
-            kwargs["roi_mask_volume"] = volumes.segment_to_mask_volume(p.roiSegmentation, p.roiSegmentID, ct)
+            kwargs["roi_mask"] = volumes.segment_to_mask_volume(p.roiSegmentation, p.roiSegmentID, ct)
         if not values.run_model:
-            kwargs["prediction_volume"] = self._labelVolume(p.predictionNode, ct, panel.model_labels(values.model_dir))[0]
+            kwargs["prediction"] = self._labelVolume(p.predictionNode, ct, panel.model_labels(values.model_dir))[0]
         if p.organNode is not None and values.units in panel.ORGAN_UNIT_TYPES:
-            kwargs["organ_volume"], kwargs["organ_names"] = self._labelVolume(p.organNode, ct, None)
+            kwargs["organs"], kwargs["organ_names"] = self._labelVolume(p.organNode, ct, None)
         request = panel.build_request(values, self.runsFolder, device=device, roi_point_ras=point_local)
-        return runs.plan_run(self.runsFolder, request, kwargs), kwargs, note
+        inputs = CaseInputs(**kwargs)
+        return runs.plan_run(self.runsFolder, request, inputs), inputs, note
 
     @staticmethod
     def _labelVolume(node, ctNode, labelValues):
@@ -564,12 +568,12 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
         from SegSHAPMRML import runs
         from SegSHAPMRML.job import ExplainJob
 
-        plan, kwargs, note = self.prepareRun(p)
+        plan, inputs, note = self.prepareRun(p)
         logging.info("SegSHAP: %s; %s; output in %s", plan.note or "new run", note, plan.request.out)
         replay = plan.action == "show"
         job = ExplainJob(plan.request, run=runs.replay_finished if replay else run,
                          evaluate=runs.stored_or_new_faithfulness, faithfulness_steps=p.faithfulnessSteps,
-                         inputs_dir=plan.inputs_dir, note=plan.note, **({} if replay else kwargs))
+                         inputs_dir=plan.inputs_dir, note=plan.note, inputs=None if replay else inputs)
         job.roi_point_ras = self.panelValues(p).roi_point_ras
         return job.start(), "; ".join(text for text in (plan.note, note) if text)
 

@@ -12,8 +12,8 @@ import threading
 import numpy as np
 import pytest
 
-from SegSHAPLib import errors
-from SegSHAPLib.shapley.kernelshap import Cancelled, CoalitionStore, coalition_keys, kernel_shap
+from SegSHAPLib.errors import Cancelled
+from SegSHAPLib.shapley.kernelshap import CoalitionStore, coalition_keys, kernel_shap
 
 
 # --- games and reference Shapley values -----------------------------------------------------------
@@ -295,7 +295,7 @@ def test_resume_after_cancel_gives_the_uninterrupted_result():
 def test_cancel_before_the_first_batch_evaluates_nothing():
     recorder, cancel, store = Recorder(table_game(6, 0)), threading.Event(), CoalitionStore()
     cancel.set()
-    with pytest.raises(errors.Cancelled):  # the project-wide class catches the solver's too
+    with pytest.raises(Cancelled):
         kernel_shap(recorder, n_features=6, budget=20, cancel=cancel, store=store)
     assert recorder.batches == [] and len(store) == 0
 

@@ -24,6 +24,7 @@ def test_demo_model_folder_loads_through_nnunet(demo_predictor):
     assert (DEMO_MODEL / "fold_0" / "checkpoint_final.pth").stat().st_size < 5 * 1024 * 1024
 
 
+@pytest.mark.slow                     # two full predictions of the sample CT (the CLI's and nnU-Net's)
 def test_predict_cli_equals_nnunet_own_prediction(tmp_path, demo_predictor):
     out = tmp_path / "seg.nii.gz"
     assert main(["predict", "--ct", str(SAMPLE_CT), "--model", str(DEMO_MODEL), "--out", str(out)]) == 0

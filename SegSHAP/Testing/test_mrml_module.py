@@ -9,7 +9,6 @@ the real pipeline (marked slow), the module's own self-test ``SegSHAPTest``.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import sys
@@ -178,7 +177,7 @@ def test_validation_from_the_parameter_node(module):
 def test_prepare_run_reads_nodes_into_volumes(module):
     ct, organs, point, names = _load_sample(module.scene)
     logic = module.SegSHAPLogic()
-    plan, kwargs, note = logic.prepareRun(_parameters(module, ct, organs, point, device="CPU", seed=4))
+    plan, inputs, note = logic.prepareRun(_parameters(module, ct, organs, point, device="CPU", seed=4))
     request = plan.request
     assert note == "running on the CPU" and plan.action == "new" and plan.note == ""
     assert request.device == "cpu" and request.target == "spleen" and request.units == "organs"
@@ -186,10 +185,10 @@ def test_prepare_run_reads_nodes_into_volumes(module):
     assert request.roi_point == pytest.approx(volumes.markups_point_ras(point))
     assert Path(request.out).name == "explanation" and Path(request.out).parent.parent.name == "SegSHAP"
     assert not Path(request.out).exists()                      # run_explain claims it
-    assert kwargs["ct_volume"].same_grid(read_volume(SAMPLE_CT))
-    np.testing.assert_array_equal(kwargs["organ_volume"].array, read_volume(SAMPLE_ORGANS).array)
-    assert kwargs["organ_names"][1] == "spleen" and kwargs["organ_names"][5] == names[5]
-    assert "prediction_volume" not in kwargs and "roi_mask_volume" not in kwargs
+    assert inputs.ct.same_grid(read_volume(SAMPLE_CT))
+    np.testing.assert_array_equal(inputs.organs.array, read_volume(SAMPLE_ORGANS).array)
+    assert inputs.organ_names[1] == "spleen" and inputs.organ_names[5] == names[5]
+    assert inputs.prediction is None and inputs.roi_mask is None
     # a second run gets its own output folder
     assert logic.prepareRun(_parameters(module, ct, organs, point))[0].request.out != request.out
 
@@ -207,17 +206,17 @@ def test_prepare_run_with_segmentations(module):
     p = _parameters(module, ct, organ_segmentation, point, runModel=False, predictionNode=prediction,
                     roiMode="segment", roiSegmentation=prediction, roiSegmentID=spleen_id, device="CPU")
     assert module.SegSHAPLogic().validate(p) == []
-    plan, kwargs, _ = module.SegSHAPLogic().prepareRun(p)
+    plan, inputs, _ = module.SegSHAPLogic().prepareRun(p)
     assert plan.request.roi_point is None
-    np.testing.assert_array_equal(kwargs["roi_mask_volume"].array, spleen_only.array)
+    np.testing.assert_array_equal(inputs.roi_mask.array, spleen_only.array)
     # the prediction's segment named "spleen" gets the model's spleen label value (1)
-    np.testing.assert_array_equal(kwargs["prediction_volume"].array == 1, spleen_only.array == 1)
+    np.testing.assert_array_equal(inputs.prediction.array == 1, spleen_only.array == 1)
     # organ names are the segment names (TotalSegmentator's organ names), never "Segment_1"
-    assert "spleen" in kwargs["organ_names"].values() and "liver" in kwargs["organ_names"].values()
-    assert not any(n.startswith("Segment_") for n in kwargs["organ_names"].values())
-    value_of = {n: v for v, n in kwargs["organ_names"].items()}
+    assert "spleen" in inputs.organ_names.values() and "liver" in inputs.organ_names.values()
+    assert not any(n.startswith("Segment_") for n in inputs.organ_names.values())
+    value_of = {n: v for v, n in inputs.organ_names.items()}
     original = read_volume(SAMPLE_ORGANS).array
-    np.testing.assert_array_equal(kwargs["organ_volume"].array == value_of["liver"], original == 5)
+    np.testing.assert_array_equal(inputs.organs.array == value_of["liver"], original == 5)
 
 
 def test_transformed_ct_gets_the_point_in_its_own_frame(module):
@@ -235,9 +234,10 @@ def test_transformed_ct_gets_the_point_in_its_own_frame(module):
     assert plan.request.roi_point == pytest.approx(tuple(world - [0.0, 25.0, 0.0]))
 
 
-def _fake_run(request, *, progress=None, cancel=None, ct_volume=None, organ_volume=None, organ_names=None, **kw):
+def _fake_run(request, *, inputs, progress=None, cancel=None):
     """Stand-in for run_explain (fast, no model): organ units around the clicked point, made-up phi."""
-    labels = organ_volume.array
+    ct_volume, organ_names = inputs.ct, inputs.organ_names
+    labels = inputs.organs.array
     present = [int(v) for v in np.unique(labels) if v > 0][:6]
     units = np.zeros(labels.shape, np.int32)
     for j, value in enumerate(present):
@@ -245,9 +245,7 @@ def _fake_run(request, *, progress=None, cancel=None, ct_volume=None, organ_volu
     phi = np.linspace(0.3, -0.2, len(present))
     roi = (labels == 1).astype(np.uint8)
     progress(types.SimpleNamespace(stage="coalitions", done=32, total=32, message="", counters={}))
-    inputs = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
-    inputs = {k: (str(v) if isinstance(v, Path) else v) for k, v in inputs.items()}
-    summary = {"inputs": inputs, "roi": {"voxels": int(roi.sum()), "target": 1, "point_ijk": [16, 44, 19]},
+    summary = {"inputs": request.to_json(), "roi": {"voxels": int(roi.sum()), "target": 1, "point_ijk": [16, 44, 19]},
                "units": [{"id": j + 1, "name": organ_names[v], "voxels": int((units == j + 1).sum()),
                           "shap": float(phi[j])} for j, v in enumerate(present)],
                "solver": {"method": "kernelshap", "coalitions": 32}, "inference": {"patch_forwards": 5},
@@ -305,8 +303,8 @@ def test_grouping_from_the_parameter_node_reaches_the_request(module, tmp_path):
     p.grouping = "default groups"
     assert logic.prepareRun(p)[0].request.grouping == "default"
     p.units = "fcc"                                                                 # no organ map is read
-    plan, kwargs, _ = logic.prepareRun(p)
-    assert plan.request.grouping is None and "organ_volume" not in kwargs
+    plan, inputs, _ = logic.prepareRun(p)
+    assert plan.request.grouping is None and inputs.organs is None
 
 
 def test_failed_job_is_not_mapped(module):

@@ -70,7 +70,7 @@ def test_request_kwargs_match_explain_request_fields(tmp_path):
     kwargs = panel.build_request_kwargs(_ready(units="hybrid", value="dice", budget=64, seed=3, device="cuda:1",
                                                mask_value=-1000.0, tta=True, grouping="default groups"), tmp_path / "o",
                                         device="cpu", roi_point_ras=(1.0, 2.0, 3.0))
-    explain = pytest.importorskip("SegSHAPLib.explain.run")
+    explain = pytest.importorskip("SegSHAPLib.explain.request")
     fields = {f.name for f in dataclasses.fields(explain.ExplainRequest)}
     assert set(kwargs) <= fields                              # every key is a request field (flag name)
     request = panel.build_request(_ready(), tmp_path / "o")

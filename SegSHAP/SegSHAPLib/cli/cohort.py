@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 
 
@@ -21,17 +22,18 @@ def add_parser(subparsers) -> None:
     run.add_argument("manifest", type=Path, help="CSV: case_id,ct,model,target,roi_point,point_space,roi_mask,"
                                                  "organs,units,values,score_region,budget,seed")
     run.add_argument("--out", required=True, type=Path, help="study folder")
-    run.add_argument("--executor", choices=("local", "ray"), default="local",
+    run.add_argument("--executor", choices=options.EXECUTORS, default=options.EXECUTOR,
                      help="local: worker processes on this machine (default); ray: one Ray task per explanation")
     run.add_argument("--workers", type=int, default=None,
                      help="local: worker processes (default 1 on CPU - torch uses every core - or one per GPU)")
     run.add_argument("--ray-address", help="ray: address of a running cluster (default: start a local Ray)")
-    run.add_argument("--gpus", type=float, default=0.0,
+    run.add_argument("--gpus", type=float, default=options.GPUS_PER_TASK,
                      help="GPUs per explanation: 0 = CPU (default), 1, or 0.5 to share a GPU between two")
-    run.add_argument("--cpus-per-task", type=int, default=1,
-                     help="ray: CPUs (torch threads) per explanation (default 1)")
-    run.add_argument("--max-retries", type=int, default=2,
-                     help="times a crashed or killed explanation is started again; each retry resumes (default 2)")
+    run.add_argument("--cpus-per-task", type=int, default=options.CPUS_PER_TASK,
+                     help=f"ray: CPUs (torch threads) per explanation (default {options.CPUS_PER_TASK})")
+    run.add_argument("--max-retries", type=int, default=options.MAX_RETRIES,
+                     help="times a crashed or killed explanation is started again; each retry resumes "
+                          f"(default {options.MAX_RETRIES})")
     run.add_argument("--part-id", type=int, default=0, help="run only part K of --num-parts (0-based)")
     run.add_argument("--num-parts", type=int, default=1, help="split the study into N independent parts")
     run.add_argument("--restart", action="store_true",

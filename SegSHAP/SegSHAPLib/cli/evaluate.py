@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from SegSHAPLib import options
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +15,8 @@ def add_parser(subparsers) -> None:
                     "reference), recompute the value with the same operator, and write faithfulness.json and "
                     "curves.png into DIR.")
     parser.add_argument("dir", type=Path, help="an output folder of segshap explain")
-    parser.add_argument("--steps", type=int, default=10, help="removal steps K (default 10, at most M)")
+    parser.add_argument("--steps", type=int, default=options.FAITHFULNESS_STEPS,
+                        help=f"removal steps K (default {options.FAITHFULNESS_STEPS}, at most M)")
     parser.set_defaults(run=run)
 
 

@@ -1,6 +1,6 @@
 """``segshap cohort gather``: every finished explanation of a study as one tidy table, ``OUT/cohort.csv``.
 
-One row per (explanation, unit): DESIGN.md's ``case_id,units,value,unit_id,name,shap``, then the unit's size
+One row per (explanation, unit): ``case_id,units,value,unit_id,name,shap``, then the unit's size
 and the explanation's cost and quality figures (the same for every unit of one explanation):
 ``voxels,base_value,full_value,method,coalitions,budget,seed,converged,patch_forwards,naive_patch_forwards,
 patch_cache_hits,seconds``. Unfinished explanations are left out and named.
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from SegSHAPLib.io.atomic_files import write_text_atomic
 from SegSHAPLib.cohort.manifest import CohortTask
 from SegSHAPLib.cohort.state import DONE, classify, read_plan
+from SegSHAPLib.explain.folder import ExplanationFolder
 
 TABLE_FILE = "cohort.csv"
 COLUMNS = ("case_id", "units", "value", "unit_id", "name", "shap", "voxels", "base_value", "full_value", "method",
@@ -45,7 +45,7 @@ def gather(out: Path) -> tuple[Path, int, list[str]]:
         if state != DONE:
             unfinished.append(task.task_id)
             continue
-        summary = json.loads((Path(task.request.out) / "summary.json").read_text())
+        summary = ExplanationFolder(task.request.out).summary()
         rows.extend(explanation_rows(task, summary))
         gathered += 1
     path = out / TABLE_FILE

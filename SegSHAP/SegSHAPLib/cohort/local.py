@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.cohort.state import DONE, FAILED, TaskOutcome, log_path
 from SegSHAPLib.cohort.worker import serve
 from SegSHAPLib.errors import Cancelled, InputError
@@ -108,7 +109,8 @@ class LocalExecutor:
     """Runs the study's explanations in worker processes on this machine (see the module doc)."""
 
 
-    def __init__(self, workers: int | None = None, max_retries: int = 2, gpus_per_task: float = 0.0):
+    def __init__(self, workers: int | None = None, max_retries: int = options.MAX_RETRIES,
+                 gpus_per_task: float = options.GPUS_PER_TASK):
         if max_retries < 0:
             raise InputError(f"--max-retries {max_retries}: need 0 or more")
         self.max_retries = max_retries

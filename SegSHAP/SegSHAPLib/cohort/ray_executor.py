@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.cohort.state import DONE, FAILED, TaskOutcome, read_status
 from SegSHAPLib.cohort.worker import run_task
 from SegSHAPLib.errors import Cancelled, InputError
@@ -36,8 +37,8 @@ class RayExecutor:
     """Runs the study's explanations as Ray tasks (see the module doc)."""
 
 
-    def __init__(self, address: str | None = None, max_retries: int = 2, gpus_per_task: float = 0.0,
-                 cpus_per_task: int = 1):
+    def __init__(self, address: str | None = None, max_retries: int = options.MAX_RETRIES,
+                 gpus_per_task: float = options.GPUS_PER_TASK, cpus_per_task: int = options.CPUS_PER_TASK):
         if max_retries < 0:
             raise InputError(f"--max-retries {max_retries}: need 0 or more")
         if gpus_per_task < 0 or cpus_per_task < 1:

@@ -13,23 +13,23 @@ by nearest neighbour (for the plans' own spacing, as in the demo model, the two 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from SegSHAPLib import options
+from SegSHAPLib.explain.case_inputs import CaseInputs
 from SegSHAPLib.inference.cached_inference import CachedSlidingWindow, SlidingWindowLayout
 from SegSHAPLib.inference.case_cache import cached_case, cached_predictor
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch, read_volume
 from SegSHAPLib.inference.model import Preprocessed, resolve_target
 from SegSHAPLib.inference.network_grid import Box, NetworkGrid
-from SegSHAPLib.scoring.roi import (REGION_KINDS, bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
+from SegSHAPLib.scoring.roi import (bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
                   roi_from_point, scoring_region)
 from SegSHAPLib.units.unit_map import UnitMap
 from SegSHAPLib.units import fcc_units, hybrid_units, organ_class_names, organ_units
 from SegSHAPLib.scoring.values import value_function
 
-UNIT_TYPES = ("organs", "fcc", "hybrid")
 
 
 @dataclass
@@ -87,10 +87,11 @@ def normalised_mask_value(predictor, hu: float) -> float:
 
 def check_request(request, roi_mask_in_memory: bool) -> None:
     """Refuse bad arguments before anything heavy runs (one clear line each)."""
-    if request.units not in UNIT_TYPES:
-        raise InputError(f"unknown unit type {request.units!r}; choose one of {', '.join(UNIT_TYPES)}")
-    if request.score_region not in REGION_KINDS:
-        raise InputError(f"unknown score region {request.score_region!r}; choose one of {', '.join(REGION_KINDS)}")
+    if request.units not in options.UNIT_TYPES:
+        raise InputError(f"unknown unit type {request.units!r}; choose one of {', '.join(options.UNIT_TYPES)}")
+    if request.score_region not in options.SCORE_REGIONS:
+        raise InputError(f"unknown score region {request.score_region!r}; "
+                         f"choose one of {', '.join(options.SCORE_REGIONS)}")
     value_function(request.value)
     if request.units in ("fcc", "hybrid") and not request.fcc_scale_mm > 0:
         raise InputError(f"--fcc-scale-mm must be > 0 (got {request.fcc_scale_mm})")
@@ -107,10 +108,10 @@ def check_request(request, roi_mask_in_memory: bool) -> None:
         check_value_region(request.value, request.score_region)
 
 
-def _roi(request, ct: Volume, prediction: Volume, target: int, roi_mask_volume: Volume | None):
+def _roi(request, ct: Volume, prediction: Volume, target: int, roi_mask: Volume | None):
     """(R bool (z, y, x), clicked (i, j, k) or None)."""
-    if roi_mask_volume is not None or request.roi_mask is not None:
-        mask = roi_mask_volume if roi_mask_volume is not None else read_volume(request.roi_mask)
+    if roi_mask is not None or request.roi_mask is not None:
+        mask = roi_mask if roi_mask is not None else read_volume(request.roi_mask)
         return roi_from_mask(mask, ct), None
     ijk = point_to_ijk(ct, request.roi_point, request.point_space)
     return roi_from_point(prediction.array, target, ijk), ijk
@@ -140,25 +141,24 @@ def _units(request, ct: Volume, organs: Volume | None, names: dict[int, str] | N
     return hybrid_units(cells, organ_array, names)
 
 
-def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: Volume | None = None,
-                    prediction_volume: Volume | None = None, roi_mask_volume: Volume | None = None,
-                    organ_names: dict[int, str] | None = None, predictor=None,
+def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None,
                     units_volume: Volume | None = None, unit_names: list[str] | None = None) -> ExplanationContext:
     """Build the explanation context of a request.
 
-    In-memory volumes take precedence over the request's paths. ``units_volume``/``unit_names`` reuse a unit
+    In-memory ``inputs`` take precedence over the request's paths. ``units_volume``/``unit_names`` reuse a unit
     map written by an earlier run (``segshap evaluate``) instead of building one.
     """
-    check_request(request, roi_mask_volume is not None)
-    ct = ct_volume if ct_volume is not None else read_volume(request.ct)
+    inputs = inputs or CaseInputs()
+    check_request(request, inputs.roi_mask is not None)
+    ct = inputs.ct if inputs.ct is not None else read_volume(request.ct)
     predictor = predictor or cached_predictor(request.model, request.fold, request.device, request.tile_step,
                                               request.tta)
     if predictor.label_manager.has_regions:
         raise InputError("region-based nnU-Net models (overlapping regions) are not supported; use a model "
                          "trained on plain labels")
     target = resolve_target(predictor, request.target)
-    organs = _load_aligned(organ_volume, request.organs, ct, "the organ map", "--organs")
-    given_prediction = _load_aligned(prediction_volume, getattr(request, "prediction", None), ct,
+    organs = _load_aligned(inputs.organs, request.organs, ct, "the organ map", "--organs")
+    given_prediction = _load_aligned(inputs.prediction, getattr(request, "prediction", None), ct,
                                      "the prediction", "--prediction")
 
     pre, own_prediction = cached_case(predictor, ct, with_prediction=given_prediction is None)
@@ -166,7 +166,7 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
                                           pre.data.shape[1:], ct.shape_zyx)
     prediction = given_prediction if given_prediction is not None else own_prediction
 
-    roi, ijk = _roi(request, ct, prediction, target, roi_mask_volume)
+    roi, ijk = _roi(request, ct, prediction, target, inputs.roi_mask)
     region = scoring_region(roi, request.score_region, ct.spacing_zyx, request.dilate_mm) | roi
     box_ct = bounding_box(region)
     try:
@@ -179,7 +179,7 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     if units_volume is not None:
         units = UnitMap(units_volume.array.astype(np.int32), list(unit_names))
     else:
-        units = _units(request, ct, organs, organ_names, support)
+        units = _units(request, ct, organs, inputs.organ_names, support)
     mask_value = normalised_mask_value(predictor, request.mask_value)
     engine = CachedSlidingWindow(predictor, layout, grid.to_network(units.labels), units.n_units, box_net,
                                  mask_value, cache_mode=request.cache, batch_size=request.batch_size)
@@ -191,7 +191,3 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     return ExplanationContext(request, ct, predictor, pre, grid, prediction, target, ijk, roi, region, box_ct,
                               support, units, engine, mask_value, region_net, baseline_pred, request.value)
 
-
-def resolve_path(path) -> str | None:
-    """A path as an absolute string for summary.json (None stays None)."""
-    return None if path is None else str(Path(path).resolve())

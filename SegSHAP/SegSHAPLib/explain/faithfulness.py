@@ -14,14 +14,18 @@ in the explanation's journal are reused, and new ones are journaled too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.io.image_io import read_volume
+from SegSHAPLib.explain.case_inputs import CaseInputs
+from SegSHAPLib.explain.folder import CURVES_FILE, FAITHFULNESS_FILE, ExplanationFolder
+from SegSHAPLib.explain.request import ExplainRequest
 
 NORMALISATION_EPS = 1e-8
 
@@ -71,22 +75,7 @@ def faithfulness_curves(values_fn, phi: np.ndarray, steps: int, seed: int) -> di
     return result
 
 
-def _request_from_summary(summary: dict, out_dir: Path):
-    from SegSHAPLib.explain.run import ExplainRequest
-
-    inputs = dict(summary["inputs"])
-    fields = set(ExplainRequest.__dataclass_fields__)
-    request = ExplainRequest(**{k: v for k, v in inputs.items() if k in fields})
-    request.out = out_dir
-    if request.roi_point is not None:
-        request.roi_point = tuple(request.roi_point)
-    for key in ("model", "ct", "roi_mask", "prediction", "organs"):
-        value = getattr(request, key)
-        setattr(request, key, None if value is None else Path(value))
-    return request
-
-
-def evaluate_output(out_dir, steps: int = 10, seed: int | None = None,
+def evaluate_output(out_dir, steps: int = options.FAITHFULNESS_STEPS, seed: int | None = None,
                     progress: Callable[[int, int], None] | None = None) -> dict:
     """Rebuild an explanation from its output folder, compute its faithfulness, write faithfulness.json and
     curves.png there, and return the faithfulness dict.
@@ -100,15 +89,13 @@ def evaluate_output(out_dir, steps: int = 10, seed: int | None = None,
     from SegSHAPLib.report.figures import curves_figure
 
     out_dir = Path(out_dir)
-    summary_path = out_dir / "summary.json"
-    if not summary_path.is_file():
-        raise InputError(f"{out_dir} has no summary.json; give the --out folder of a finished segshap explain")
-    summary = json.loads(summary_path.read_text())
-    request = _request_from_summary(summary, out_dir)
+    folder = ExplanationFolder(out_dir)
+    summary = folder.finished_summary()
+    request = dataclasses.replace(ExplainRequest.from_json(summary["inputs"]), out=out_dir)
     names = [u["name"] for u in summary["units"]]
     phi = np.array([u["shap"] for u in summary["units"]], dtype=float)
-    context = prepare_context(request, units_volume=read_volume(out_dir / "units.nii.gz"), unit_names=names,
-                              prediction_volume=read_volume(out_dir / "prediction.nii.gz"))
+    context = prepare_context(request, units_volume=folder.image("units"), unit_names=names,
+                              inputs=CaseInputs(prediction=folder.image("prediction")))
     journal = CoalitionJournal(out_dir, context.n_units)
 
     def journaled_values(keep: np.ndarray) -> np.ndarray:
@@ -124,7 +111,7 @@ def evaluate_output(out_dir, steps: int = 10, seed: int | None = None,
 
     result = faithfulness_curves(journaled_values, phi, steps, summary["solver"]["seed"] if seed is None else seed)
     result["value"] = request.value
-    (out_dir / "faithfulness.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / FAITHFULNESS_FILE).write_text(json.dumps(result, indent=2) + "\n")
     title = f"{request.units} units, {request.value} value"
-    (out_dir / "curves.png").write_bytes(curves_figure(result, title=title))
+    (out_dir / CURVES_FILE).write_bytes(curves_figure(result, title=title))
     return result

@@ -1,4 +1,4 @@
-"""Files written whole or not at all: a reader (or a crash) never sees half a file.
+"""Files written whole or not at all: a reader (or a crash) never sees half a file; and their reader.
 
 The text goes to a temporary file in the same folder, is flushed to disk, and replaces the target with
 ``os.replace`` (atomic on POSIX and Windows within one file system).
@@ -31,3 +31,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, data, **dumps_options) -> Path:
     """``data`` as indented JSON (plus a final newline) written atomically; return the path."""
     return write_text_atomic(path, json.dumps(data, indent=2, **dumps_options) + "\n")
+
+
+def read_json_or_none(path: str | os.PathLike):
+    """The JSON content of ``path``, or None when the file is absent or not JSON (e.g. not yet written)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None

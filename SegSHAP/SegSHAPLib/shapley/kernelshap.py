@@ -25,22 +25,15 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from SegSHAPLib import errors
+from SegSHAPLib.errors import Cancelled
 from SegSHAPLib.shapley.diagnostics import diagnostics
 from SegSHAPLib.shapley.fit import exact_shapley, fit
 from SegSHAPLib.shapley.plan import CoalitionPlan, exact_plan, sampled_plan
 from SegSHAPLib.shapley.store import CoalitionStore, coalition_keys
 
-__all__ = ["Cancelled", "CoalitionStore", "KernelShapResult", "coalition_keys", "kernel_shap"]
+__all__ = ["CoalitionStore", "KernelShapResult", "coalition_keys", "kernel_shap"]
 
 METHODS = ("auto", "exact", "kernelshap")
-
-
-class Cancelled(errors.Cancelled):
-    """Raised between batches when the cancel event is set; the store holds every value evaluated.
-
-    A subclass of the project-wide SegSHAPLib.errors.Cancelled, so callers can catch either.
-    """
 
 
 class Store(Protocol):

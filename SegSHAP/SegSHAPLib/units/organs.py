@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.units.grouping import load_grouping
 from SegSHAPLib.io.image_io import read_volume
 from SegSHAPLib.units.unit_map import UnitMap, finish_units, support_box
 
-DEFAULT_MIN_VOXELS = 10
 
 def _names_from_label_table(path: Path) -> dict[int, str]:
     """id -> name from a NIfTI header's CaretExtension XML label table ({} when there is none)."""
@@ -109,7 +109,7 @@ def check_label_map(organ_labels_zyx: np.ndarray, shape: tuple[int, ...]) -> Non
 
 
 def organ_units(organ_labels_zyx: np.ndarray, support_mask: np.ndarray, class_names: dict[int, str],
-                grouping=None, min_voxels: int = DEFAULT_MIN_VOXELS) -> UnitMap:
+                grouping=None, min_voxels: int = options.MIN_ORGAN_VOXELS) -> UnitMap:
     """One unit per organ label (or group) present inside the support; background (0) is not a unit.
 
     organ_labels_zyx: integer label array (z, y, x) on the CT grid. support_mask: bool (z, y, x).
