@@ -177,8 +177,9 @@ def summary(mine: dict, theirs: dict, versus: str) -> str:
     """One line: how many cells ours wins, the geometric mean and the worst ratio, cells worse than 1.5x."""
     both = [k for k in mine if k in theirs and max(mine[k], theirs[k]) >= EXACT_MSE]
     ratio = np.array([mine[k] / theirs[k] if theirs[k] >= EXACT_MSE else np.inf for k in both])
+    inexact = np.array([mine[k] >= EXACT_MSE and theirs[k] >= EXACT_MSE for k in both], dtype=bool)
     return (f"ours / {versus}: ahead in {(ratio < 1).sum()}/{len(ratio)} cells, geometric mean "
-            f"{np.exp(np.log(ratio[np.isfinite(ratio)]).mean()):.3f}, worst {ratio.max():.3f}, "
+            f"{np.exp(np.log(ratio[inexact]).mean()):.3f} (cells neither side is exact in), worst {ratio.max():.3f}, "
             f"{(ratio > 1.5).sum()} cells worse than 1.5x")
 
 
