@@ -49,14 +49,14 @@ from SegSHAPLib.shapley.plan import pair_count
 from SegSHAPLib.shapley.surrogate import Surrogate, boosted_trees
 
 # Module constants so that benchmarks/bench_solver.py --ablation can switch the pieces off.
-SHRINKAGE = True                 # ridge towards the equal split, lam by leave-one-out
-TRIPLES = True                   # odd order-3 terms when held-out error says they help
+SHRINKAGE = True                  # ridge towards the equal split, lam by leave-one-out
+TRIPLES = True                    # odd order-3 terms when they all fit and held-out error drops
 SURROGATE = False                 # boosted-tree control variate (measured, not used)
 TRIPLE_FRACTION = 0.25            # all C(M, 3) triples are tried when they are at most this many per pair
 TRIPLE_RIDGE = 1e-2               # the triples' ridge, relative to their mean Gram diagonal
 HOLDOUT_EVERY = 5                 # every 5th sampled pair held out to decide on the triples
 RIDGE_GRID = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)  # the linear ridge, as a prior worth that many pairs
-JITTER = 1e-9
+JITTER = 1e-9                     # relative diagonal jitter of the leave-one-out eigen-decomposition
 EXACT_FIT = 1e-20                 # relative residual below which the linear model is taken as exact
 
 
@@ -65,7 +65,8 @@ class Settings:
     """The estimator's data-chosen settings, reused when diagnostics refit on subsets of the pairs.
 
     Attributes:
-        linear_ridge: lam of the ridge on beta, relative to the mean diagonal of the linear Gram matrix.
+        linear_ridge: the ridge on beta as a prior worth that many pairs (one pair's mean contribution to
+            the diagonal of the linear Gram matrix times this).
         triples: int (K, 3) unit triples of the odd interaction terms (K = 0: linear only).
         triple_ridge: the triples' ridge, relative to the mean diagonal of their Gram matrix.
         surrogate: whether a boosted-tree surrogate is the control variate (SURROGATE).
