@@ -9,7 +9,8 @@ From the repo root:
 
     python3 benchmarks/bench_solver.py --setup            # creates .venv-shap and .venv-shapiq
     .venv-shap/bin/python benchmarks/bench_solver.py      # the tables
-    .venv-shap/bin/python benchmarks/bench_solver.py --ablation   # plus the estimator and sampler variants
+    .venv-shap/bin/python benchmarks/bench_solver.py --ablation   # plus the estimator variants and uniform draws
+    .venv-shap/bin/python benchmarks/bench_solver.py --sampler-ablation   # plus the sampler's other variants
 
 Without shap, or without .venv-shapiq, the script prints the one line to run and exits with status 2.
 
@@ -261,6 +262,26 @@ def ablation(all_games: list[Game], seeds: int, shap_mse: dict, best_shapiq: dic
             setattr(module, name, value)
 
 
+def sampler_ablation(all_games: list[Game], seeds: int, shap_mse: dict, best_shapiq: dict) -> None:
+    """Summary lines of the sampler's variants (shapley.plan's constants: allocation exponent, usage balance,
+    moment herding) with the chosen estimator."""
+    settings = ("ALLOCATION_EXPONENT", "BALANCE_USAGE", "HERD_MOMENTS")
+    chosen = tuple(getattr(shapley_plan, name) for name in settings)
+    variants = [((0.5, True, True), "sqrt allocation (Neyman, equal spreads)"),
+                ((1.0, True, True), "kernel-proportional allocation (as shap)"),
+                ((0.0, True, False), "usage balance only (no moment herding)"),
+                ((0.0, False, True), "moment herding only (no usage balance)"),
+                ((1.0, False, False), "kernel allocation, uniform draws")]
+    for values, label in variants:
+        for name, value in zip(settings, values):
+            setattr(shapley_plan, name, value)
+        mine, _ = measure_ours(all_games, seeds)
+        print(f"{label:50s} {summary(mine, shap_mse, 'shap')}\n{'':50s} {summary(mine, best_shapiq, 'best shapiq')}",
+              flush=True)
+    for name, value in zip(settings, chosen):
+        setattr(shapley_plan, name, value)
+
+
 def ensure_environments() -> None:
     """Exit with status 2 and the set-up command when shap cannot be imported here or .venv-shapiq is missing."""
     try:
@@ -276,7 +297,8 @@ def ensure_environments() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10, help="solver seeds per game and budget")
-    parser.add_argument("--ablation", action="store_true", help="also measure the estimator and sampler variants")
+    parser.add_argument("--ablation", action="store_true", help="also measure the estimator variants and uniform draws")
+    parser.add_argument("--sampler-ablation", action="store_true", help="also measure the sampler's variants")
     parser.add_argument("--workers", type=int, default=3, help="shapiq worker processes")
     parser.add_argument("--setup", action="store_true", help=f"create {SHAP_VENV} and {SHAPIQ_VENV} and exit")
     args = parser.parse_args()
@@ -306,6 +328,9 @@ def main() -> None:
     if args.ablation:
         print()
         ablation(compared, args.seeds, shap_mse, best_shapiq, mine)
+    if args.sampler_ablation:
+        print()
+        sampler_ablation(compared, args.seeds, shap_mse, best_shapiq)
     print(f"total {time.time() - started:.0f} s")
 
 
