@@ -3,7 +3,8 @@
 One row per case; DESIGN.md's columns are
 ``case_id,ct,model,target,roi_point,point_space,roi_mask,organs,units,values,score_region,budget,seed``.
 ``units`` and ``values`` are ``;``-separated lists crossed per case (2 unit types x 2 value functions = 4
-explanations). Paths are relative to the manifest's folder. Empty cells (and missing optional columns) take
+explanations). ``evaluate`` (true/false, default false) also computes each explanation's faithfulness
+(``faithfulness.json``, as ``segshap evaluate --without-roi-units`` does). Paths are relative to the manifest's folder. Empty cells (and missing optional columns) take
 the ``segshap explain`` defaults. Any other ``segshap explain`` option may be given as an extra column named
 after its flag (``fcc_scale_mm`` or ``fcc-scale-mm``, ``grouping``, ``dilate_mm``, ``mask_value``,
 ``prediction``, ``batch_size``, ``cache``, ``tta``, ``tile_step``, ``fold``, ``verify``); ``out`` and
@@ -30,6 +31,8 @@ DESIGN_COLUMNS = ("case_id", "ct", "model", "target", "roi_point", "point_space"
                   "values", "score_region", "budget", "seed")
 REQUIRED_COLUMNS = ("case_id", "ct", "model", "target", "units", "values")
 COHORT_OWNED = ("out", "device")
+COHORT_COLUMNS = ("evaluate",)                 # per case, for the cohort rather than for segshap explain
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes"), ("false", "0", "no")
 PATH_FIELDS = ("ct", "model", "roi_mask", "organs", "prediction")
 INT_FIELDS = ("budget", "seed", "batch_size", "verify")
 FLOAT_FIELDS = ("dilate_mm", "fcc_scale_mm", "mask_value", "tile_step")
@@ -45,6 +48,7 @@ class CohortTask:
     units: str
     value: str
     request: ExplainRequest            # request.out = OUT/explanations/<task_id>
+    evaluate: bool = False             # also write faithfulness.json (explain.faithfulness.evaluate_output)
 
     @property
     def task_id(self) -> str:
@@ -55,7 +59,7 @@ class CohortTask:
         request = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.request).items()}
         request["roi_point"] = None if self.request.roi_point is None else list(self.request.roi_point)
         return {"task_id": self.task_id, "case_id": self.case_id, "units": self.units, "value": self.value,
-                "request": request}
+                "evaluate": self.evaluate, "request": request}
 
     @classmethod
     def from_json(cls, data: dict) -> "CohortTask":
@@ -63,7 +67,8 @@ class CohortTask:
         for key in PATH_FIELDS + ("out",):
             request[key] = None if request[key] is None else Path(request[key])
         request["roi_point"] = None if request["roi_point"] is None else tuple(request["roi_point"])
-        return cls(data["case_id"], data["units"], data["value"], ExplainRequest(**request))
+        return cls(data["case_id"], data["units"], data["value"], ExplainRequest(**request),
+                   bool(data.get("evaluate", False)))
 
 
 def task_id(case_id: str, units: str, value: str) -> str:
@@ -123,7 +128,7 @@ def _column_name(name: str) -> str:
 
 def _check_columns(manifest: Path, columns: list[str]) -> None:
     request_fields = {f.name for f in fields(ExplainRequest)}
-    known = set(DESIGN_COLUMNS) | request_fields
+    known = set(DESIGN_COLUMNS) | set(COHORT_COLUMNS) | request_fields
     unknown = [c for c in columns if c not in known]
     owned = [c for c in columns if c in COHORT_OWNED]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -145,13 +150,14 @@ def _tasks_of_row(row: dict, base: Path, out: Path) -> list[CohortTask]:
     units = _split_list(row.get("units", ""), "units", UNIT_TYPES)
     values = _split_list(row.get("values", ""), "values", tuple(VALUE_FUNCTIONS))
     options = _request_options(row, base)
+    evaluate = _boolean(row.get("evaluate", ""), "evaluate", default=False)
     tasks = []
     for unit_type in units:
         for value in values:
             request = ExplainRequest(out=out / EXPLANATIONS_FOLDER / task_id(case_id, unit_type, value),
                                      units=unit_type, value=value, **options)
             check_request(request, roi_mask_in_memory=False)
-            tasks.append(CohortTask(case_id, unit_type, value, request))
+            tasks.append(CohortTask(case_id, unit_type, value, request, evaluate))
     return tasks
 
 
@@ -171,7 +177,7 @@ def _request_options(row: dict, base: Path) -> dict:
     """The ExplainRequest keyword arguments of one manifest row (units, value and out excluded)."""
     options = {}
     for key, text in row.items():
-        if not text or key in ("case_id", "units", "values"):
+        if not text or key in ("case_id", "units", "values") + COHORT_COLUMNS:
             continue
         options[key] = _converted(key, text, base)
     if not options.get("roi_point") and not options.get("roi_mask"):
@@ -196,9 +202,16 @@ def _converted(key: str, text: str, base: Path):
             kind = "a whole number" if key in INT_FIELDS else "a number"
             raise InputError(f"{key} {text!r} is not {kind}") from None
     if key == "tta":
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise InputError(f"tta {text!r}: give true or false")
-        return text.lower() in ("true", "1", "yes")
+        return _boolean(text, "tta")
     if key == "fold":
         return [fold.strip() for fold in text.split(";") if fold.strip()]
     return text
+
+
+def _boolean(text: str, key: str, default: bool | None = None) -> bool:
+    """true/false, 1/0, yes/no (any case); an empty cell is ``default`` when one is given."""
+    if not text and default is not None:
+        return default
+    if text.lower() not in TRUE_WORDS + FALSE_WORDS:
+        raise InputError(f"{key} {text!r}: give true or false")
+    return text.lower() in TRUE_WORDS
