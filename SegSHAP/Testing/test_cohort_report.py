@@ -208,3 +208,17 @@ def test_paired_test_runs_only_when_a_small_p_is_possible():
     few = paired_wilcoxon(a[:5], b[:5])
     assert few.p_value is None and few.pairs == 5 and "too few pairs" in few.note
     assert paired_wilcoxon(a, a).note.startswith("every difference is 0")
+
+
+def test_curves_without_roi_units_rank_and_remove_only_the_other_units():
+    """On an additive game v(keep) = keep . phi the curves are known in closed form."""
+    phi = np.array([5.0, -1.0, 3.0, 0.5, 2.0])
+    roi_units = np.array([True, False, False, False, True])
+    plan = curve_plan(phi, DEFAULT_STEPS, seed=0, always_kept=roi_units)
+    assert plan.steps == 3 and plan.rows[:, roi_units].all()
+    assert plan.orders["morf"].tolist() == [2, 3, 1] and plan.orders["lerf"].tolist() == [1, 3, 2]
+    result = plan.result(plan.rows.astype(float) @ phi)
+    assert result["fraction_removed"] == [0.0, 1 / 3, 2 / 3, 1.0]
+    assert result["morf"] == [9.5, 6.5, 6.0, 7.0] and result["s_min"] == 7.0
+    assert result["lerf"] == [9.5, 10.5, 10.0, 7.0]
+    assert result["abpc"] == pytest.approx(((10.5 - 6.5) + (10.0 - 6.0) + 0.0) / 3)
