@@ -102,7 +102,7 @@ def read_manifest(manifest: str | Path, out: str | Path) -> list[CohortTask]:
             continue
         seen[case_id] = line
         try:
-            tasks.extend(_tasks_of_row(row, manifest.parent.resolve(), Path(out)))
+            tasks.extend(_tasks_of_row(row, manifest.parent.resolve(), Path(out).resolve()))
         except InputError as err:
             problems.append(f"line {line} ({case_id or 'no case_id'}): {err}")
     if problems:
