@@ -17,6 +17,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("dir", type=Path, help="an output folder of segshap explain")
     parser.add_argument("--steps", type=int, default=options.FAITHFULNESS_STEPS,
                         help=f"removal steps K (default {options.FAITHFULNESS_STEPS}, at most M)")
+    parser.add_argument("--without-roi-units", action="store_true",
+                        help="also compute the curves with the units that overlap the ROI kept in place and left "
+                             "out of the ranking (faithfulness.json: without_roi_units)")
     parser.set_defaults(run=run)
 
 
@@ -30,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
             bar.total, bar.n = total, done
             bar.refresh()
 
-        result = evaluate_output(args.dir, steps=args.steps, progress=show)
+        result = evaluate_output(args.dir, steps=args.steps, progress=show,
+                                 without_roi_units=args.without_roi_units)
     print(f"{args.dir}: AOPC {result['aopc']:+.4f}  ABPC {result['abpc']:+.4f}  nAOPC {result['naopc']:+.4f}  "
           f"nABPC {result['nabpc']:+.4f}  ({result['steps']} steps) -> faithfulness.json, curves.png")
+    if result.get("without_roi_units"):
+        print(f"  without the {len(result['roi_units'])} units that overlap the ROI: "
+              f"nAOPC {result['without_roi_units']['naopc']:+.4f}  nABPC {result['without_roi_units']['nabpc']:+.4f}")
     return 0

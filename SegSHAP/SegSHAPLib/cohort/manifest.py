@@ -3,7 +3,8 @@
 One row per case; the columns (docs/cohort.md, section 1) are
 ``case_id,ct,model,target,roi_point,point_space,roi_mask,organs,units,values,score_region,budget,seed``.
 ``units`` and ``values`` are ``;``-separated lists crossed per case (2 unit types x 2 value functions = 4
-explanations). Paths are relative to the manifest's folder. Empty cells (and missing optional columns) take
+explanations). ``evaluate`` (true/false, default false) also computes each explanation's faithfulness
+(``faithfulness.json``, as ``segshap evaluate --without-roi-units`` does). Paths are relative to the manifest's folder. Empty cells (and missing optional columns) take
 the ``segshap explain`` defaults. Any other ``segshap explain`` option may be given as an extra column named
 after its flag (``fcc_scale_mm`` or ``fcc-scale-mm``, ``grouping``, ``dilate_mm``, ``mask_value``,
 ``prediction``, ``batch_size``, ``cache``, ``tta``, ``tile_step``, ``fold``, ``verify``); ``out`` and
@@ -22,12 +23,13 @@ from pathlib import Path
 
 from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.explain.request import ExplainRequest
+from SegSHAPLib.explain.request import ExplainRequest, parse_boolean
 from SegSHAPLib.explain.context import check_request
 
 EXPLANATIONS_FOLDER = "explanations"
 MANIFEST_COLUMNS = ("case_id", "ct", "model", "target", "roi_point", "point_space", "roi_mask", "organs", "units",
                   "values", "score_region", "budget", "seed")
+COHORT_COLUMNS = ("evaluate",)     # per case, for the cohort rather than for segshap explain
 REQUIRED_COLUMNS = ("case_id", "ct", "model", "target", "units", "values")
 COHORT_OWNED = ("out", "device")
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*$")   # no "__": it separates task-id parts
@@ -42,6 +44,7 @@ class CohortTask:
     units: str
     value: str
     request: ExplainRequest            # request.out = OUT/explanations/<task_id>
+    evaluate: bool = False             # also write faithfulness.json (explain.faithfulness.evaluate_output)
 
     @property
     def task_id(self) -> str:
@@ -50,11 +53,12 @@ class CohortTask:
     def to_json(self) -> dict:
         """Plain JSON types (the request's ``to_json``)."""
         return {"task_id": self.task_id, "case_id": self.case_id, "units": self.units, "value": self.value,
-                "request": self.request.to_json()}
+                "evaluate": self.evaluate, "request": self.request.to_json()}
 
     @classmethod
     def from_json(cls, data: dict) -> "CohortTask":
-        return cls(data["case_id"], data["units"], data["value"], ExplainRequest.from_json(data["request"]))
+        return cls(data["case_id"], data["units"], data["value"], ExplainRequest.from_json(data["request"]),
+                   bool(data.get("evaluate", False)))
 
 
 def task_id(case_id: str, units: str, value: str) -> str:
@@ -114,7 +118,7 @@ def _column_name(name: str) -> str:
 
 def _check_columns(manifest: Path, columns: list[str]) -> None:
     request_fields = {f.name for f in fields(ExplainRequest)}
-    known = set(MANIFEST_COLUMNS) | request_fields
+    known = set(MANIFEST_COLUMNS) | set(COHORT_COLUMNS) | request_fields
     unknown = [c for c in columns if c not in known]
     owned = [c for c in columns if c in COHORT_OWNED]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -135,7 +139,8 @@ def _tasks_of_row(row: dict, base: Path, out: Path) -> list[CohortTask]:
         raise InputError(f"case_id {case_id!r}: use letters, digits, '.', '-' and single '_' (it names folders)")
     units = _split_list(row.get("units", ""), "units", options.UNIT_TYPES)
     values = _split_list(row.get("values", ""), "values", options.VALUE_FUNCTIONS)
-    cells = {key: text for key, text in row.items() if key not in ("case_id", "units", "values")}
+    evaluate = parse_boolean(row["evaluate"], "evaluate") if row.get("evaluate") else False
+    cells = {key: text for key, text in row.items() if key not in ("case_id", "units", "values") + COHORT_COLUMNS}
     case_request = ExplainRequest.from_manifest_row(cells, base, out=out)
     if case_request.roi_point is None and case_request.roi_mask is None:
         raise InputError("give roi_point or roi_mask")
@@ -145,7 +150,7 @@ def _tasks_of_row(row: dict, base: Path, out: Path) -> list[CohortTask]:
             request = dataclasses.replace(case_request, units=unit_type, value=value,
                                           out=out / EXPLANATIONS_FOLDER / task_id(case_id, unit_type, value))
             check_request(request, roi_mask_in_memory=False)
-            tasks.append(CohortTask(case_id, unit_type, value, request))
+            tasks.append(CohortTask(case_id, unit_type, value, request, evaluate))
     return tasks
 
 

@@ -5,7 +5,9 @@ so on a cluster OUT lives on a shared file system):
 - ``cohort_plan.json``: every task of the manifest (``CohortTask.to_json``), rewritten by each ``cohort run``.
 - ``explanations/<task_id>/``: a ``segshap explain`` output folder, journal included. What is done is decided
   from it alone: finished (``explain.folder.ExplanationFolder.finished``) with the task's own inputs means
-  "done"; ``journal_spec.json`` + ``journal.tsv`` mean "started, resumable".
+  "finished"; ``journal_spec.json`` + ``journal.tsv`` mean "started, resumable". A task that asks for
+  its faithfulness is done only once ``faithfulness.json`` is current (``explain.faithfulness.is_evaluated``);
+  its curves' coalitions go to the same journal, so an interrupted evaluation resumes too.
 - ``status/<task_id>.json``: the last thing a worker said about the task (state, attempt, pid, host,
   coalitions done/total, failure reason), rewritten atomically; informative only.
 - ``logs/<task_id>.log``: the worker's output, every attempt appended.
@@ -24,6 +26,7 @@ from pathlib import Path
 from SegSHAPLib.io.atomic_files import read_json_or_none, write_json_atomic
 from SegSHAPLib.cohort.manifest import CohortTask
 from SegSHAPLib.errors import InputError
+from SegSHAPLib.explain.faithfulness import DEFAULT_STEPS, is_evaluated
 from SegSHAPLib.explain.folder import ExplanationFolder
 from SegSHAPLib.explain.journal import differing_keys
 
@@ -32,6 +35,7 @@ STATUS_FOLDER = "status"
 LOGS_FOLDER = "logs"
 
 DONE, RESUMABLE, NEW, CHANGED = "done", "resumable", "new", "changed"
+EXPLAINED = "explained"            # summary.json is there, the faithfulness the task asks for is not (yet)
 FAILED = "failed"
 
 
@@ -64,11 +68,15 @@ def read_plan(out: Path) -> list[CohortTask]:
 
 
 def classify(task: CohortTask) -> tuple[str, str]:
-    """(state, detail) of one explanation from its folder: DONE, RESUMABLE (n journaled), NEW, or CHANGED
-    (its folder holds a different request: detail names what differs)."""
+    """(state, detail) of one explanation from its folder: DONE, EXPLAINED (finished, but the faithfulness it
+    asks for is missing or stale), RESUMABLE (n journaled), NEW, or CHANGED (its folder holds a different
+    request: detail names what differs)."""
     folder = ExplanationFolder(task.request.out)
     if folder.answers(task.request):
-        return DONE, "finished"
+        evaluated = is_evaluated(folder.path, DEFAULT_STEPS, without_roi_units=True)
+        if task.evaluate and not evaluated:
+            return EXPLAINED, "explained; faithfulness to evaluate"
+        return DONE, "finished; faithfulness evaluated" if evaluated else "finished"
     existing = folder.spec()
     if existing is None:
         return NEW, "not started"
@@ -77,6 +85,11 @@ def classify(task: CohortTask) -> tuple[str, str]:
         return CHANGED, "its folder holds a different request (differs in: " \
                         f"{', '.join(differing_keys(existing, spec))})"
     return RESUMABLE, f"{folder.journaled()} coalitions journaled"
+
+
+def is_explained(state: str) -> bool:
+    """Whether a task in this state has its summary.json (finished, whatever its faithfulness)."""
+    return state in (DONE, EXPLAINED)
 
 
 def discard(task: CohortTask) -> None:

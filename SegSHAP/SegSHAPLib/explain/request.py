@@ -151,9 +151,14 @@ def _field_from_text(key: str, text: str, base: Path):
         except ValueError:
             raise InputError(f"{key} {text!r} is not {'a whole number' if kind == 'int' else 'a number'}") from None
     if kind == "bool":
-        if text.lower() not in TRUE_TEXTS + FALSE_TEXTS:
-            raise InputError(f"{key} {text!r}: give true or false")
-        return text.lower() in TRUE_TEXTS
+        return parse_boolean(text, key)
     if key == "fold":
         return [fold.strip() for fold in text.split(";") if fold.strip()]
     return text
+
+
+def parse_boolean(text: str, key: str) -> bool:
+    """A manifest cell as a bool: true/false, 1/0, yes/no in any case; InputError naming ``key`` otherwise."""
+    if text.lower() not in TRUE_TEXTS + FALSE_TEXTS:
+        raise InputError(f"{key} {text!r}: give true or false")
+    return text.lower() in TRUE_TEXTS
