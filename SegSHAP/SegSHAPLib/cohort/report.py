@@ -31,7 +31,7 @@ import numpy as np
 from SegSHAPLib.cohort.gather import csv_text
 from SegSHAPLib.cohort.state import classify, is_explained, read_plan
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.explain.context import UNIT_TYPES
+from SegSHAPLib.options import UNIT_TYPES
 from SegSHAPLib.explain.faithfulness import FAITHFULNESS_FILE, normalised
 from SegSHAPLib.io.atomic_files import write_text_atomic
 from SegSHAPLib.report.statistics import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, bootstrap_mean_interval,
