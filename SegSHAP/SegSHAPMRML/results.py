@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from SegSHAPLib.explain.output_check import check_output_folder
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.explain.run import ExplainResult
 from SegSHAPLib.io.image_io import Volume, read_volume
@@ -68,7 +69,7 @@ def load_output_dir(out_dir: str | os.PathLike, *, ct_path: str | os.PathLike | 
     if missing:
         raise InputError(f"{out} is not a complete explain output folder (missing {', '.join(missing)}); "
                          "run `segshap explain ... --out DIR` first")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = check_output_folder(out)
     units_info = sorted(summary.get("units", []), key=lambda u: int(u["id"]))
     ids = [int(u["id"]) for u in units_info]
     if ids != list(range(1, len(ids) + 1)):

@@ -35,5 +35,6 @@ def test_a_torn_value_is_dropped_not_misread(tmp_path):
     assert known.tolist() == [True, True, False] and journal.loaded == 2
     # the torn tail is cut, so the next record starts on its own line and is read back
     journal.record(Z[2:], np.array([0.5]))
+    journal.close()
     values, known = CoalitionJournal(tmp_path, 5).lookup(Z)
     assert known.all() and values[2] == 0.5

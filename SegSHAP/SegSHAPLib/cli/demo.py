@@ -59,6 +59,7 @@ def click_points(prediction: np.ndarray, reference: np.ndarray) -> dict[str, tup
 def run(args: argparse.Namespace) -> int:
     from SegSHAPLib.explain.run import ExplainRequest, run_explain
     from SegSHAPLib.explain.faithfulness import evaluate_output
+    from SegSHAPLib.explain.output_check import check_output_folder
     from SegSHAPLib.io.image_io import read_volume, write_volume
     from SegSHAPLib.inference.model import load_predictor, predict_segmentation
     from SegSHAPLib.report.page import write_report
@@ -90,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
             progress.close()
         evaluate_output(folder, steps=10)
         folders.append(folder)
+    for folder in folders:
+        check_output_folder(folder)              # the report shows only folders whose parts belong together
     wall = time.perf_counter() - started
     report = write_report(folders, out / "report.html", "SegSHAP demo: why did the model call these voxels spleen?",
                           extra={"wall time (s)": round(wall, 1)})

@@ -13,8 +13,12 @@ imports and set-up of torch and nnU-Net are paid once per worker, not once per e
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -22,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from SegSHAPLib.cohort.state import log_path, read_plan, read_status, this_worker, write_status
-from SegSHAPLib.errors import Cancelled, InputError
+from SegSHAPLib.errors import Cancelled, InputError, handle_sigterm
 
 STATUS_INTERVAL_S = 1.0
 
@@ -89,14 +93,30 @@ def serve(connection, out: str, run_id: str, slot: dict) -> None:
     if slot["gpu"] is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot["gpu"]
     os.environ["OMP_NUM_THREADS"] = str(slot["threads"])
+    handle_sigterm()
+    _stop_with_coordinator()
     try:
         while True:
             task_id = connection.recv()
             if task_id is None:
                 return
             connection.send(_run_logged(out, task_id, run_id, slot))
-    except (KeyboardInterrupt, Cancelled, EOFError):      # Ctrl-C, or the coordinator is gone
+    except (KeyboardInterrupt, Cancelled, EOFError, BrokenPipeError):   # Ctrl-C, SIGTERM, or the coordinator is gone
         return
+
+
+def _stop_with_coordinator() -> None:
+    """Send this worker SIGTERM (handled like Ctrl-C: journal kept, status "interrupted") as soon as the process
+    that started it ends, however it ends, so no worker computes on as an orphan."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="segshap-coordinator-watch", daemon=True).start()
 
 
 def _run_logged(out: str, task_id: str, run_id: str, slot: dict) -> tuple[str, str]:

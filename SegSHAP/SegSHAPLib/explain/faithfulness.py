@@ -14,13 +14,15 @@ in the explanation's journal are reused, and new ones are journaled too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from SegSHAPLib.errors import InputError
+from SegSHAPLib.explain.output_check import (ATTRIBUTION_DIGEST_KEY, ATTRIBUTION_FILE, CURVES_FILE, DIGESTS_KEY,
+                                             FAITHFULNESS_FILE, check_output_folder)
+from SegSHAPLib.io.atomic_files import write_bytes_atomic, write_json_atomic
 from SegSHAPLib.io.image_io import read_volume
 
 NORMALISATION_EPS = 1e-8
@@ -94,22 +96,26 @@ def evaluate_output(out_dir, steps: int = 10, seed: int | None = None,
     The curves' coalitions are evaluated in batches of the solver's size, each journaled as soon as it is
     done, so an interrupted evaluation resumes where it stopped; ``progress(done, total)`` follows the
     coalitions that had to be computed."""
-    from SegSHAPLib.explain.run import SOLVER_BATCH
     from SegSHAPLib.explain.context import prepare_context
     from SegSHAPLib.explain.journal import CoalitionJournal
-    from SegSHAPLib.report.figures import curves_figure
 
     out_dir = Path(out_dir)
-    summary_path = out_dir / "summary.json"
-    if not summary_path.is_file():
-        raise InputError(f"{out_dir} has no summary.json; give the --out folder of a finished segshap explain")
-    summary = json.loads(summary_path.read_text())
+    summary = check_output_folder(out_dir, faithfulness=False)
     request = _request_from_summary(summary, out_dir)
     names = [u["name"] for u in summary["units"]]
     phi = np.array([u["shap"] for u in summary["units"]], dtype=float)
     context = prepare_context(request, units_volume=read_volume(out_dir / "units.nii.gz"), unit_names=names,
                               prediction_volume=read_volume(out_dir / "prediction.nii.gz"))
-    journal = CoalitionJournal(out_dir, context.n_units)
+    with CoalitionJournal(out_dir, context.n_units) as journal:
+        return _evaluate_journaled(out_dir, context, journal, phi, steps, summary, request, seed, progress)
+
+
+def _evaluate_journaled(out_dir: Path, context, journal, phi: np.ndarray, steps: int, summary: dict, request,
+                        seed: int | None, progress) -> dict:
+    """evaluate_output's curves with the folder's journal open (and locked); writes curves.png, then
+    faithfulness.json naming the attribution it ranks."""
+    from SegSHAPLib.explain.run import SOLVER_BATCH
+    from SegSHAPLib.report.figures import curves_figure
 
     def journaled_values(keep: np.ndarray) -> np.ndarray:
         values, known = journal.lookup(keep)
@@ -124,7 +130,8 @@ def evaluate_output(out_dir, steps: int = 10, seed: int | None = None,
 
     result = faithfulness_curves(journaled_values, phi, steps, summary["solver"]["seed"] if seed is None else seed)
     result["value"] = request.value
-    (out_dir / "faithfulness.json").write_text(json.dumps(result, indent=2) + "\n")
+    result[ATTRIBUTION_DIGEST_KEY] = summary.get(DIGESTS_KEY, {}).get(ATTRIBUTION_FILE)
     title = f"{request.units} units, {request.value} value"
-    (out_dir / "curves.png").write_bytes(curves_figure(result, title=title))
+    write_bytes_atomic(out_dir / CURVES_FILE, curves_figure(result, title=title))
+    write_json_atomic(out_dir / FAITHFULNESS_FILE, result)
     return result
