@@ -24,6 +24,7 @@ from pathlib import Path
 from SegSHAPLib.io.atomic_files import write_json_atomic
 from SegSHAPLib.cohort.manifest import CohortTask
 from SegSHAPLib.errors import InputError
+from SegSHAPLib.explain.output_check import check_output_folder
 from SegSHAPLib.explain.journal import differing_keys, journaled_coalitions, read_spec
 
 PLAN_FILE = "cohort_plan.json"
@@ -67,8 +68,13 @@ def classify(task: CohortTask) -> tuple[str, str]:
     (its folder holds a different request: detail names what differs)."""
     folder = Path(task.request.out)
     summary = _read_json(folder / "summary.json")
+    damaged = None
     if summary is not None and task.request.is_answered_by(summary):
-        return DONE, "finished"
+        try:
+            check_output_folder(folder, faithfulness=False)
+            return DONE, "finished"
+        except InputError as err:
+            damaged = str(err)
     existing = read_spec(folder)
     if existing is None:
         return NEW, "not started"
@@ -76,6 +82,8 @@ def classify(task: CohortTask) -> tuple[str, str]:
     if existing != spec:
         return CHANGED, "its folder holds a different request (differs in: " \
                         f"{', '.join(differing_keys(existing, spec))})"
+    if damaged is not None:
+        return RESUMABLE, f"outputs rewritten from the journal ({damaged})"
     return RESUMABLE, f"{journaled_coalitions(folder)} coalitions journaled"
 
 
