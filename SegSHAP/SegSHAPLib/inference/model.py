@@ -207,6 +207,9 @@ def class_names(predictor) -> dict[int, str]:
 def resolve_target(predictor, target: str | int) -> int:
     """A target class given by label value or name -> label value; InputError lists the model's classes."""
     names = class_names(predictor)
+    if not any(value != 0 for value in names):
+        raise InputError(f"the model's dataset.json 'labels' ({predictor.dataset_json.get('labels')}) has no "
+                         "integer foreground label; nnU-Net v2 needs {name: integer} with classes above 0")
     by_name = {n.lower(): v for v, n in names.items()}
     text = str(target).strip()
     if text.lower() in by_name:
