@@ -176,6 +176,8 @@ def read_journal(folder: Path, digest: str | None = None, n_units: int | None = 
     width = None if n_units is None else (n_units + 7) // 8 * 2
     parsed = []
     for line in path.read_text(encoding="ascii", errors="replace").split("\n")[:-1]:
+        if not line.strip():
+            continue
         result = _parse_line(line, digest, width)
         if isinstance(result, str):
             report.skipped[result] += 1
