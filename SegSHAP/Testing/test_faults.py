@@ -206,6 +206,7 @@ def test_a_state_dict_mismatch_is_reported_whole_on_one_line():
 
 
 # ----------------------------------------------------------------------------------------------- outputs
+@pytest.mark.slow
 def test_a_file_size_limit_ends_in_one_line_and_the_rerun_finishes_from_the_journal(cropped_cases, reference,
                                                                                       tmp_path):
     """Under `ulimit -f 2` (2 KiB: the journal fits, attribution.nii.gz does not) explain stops at the first
@@ -239,6 +240,7 @@ def test_a_read_only_folder_mid_run_ends_in_one_line_and_keeps_the_journal(cropp
     assert journaled_coalitions(out) == BUDGET
 
 
+@pytest.mark.slow
 def test_kills_during_the_output_write_never_leave_a_folder_whose_parts_disagree(cropped_cases, reference,
                                                                                   tmp_path):
     """SIGKILL at random points of the output write (the journal is complete, so each run goes straight to
@@ -387,6 +389,7 @@ def alive_after(pid: int, seconds: float) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_cohort_run_and_its_worker(cropped_cases, tmp_path):
     """SIGTERM to the coordinator alone (not its process group): exit 143, the worker stops too (no orphan
     computing on, no BrokenPipe traceback in its log)."""

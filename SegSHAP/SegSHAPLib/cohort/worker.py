@@ -74,7 +74,8 @@ def run_task(out: str | Path, task_id: str, run_id: str, device: str = "cpu", th
         write_status(out, task_id, state="failed", reason=str(err))
         return {"task_id": task_id, "state": "failed", "reason": str(err)}
     except (KeyboardInterrupt, Cancelled):
-        write_status(out, task_id, state="interrupted", reason="interrupted; rerun to resume from the journal")
+        _write_despite_interrupts(out, task_id, state="interrupted",
+                                  reason="interrupted; rerun to resume from the journal")
         raise
     except BaseException as err:
         write_status(out, task_id, state="error", reason=f"{type(err).__name__}: {err}")
@@ -84,6 +85,17 @@ def run_task(out: str | Path, task_id: str, run_id: str, device: str = "cpu", th
                  coalitions_done=solver["coalitions"], coalitions_total=solver["coalitions"],
                  resumed_coalitions=solver["resumed_coalitions"])
     return {"task_id": task_id, "state": "done"}
+
+
+def _write_despite_interrupts(out: Path, task_id: str, **fields) -> None:
+    """write_status, tried again when a second interrupt arrives while it writes (Ctrl-C reaches a worker twice:
+    from the terminal's process group and from its coordinator)."""
+    for _ in range(3):
+        try:
+            write_status(out, task_id, **fields)
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def serve(connection, out: str, run_id: str, slot: dict) -> None:
