@@ -72,8 +72,8 @@ def segshap_process(argv, *, limit_kb: int | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "SegSHAPLib.cli.main", *map(str, argv)]
     if limit_kb is not None:
         command = ["bash", "-c", f'ulimit -f {limit_kb} && exec "$@"', "bash", *command]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
+                            errors="replace", start_new_session=True)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -363,7 +363,7 @@ def wait_for_lines(path: Path, lines: int, process: subprocess.Popen, timeout_s:
 
 def test_sigterm_is_handled_like_ctrl_c_and_the_rerun_resumes(cropped_cases, tmp_path):
     out = tmp_path / "out"
-    process = segshap_process(explain_argv(cropped_cases, out, budget=32))
+    process = segshap_process(explain_argv(cropped_cases, out, budget=24))
     journaled = wait_for_lines(out / JOURNAL_FILE, 8, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
@@ -373,7 +373,7 @@ def test_sigterm_is_handled_like_ctrl_c_and_the_rerun_resumes(cropped_cases, tmp
         "resume"], stderr
     kept = journaled_coalitions(out)
     assert kept >= journaled
-    result = run_explain(explain_request(cropped_cases, out, budget=32))
+    result = run_explain(explain_request(cropped_cases, out, budget=24))
     assert result.summary["solver"]["resumed_coalitions"] == kept
 
 
