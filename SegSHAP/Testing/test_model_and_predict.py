@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -85,6 +86,10 @@ def test_target_by_name_or_value(demo_predictor):
     assert resolve_target(demo_predictor, "1") == 1
     with pytest.raises(InputError, match="1=spleen"):
         resolve_target(demo_predictor, "liver")
+    string_labels = copy.copy(demo_predictor)                     # the real predictor, its labels as strings
+    string_labels.dataset_json = {**demo_predictor.dataset_json, "labels": {"background": "0", "spleen": "1"}}
+    with pytest.raises(InputError, match="has no integer foreground label"):
+        resolve_target(string_labels, "spleen")
 
 
 @pytest.mark.parametrize("argv, message", [

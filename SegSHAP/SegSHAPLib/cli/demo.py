@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from SegSHAPLib.explain.case_inputs import CaseInputs
     from SegSHAPLib.explain.faithfulness import evaluate_output
     from SegSHAPLib.explain.folder import ExplanationFolder
+    from SegSHAPLib.explain.output_check import check_output_folder
     from SegSHAPLib.io.image_io import read_volume, write_volume
     from SegSHAPLib.inference.model import load_predictor, predict_segmentation
     from SegSHAPLib.report.page import write_report
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
             progress.close()
         evaluate_output(folder, steps=options.FAITHFULNESS_STEPS)
         folders.append(folder)
+    for folder in folders:
+        check_output_folder(folder)              # the report shows only folders whose parts belong together
     wall = time.perf_counter() - started
     report = write_report([ExplanationFolder(folder) for folder in folders], out / "report.html",
                           "SegSHAP demo: why did the model call these voxels spleen?",

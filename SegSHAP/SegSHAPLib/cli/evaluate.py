@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from SegSHAPLib.explain.faithfulness import evaluate_output
+    from SegSHAPLib.explain.output_check import check_output_folder
 
+    check_output_folder(args.dir, faithfulness=False)       # a damaged folder is one line, before any progress bar
     with tqdm(unit="coalition", desc="evaluate", dynamic_ncols=True) as bar:
         def show(done: int, total: int) -> None:
             bar.total, bar.n = total, done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from SegSHAPLib import options
@@ -73,13 +74,23 @@ class TqdmProgress:
             self.bar.close()
 
 
+def check_scene_path(scene: Path) -> None:
+    """Refuse a --scene that could not be written, before the run rather than after it."""
+    if not str(scene).lower().endswith(".mrb"):
+        raise InputError(f"--scene {scene}: give a .mrb file name")
+    folder = Path(scene).absolute().parent
+    if scene.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        why = "it is a folder" if scene.is_dir() else f"{folder} is not a writable folder"
+        raise InputError(f"--scene {scene}: cannot be written ({why}); give a .mrb path in a writable folder")
+
+
 def run(args: argparse.Namespace) -> int:
     from SegSHAPLib.explain.request import ExplainRequest
     from SegSHAPLib.explain.run import run_explain
 
     request = ExplainRequest.from_args(args)
-    if args.scene is not None and not str(args.scene).lower().endswith(".mrb"):
-        raise InputError(f"--scene {args.scene}: give a .mrb file name")
+    if args.scene is not None:
+        check_scene_path(args.scene)
     progress = TqdmProgress()
     try:
         result = run_explain(request, progress=progress)

@@ -76,16 +76,25 @@ def read_manifest(manifest: str | Path, out: str | Path) -> list[CohortTask]:
     if not manifest.is_file():
         raise InputError(f"manifest {manifest} not found; give a CSV file with the columns "
                          f"{','.join(MANIFEST_COLUMNS)}")
-    with open(manifest, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [_column_name(c) for c in (reader.fieldnames or [])]
-        _check_columns(manifest, columns)
-        rows = [(reader.line_num, {_column_name(k): (v or "").strip() for k, v in row.items() if k is not None})
-                for row in reader]
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [_column_name(c) for c in (reader.fieldnames or [])]
+            _check_columns(manifest, columns)
+            rows = [(reader.line_num, len(row.get(None, ())),
+                     {_column_name(k): (v or "").strip() for k, v in row.items() if k is not None})
+                    for row in reader]
+    except UnicodeDecodeError as err:
+        raise InputError(f"manifest {manifest} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                         f"{err.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
     problems, tasks, seen = [], [], {}
-    for line, row in rows:
+    for line, extra, row in rows:
         if not any(row.values()):
             continue                                   # a blank line
+        if extra:
+            problems.append(f"line {line} has {extra} more field(s) than the header: quote a roi_point that "
+                            'holds commas ("x,y,z") or write it as x y z')
+            continue
         case_id = row.get("case_id", "")
         if case_id in seen:
             problems.append(f"line {line}: case_id {case_id!r} repeats line {seen[case_id]}")

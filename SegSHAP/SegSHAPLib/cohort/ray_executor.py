@@ -18,7 +18,7 @@ from pathlib import Path
 from SegSHAPLib import options
 from SegSHAPLib.cohort.state import DONE, FAILED, TaskOutcome, read_status
 from SegSHAPLib.cohort.worker import run_task
-from SegSHAPLib.errors import Cancelled, InputError
+from SegSHAPLib.errors import InputError
 
 WAIT_INTERVAL_S = 0.5
 
@@ -51,7 +51,8 @@ class RayExecutor:
     def run(self, out: Path, task_ids: list[str], run_id: str,
             poll: Callable[[list[str], list[TaskOutcome]], None]) -> list[TaskOutcome]:
         """Submit every task and collect the outcomes; ``poll(running task ids, outcomes so far)`` is called
-        twice a second. Ctrl-C cancels the tasks (journals keep what they computed) and raises Cancelled."""
+        twice a second. Ctrl-C or SIGTERM cancels the tasks (journals keep what they computed) and is raised
+        again."""
         ray = self.ray
         started_here = self._connect()
         device = "cuda" if self.gpus_per_task > 0 else "cpu"
@@ -68,11 +69,10 @@ class RayExecutor:
                     outcomes.append(self._outcome(out, refs.pop(ref), ref))
                 running = [t for t in refs.values() if read_status(out, t).get("run_id") == run_id]
                 poll(running, outcomes)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:                          # Ctrl-C or SIGTERM (errors.Terminated)
             for ref in refs:
                 ray.cancel(ref, force=True)
-            raise Cancelled("interrupted; every journaled coalition is kept - rerun the same command to resume") \
-                from None
+            raise
         finally:
             if started_here:
                 ray.shutdown()

@@ -29,6 +29,7 @@ from SegSHAPLib.errors import InputError
 from SegSHAPLib.explain.faithfulness import DEFAULT_STEPS, is_evaluated
 from SegSHAPLib.explain.folder import ExplanationFolder
 from SegSHAPLib.explain.journal import differing_keys
+from SegSHAPLib.explain.output_check import check_output_folder
 
 PLAN_FILE = "cohort_plan.json"
 STATUS_FOLDER = "status"
@@ -69,14 +70,21 @@ def read_plan(out: Path) -> list[CohortTask]:
 
 def classify(task: CohortTask) -> tuple[str, str]:
     """(state, detail) of one explanation from its folder: DONE, EXPLAINED (finished, but the faithfulness it
-    asks for is missing or stale), RESUMABLE (n journaled), NEW, or CHANGED (its folder holds a different
-    request: detail names what differs)."""
+    asks for is missing or stale), RESUMABLE (n journaled; also a finished folder whose parts disagree: its
+    outputs are rewritten from the journal), NEW, or CHANGED (its folder holds a different request: detail names
+    what differs)."""
     folder = ExplanationFolder(task.request.out)
+    damaged = None
     if folder.answers(task.request):
-        evaluated = is_evaluated(folder.path, DEFAULT_STEPS, without_roi_units=True)
-        if task.evaluate and not evaluated:
-            return EXPLAINED, "explained; faithfulness to evaluate"
-        return DONE, "finished; faithfulness evaluated" if evaluated else "finished"
+        try:
+            check_output_folder(folder.path, faithfulness=False)
+        except InputError as err:
+            damaged = str(err)
+        else:
+            evaluated = is_evaluated(folder.path, DEFAULT_STEPS, without_roi_units=True)
+            if task.evaluate and not evaluated:
+                return EXPLAINED, "explained; faithfulness to evaluate"
+            return DONE, "finished; faithfulness evaluated" if evaluated else "finished"
     existing = folder.spec()
     if existing is None:
         return NEW, "not started"
@@ -84,6 +92,8 @@ def classify(task: CohortTask) -> tuple[str, str]:
     if existing != spec:
         return CHANGED, "its folder holds a different request (differs in: " \
                         f"{', '.join(differing_keys(existing, spec))})"
+    if damaged is not None:
+        return RESUMABLE, f"outputs rewritten from the journal ({damaged})"
     return RESUMABLE, f"{folder.journaled()} coalitions journaled"
 
 

@@ -15,8 +15,12 @@ imports and set-up of torch and nnU-Net are paid once per worker, not once per e
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -25,7 +29,7 @@ from pathlib import Path
 
 from SegSHAPLib.cohort.state import (classify, is_explained, log_path, read_plan, read_status, this_worker,
                                      write_status)
-from SegSHAPLib.errors import Cancelled, InputError
+from SegSHAPLib.errors import Cancelled, InputError, handle_sigterm
 
 STATUS_INTERVAL_S = 1.0
 
@@ -74,7 +78,8 @@ def run_task(out: str | Path, task_id: str, run_id: str, device: str = "cpu", th
         write_status(out, task_id, state="failed", reason=str(err))
         return {"task_id": task_id, "state": "failed", "reason": str(err)}
     except (KeyboardInterrupt, Cancelled):
-        write_status(out, task_id, state="interrupted", reason="interrupted; rerun to resume from the journal")
+        _write_despite_interrupts(out, task_id, state="interrupted",
+                                  reason="interrupted; rerun to resume from the journal")
         raise
     except BaseException as err:
         write_status(out, task_id, state="error", reason=f"{type(err).__name__}: {err}")
@@ -119,6 +124,17 @@ def _evaluate(out: Path, task) -> None:
     write_status(out, task.task_id, evaluation=result["evaluation"])
 
 
+def _write_despite_interrupts(out: Path, task_id: str, **fields) -> None:
+    """write_status, tried again when a second interrupt arrives while it writes (Ctrl-C reaches a worker twice:
+    from the terminal's process group and from its coordinator)."""
+    for _ in range(3):
+        try:
+            write_status(out, task_id, **fields)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
 def serve(connection, out: str, run_id: str, slot: dict) -> None:
     """A local worker process's loop: receive a task id, run it with its output in the task's log, send back
     ("done" | "failed" | "error", reason); None ends the loop. ``slot`` = {"device", "gpu", "threads"}
@@ -126,14 +142,30 @@ def serve(connection, out: str, run_id: str, slot: dict) -> None:
     if slot["gpu"] is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot["gpu"]
     os.environ["OMP_NUM_THREADS"] = str(slot["threads"])
+    handle_sigterm()
+    _stop_with_coordinator()
     try:
         while True:
             task_id = connection.recv()
             if task_id is None:
                 return
             connection.send(_run_logged(out, task_id, run_id, slot))
-    except (KeyboardInterrupt, Cancelled, EOFError):      # Ctrl-C, or the coordinator is gone
+    except (KeyboardInterrupt, Cancelled, EOFError, BrokenPipeError):   # Ctrl-C, SIGTERM, or the coordinator is gone
         return
+
+
+def _stop_with_coordinator() -> None:
+    """Send this worker SIGTERM (handled like Ctrl-C: journal kept, status "interrupted") as soon as the process
+    that started it ends, however it ends, so no worker computes on as an orphan."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="segshap-coordinator-watch", daemon=True).start()
 
 
 def _run_logged(out: str, task_id: str, run_id: str, slot: dict) -> tuple[str, str]:

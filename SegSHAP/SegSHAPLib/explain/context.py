@@ -22,7 +22,8 @@ from SegSHAPLib.inference.cached_inference import CachedSlidingWindow, SlidingWi
 from SegSHAPLib.inference.case_cache import cached_case, cached_predictor
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch, read_volume
-from SegSHAPLib.inference.model import Preprocessed, resolve_target
+from SegSHAPLib.inference.model import Preprocessed, class_names, resolve_target
+from SegSHAPLib.io.label_maps import label_values, shown
 from SegSHAPLib.inference.network_grid import Box, NetworkGrid
 from SegSHAPLib.scoring.roi import (bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
                   roi_from_point, scoring_region)
@@ -101,6 +102,21 @@ def check_request(request, roi_mask_in_memory: bool) -> None:
         raise InputError(f"--batch-size must be >= 1, got {request.batch_size}")
     if not np.isfinite(request.mask_value):
         raise InputError(f"--mask-value must be a finite HU value, got {request.mask_value}")
+    if not 0 <= request.seed < 2 ** 63:
+        raise InputError(f"--seed must be a whole number >= 0, got {request.seed}")
+    if request.verify < 0:
+        raise InputError(f"--verify must be >= 0 (the number of random coalitions to check), got {request.verify}")
+    if not 0 < request.tile_step <= 1:
+        raise InputError(f"--tile-step must be in (0, 1] (nnU-Net's default is 0.5), got {request.tile_step}")
+    if request.cache not in options.CACHE_MODES:
+        raise InputError(f"--cache {request.cache!r} is not one of {', '.join(options.CACHE_MODES)}")
+    if request.point_space not in options.POINT_SPACES:
+        raise InputError(f"--point-space {request.point_space!r} is not one of {', '.join(options.POINT_SPACES)}")
+    if request.score_region == "dilated" and not (np.isfinite(request.dilate_mm) and request.dilate_mm > 0):
+        raise InputError(f"--score-region dilated needs a positive --dilate-mm, got {request.dilate_mm}")
+    bad_folds = [f for f in request.fold or () if not (str(f).isdigit() or f == "all")]
+    if bad_folds:
+        raise InputError(f"--fold {' '.join(map(str, bad_folds))}: give fold numbers (0 1 ...) or 'all'")
     has_mask = roi_mask_in_memory or request.roi_mask is not None
     if (request.roi_point is None) == (not has_mask):
         raise InputError("give exactly one of --roi-point and --roi-mask")
@@ -108,11 +124,28 @@ def check_request(request, roi_mask_in_memory: bool) -> None:
         check_value_region(request.value, request.score_region)
 
 
+def _check_prediction_labels(prediction: Volume, predictor) -> None:
+    """Refuse a given prediction whose labels are not the model's (another model's or an organ map's label map
+    would make its class N the ROI of this model's class N)."""
+    names = class_names(predictor)
+    foreign = [v for v in label_values(prediction.array, "the prediction (--prediction)") if int(v) not in names]
+    if foreign:
+        listing = ", ".join(f"{v}={n}" for v, n in sorted(names.items()))
+        raise InputError(f"--prediction has label(s) {shown(foreign)} that this model does not have (its labels: "
+                         f"{listing}); give a label map of this model's classes (e.g. segshap predict's output)")
+
+
 def _roi(request, ct: Volume, prediction: Volume, target: int, roi_mask: Volume | None):
     """(R bool (z, y, x), clicked (i, j, k) or None)."""
     if roi_mask is not None or request.roi_mask is not None:
         mask = roi_mask if roi_mask is not None else read_volume(request.roi_mask)
         return roi_from_mask(mask, ct), None
+    if not (prediction.array == target).any():
+        source = "--prediction has" if getattr(request, "prediction", None) is not None else "the model predicts"
+        low, high = float(np.min(ct.array)), float(np.max(ct.array))
+        raise InputError(f"{source} no voxel of class {target} in this CT ({' x '.join(map(str, ct.shape_zyx[::-1]))} "
+                         f"voxels, values {low:g}..{high:g}): check --target, and that the CT is a whole, "
+                         "undamaged CT in Hounsfield units (air about -1000) that shows that organ")
     ijk = point_to_ijk(ct, request.roi_point, request.point_space)
     return roi_from_point(prediction.array, target, ijk), ijk
 
@@ -161,6 +194,10 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
     given_prediction = _load_aligned(inputs.prediction, getattr(request, "prediction", None), ct,
                                      "the prediction", "--prediction")
 
+    if organs is not None:
+        label_values(organs.array, "the organ map (--organs)")
+    if given_prediction is not None:
+        _check_prediction_labels(given_prediction, predictor)
     pre, own_prediction = cached_case(predictor, ct, with_prediction=given_prediction is None)
     grid = NetworkGrid.from_preprocessing(pre.properties, predictor.plans_manager.transpose_forward,
                                           pre.data.shape[1:], ct.shape_zyx)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,9 @@ from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.explain.case_inputs import CaseInputs
 from SegSHAPLib.explain.folder import CURVES_FILE, FAITHFULNESS_FILE, ExplanationFolder
+from SegSHAPLib.explain.output_check import ATTRIBUTION_DIGEST_KEY, ATTRIBUTION_FILE, DIGESTS_KEY
 from SegSHAPLib.explain.request import ExplainRequest
-from SegSHAPLib.io.atomic_files import write_text_atomic
+from SegSHAPLib.io.atomic_files import write_bytes_atomic, write_json_atomic
 
 NORMALISATION_EPS = 1e-8
 DEFAULT_STEPS = options.FAITHFULNESS_STEPS
@@ -159,17 +159,19 @@ def is_evaluated(out_dir, steps: int = DEFAULT_STEPS, without_roi_units: bool = 
 
 def evaluate_output(out_dir, steps: int = DEFAULT_STEPS, seed: int | None = None,
                     progress: Callable[[int, int], None] | None = None, without_roi_units: bool = False) -> dict:
-    """Rebuild an explanation from its output folder, compute its faithfulness, write faithfulness.json and
-    curves.png there, and return the faithfulness dict.
+    """Rebuild an explanation from its output folder, compute its faithfulness, write curves.png and then
+    faithfulness.json (naming the attribution it ranks) there, and return the faithfulness dict.
 
+    The folder is checked first (``output_check.check_output_folder``): parts that disagree are refused.
     ``without_roi_units`` adds ``without_roi_units``: the same curves and metrics with every unit that has a
     voxel in the ROI kept in place and left out of the ranking (docs/method.md, section 9). Every result
     carries ``region_coverage_morf`` (the fraction of the scoring region inside the units removed after each
     MoRF step) and ``evaluation`` (coalitions asked, computed now, patch forwards of this call).
 
-    The curves' coalitions (all variants at once, each distinct coalition once) are evaluated in batches of the solver's size, each journaled
-    as soon as it is done, so an interrupted evaluation resumes where it stopped; ``progress(done, total)``
-    follows the coalitions that had to be computed."""
+    The curves' coalitions (all variants at once, each distinct coalition once) are evaluated in batches of the
+    solver's size, each journaled as soon as it is done (the journal is open and locked meanwhile), so an
+    interrupted evaluation resumes where it stopped; ``progress(done, total)`` follows the coalitions that had to
+    be computed."""
     from SegSHAPLib.explain.run import SOLVER_BATCH
     from SegSHAPLib.explain.context import prepare_context
     from SegSHAPLib.explain.journal import CoalitionJournal
@@ -183,7 +185,6 @@ def evaluate_output(out_dir, steps: int = DEFAULT_STEPS, seed: int | None = None
     phi = _phi_of(summary)
     context = prepare_context(request, units_volume=folder.image("units"), unit_names=names,
                               inputs=CaseInputs(prediction=folder.image("prediction")))
-    journal = CoalitionJournal(out_dir, context.n_units)
     seed = summary["solver"]["seed"] if seed is None else seed
     plans = {"all": curve_plan(phi, steps, seed)}
     roi_units = units_overlapping(context.units.labels, context.roi, context.n_units)
@@ -191,15 +192,16 @@ def evaluate_output(out_dir, steps: int = DEFAULT_STEPS, seed: int | None = None
         plans["without_roi_units"] = curve_plan(phi, steps, seed, always_kept=roi_units)
     rows = np.concatenate([plan.rows for plan in plans.values()])
 
-    values, known = journal.lookup(rows)
-    missing, where = np.unique(rows[~known], axis=0, return_inverse=True)   # curves share coalitions
-    computed = np.empty(len(missing))
-    for start in range(0, len(missing), SOLVER_BATCH):
-        batch = missing[start:start + SOLVER_BATCH]
-        computed[start:start + len(batch)] = context.values(batch)
-        journal.record(batch, computed[start:start + len(batch)])
-        if progress is not None:
-            progress(min(start + SOLVER_BATCH, len(missing)), len(missing))
+    with CoalitionJournal(out_dir, context.n_units) as journal:
+        values, known = journal.lookup(rows)
+        missing, where = np.unique(rows[~known], axis=0, return_inverse=True)   # curves share coalitions
+        computed = np.empty(len(missing))
+        for start in range(0, len(missing), SOLVER_BATCH):
+            batch = missing[start:start + SOLVER_BATCH]
+            computed[start:start + len(batch)] = context.values(batch)
+            journal.record(batch, computed[start:start + len(batch)])
+            if progress is not None:
+                progress(min(start + SOLVER_BATCH, len(missing)), len(missing))
     values[~known] = computed[where.reshape(-1)]
 
     offsets = np.cumsum([0] + [len(plan.rows) for plan in plans.values()])
@@ -216,7 +218,8 @@ def evaluate_output(out_dir, steps: int = DEFAULT_STEPS, seed: int | None = None
                                        if "without_roi_units" in plans else None)
     result["evaluation"] = {"coalitions": int(len(rows)), "computed": int(len(missing)),
                             "patch_forwards": int(context.engine.counters.patch_forwards)}
-    write_text_atomic(out_dir / FAITHFULNESS_FILE, json.dumps(result, indent=2) + "\n")
+    result[ATTRIBUTION_DIGEST_KEY] = summary.get(DIGESTS_KEY, {}).get(ATTRIBUTION_FILE)
     title = f"{request.units} units, {request.value} value"
-    (out_dir / CURVES_FILE).write_bytes(curves_figure(result, title=title))
+    write_bytes_atomic(out_dir / CURVES_FILE, curves_figure(result, title=title))
+    write_json_atomic(out_dir / FAITHFULNESS_FILE, result)
     return result

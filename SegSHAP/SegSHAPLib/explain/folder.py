@@ -19,13 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from SegSHAPLib.errors import InputError
+from SegSHAPLib.explain.output_check import CURVES_FILE, FAITHFULNESS_FILE, SUMMARY_FILE, check_output_folder
 from SegSHAPLib.explain.journal import journaled_coalitions, read_spec
 from SegSHAPLib.io.atomic_files import read_json_or_none
 from SegSHAPLib.io.image_io import Volume, read_volume
 
-SUMMARY_FILE = "summary.json"
-FAITHFULNESS_FILE = "faithfulness.json"
-CURVES_FILE = "curves.png"
 IMAGES = ("attribution", "units", "roi", "prediction")          # <name>.nii.gz, in the order they are written
 REQUIRED_IMAGES = ("attribution", "units", "roi")               # a finished folder has these (prediction: may go)
 
@@ -87,12 +85,13 @@ class ExplanationFolder:
         return summary is not None and self.finished() and request.is_answered_by(summary)
 
     def finished_summary(self) -> dict:
-        """summary.json of a finished folder; InputError naming what is missing otherwise."""
+        """summary.json of a finished folder whose parts belong together (``output_check``); InputError naming
+        what is missing or disagrees otherwise."""
         missing = self.missing()
         if missing:
             raise InputError(f"{self.path} is not a complete explain output folder (missing {', '.join(missing)}); "
                              "run `segshap explain ... --out DIR` first")
-        return self.summary()
+        return check_output_folder(self.path, faithfulness=False)
 
     def spec(self) -> dict | None:
         """The journal spec (None when no journal was started)."""

@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from SegSHAPLib import __version__
-from SegSHAPLib.io.atomic_files import write_json_atomic
+from SegSHAPLib.io.atomic_files import output_error, sha256_of, stale_temporaries, write_json_atomic
 from SegSHAPLib.errors import Cancelled
 from SegSHAPLib.explain.case_inputs import CaseInputs
 from SegSHAPLib.explain.context import ExplanationContext, check_request, prepare_context
 from SegSHAPLib.io.image_io import Volume, write_volume
 from SegSHAPLib.progress import ProgressEvent
-from SegSHAPLib.explain.folder import SUMMARY_FILE, ExplainResult, ExplanationFolder
+from SegSHAPLib.explain.folder import CURVES_FILE, FAITHFULNESS_FILE, IMAGES, SUMMARY_FILE, ExplainResult, ExplanationFolder
 from SegSHAPLib.explain.journal import CoalitionJournal, claim_output_folder
+from SegSHAPLib.explain.output_check import DIGESTS_KEY
 from SegSHAPLib.explain.request import ExplainRequest
 from SegSHAPLib.shapley.kernelshap import kernel_shap
 from SegSHAPLib.scoring.roi import bbox_ijk, bounding_box
@@ -120,8 +121,34 @@ def _jsonable(value):
     return value
 
 
+def _same_ranking(summary_path: Path, summary: dict) -> bool:
+    """Whether the summary.json at ``summary_path`` holds the same units and phi as ``summary``."""
+    try:
+        old = json.loads(summary_path.read_text(encoding="utf-8"))
+        return [(u["name"], u["shap"]) for u in old["units"]] == [(u["name"], u["shap"]) for u in summary["units"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def remove_stale_outputs(out: Path, summary: dict) -> None:
+    """Before new outputs are written: remove the old summary.json (rewritten last, so a kill in between leaves a
+    folder that reads as unfinished, not as finished with mixed parts), faithfulness.json and curves.png when
+    the ranking changes (they belong to the old phi), and temporary files of a writer killed mid-write."""
+    names = [f"{name}.nii.gz" for name in IMAGES] + [SUMMARY_FILE, FAITHFULNESS_FILE, CURVES_FILE]
+    stale = [path for name in names for path in stale_temporaries(out, name)]
+    if not _same_ranking(out / SUMMARY_FILE, summary):
+        stale += [out / FAITHFULNESS_FILE, out / CURVES_FILE]
+    for path in stale + [out / SUMMARY_FILE]:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            raise output_error(path, err) from None
+
+
 def write_outputs(out: Path, context: ExplanationContext, phi: np.ndarray, summary: dict) -> dict[str, Volume]:
-    """Write the output images and summary.json; return the volumes written."""
+    """Write the output images and then summary.json, which names their SHA-256 (``output_sha256``, checked by
+    ``output_check.check_output_folder``); return the volumes written. Each file is written whole or not at all
+    (``io.atomic_files``); a failed write raises OutputError and the journal keeps every coalition."""
     ct = context.ct
     volumes = {
         "attribution": ct.with_array(_attribution_map(context.units.labels, phi)),
@@ -130,8 +157,12 @@ def write_outputs(out: Path, context: ExplanationContext, phi: np.ndarray, summa
         "prediction": context.prediction,
     }
     folder = ExplanationFolder(out)
-    for name, volume in volumes.items():
-        write_volume(volume, folder.image_path(name))
+    remove_stale_outputs(out, summary)
+    digests = {}
+    for name in IMAGES:
+        path = write_volume(volumes[name], folder.image_path(name))
+        digests[path.name] = sha256_of(path)
+    summary[DIGESTS_KEY] = digests
     write_json_atomic(out / SUMMARY_FILE, summary)      # last, and whole: its presence marks the run finished
     return volumes
 
@@ -151,28 +182,30 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
     context = prepare_context(request, inputs=inputs)
     claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
     prepared = time.perf_counter()
-    journal = CoalitionJournal(out, context.n_units)
-    reporter = _CoalitionProgress(progress, context, request.budget)
-    network_before = context.engine.counters.network_seconds
-    try:
-        res = kernel_shap(lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
-                          context.n_units, request.budget,
-                          request.seed, batch_size=SOLVER_BATCH, store=journal, cancel=cancel,
-                          progress=reporter.solver)
-    except Cancelled:
-        raise Cancelled(f"cancelled; {len(journal)} coalitions are journaled in {out} - rerun to resume") from None
-    solved = time.perf_counter()
-    counters = context.engine.counters.as_summary()
-    verify = None
-    if request.verify > 0:
-        if progress is not None:
-            progress(ProgressEvent("verify", 0, request.verify + 1, "checking against nnU-Net's own prediction"))
-        verify = verify_engine(context, request.verify, request.seed)
-    timings = {"total": round(time.perf_counter() - started, 3), "prepare": round(prepared - started, 3),
-               "inference": round(context.engine.counters.network_seconds - network_before, 3),
-               "solver": round(solved - prepared, 3)}
-    summary = _summary(request, context, res, counters, verify, timings)
-    volumes = write_outputs(out, context, res.phi, summary)
+    with CoalitionJournal(out, context.n_units) as journal:        # holds the folder's lock until the end
+        reporter = _CoalitionProgress(progress, context, request.budget)
+        network_before = context.engine.counters.network_seconds
+        try:
+            res = kernel_shap(lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
+                              context.n_units, request.budget,
+                              request.seed, batch_size=SOLVER_BATCH, store=journal, cancel=cancel,
+                              progress=reporter.solver)
+        except Cancelled:
+            raise Cancelled(f"cancelled; {len(journal)} coalitions are journaled in {out} - rerun to resume") \
+                from None
+        solved = time.perf_counter()
+        counters = context.engine.counters.as_summary()
+        verify = None
+        if request.verify > 0:
+            if progress is not None:
+                progress(ProgressEvent("verify", 0, request.verify + 1, "checking against nnU-Net's own prediction"))
+            verify = verify_engine(context, request.verify, request.seed)
+        timings = {"total": round(time.perf_counter() - started, 3), "prepare": round(prepared - started, 3),
+                   "inference": round(context.engine.counters.network_seconds - network_before, 3),
+                   "solver": round(solved - prepared, 3)}
+        summary = _summary(request, context, res, counters, verify, timings)
+        summary["solver"]["journal_skipped_lines"] = journal.skipped
+        volumes = write_outputs(out, context, res.phi, summary)
     return ExplainResult(out, context.ct, context.prediction, volumes["roi"], volumes["units"],
                          list(context.units.names), volumes["attribution"], res.phi, float(res.phi0),
                          float(res.phi0 + res.phi.sum()), summary)

@@ -16,6 +16,7 @@ from scipy import ndimage
 from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch
+from SegSHAPLib.io.label_maps import binary_mask
 from SegSHAPLib.scoring.values import VALUE_FUNCTIONS
 
 CONNECTIVITIES = {6: 1, 18: 2, 26: 3}  # neighbourhood size -> rank of scipy's generate_binary_structure
@@ -106,11 +107,12 @@ def roi_from_point(prediction_zyx: np.ndarray, target: int, ijk: tuple[int, int,
 def roi_from_mask(mask_volume: Volume, ct_volume: Volume) -> np.ndarray:
     """A user-given ROI mask (nonzero = inside) as a bool array (z, y, x) on the CT grid.
 
-    Raises InputError when the mask is not on the CT's voxel grid or has no nonzero voxel.
+    Raises InputError when the mask is not on the CT's voxel grid, is not binary (non-integer values or several
+    labels: the message lists them) or has no nonzero voxel.
     """
     if not ct_volume.same_grid(mask_volume):
         raise InputError(describe_grid_mismatch(ct_volume, mask_volume, "the CT", "the ROI mask"))
-    mask = mask_volume.array != 0
+    mask = binary_mask(mask_volume.array, "the ROI mask")
     if not mask.any():
         raise InputError("the ROI mask is empty (no nonzero voxel); paint the region to explain")
     return mask
