@@ -66,23 +66,10 @@ def _load_sample(scene):
     return ct, organs, point, names
 
 
-def _load_like_slicer(scene, path, labelmap):
-    """What slicer.util.loadVolume/loadLabelVolume leave behind: the node, a storage node holding the file name,
-    and for a label map Slicer's default 'Labels' colour table (which knows nothing of the file's organ names)."""
-    node = volumes.volume_to_node(scene, read_volume(path), Path(path).name.split(".")[0], labelmap=labelmap)
-    node.AddDefaultStorageNode()
-    node.GetStorageNode().SetFileName(str(path))
-    if labelmap:
-        display.show_label_map(scene, node, scene.GetNodeByID("vtkMRMLColorTableNodeLabels"))
-    else:
-        display.show_ct(scene, node)
-    return node
-
-
 def test_organ_names_of_a_label_map_loaded_from_file(module):
     """A TotalSegmentator file loaded as a label map gets the default colour table; the organ names then come
     from the file (its label table), never from the default table."""
-    organs = _load_like_slicer(module.scene, SAMPLE_ORGANS, labelmap=True)
+    organs = slicer_standins.load_volume_like_slicer(module.scene, SAMPLE_ORGANS, labelmap=True)
     names = volumes.label_names_of_node(organs)
     assert names[1] == "spleen" and names[5] == "liver" and len(names) == 41
     default_names = display.color_table_names(module.scene.GetNodeByID("vtkMRMLColorTableNodeLabels"))
@@ -350,13 +337,6 @@ def test_missing_dependencies_in_testing_mode_never_install(module, monkeypatch)
 def test_self_test_runs_end_to_end(module, monkeypatch):
     """The module's own SegSHAPTest (sample CT, demo model, organ units, budget 16) with the real pipeline."""
     scene = module.scene
-
-    def load(path, labelmap):
-        """Like Slicer's loaders: a storage node that knows the file, a default colour table for label maps."""
-        return _load_like_slicer(scene, path, labelmap)
-
-    monkeypatch.setattr(slicer.util, "loadVolume", lambda path, *a, **k: load(path, False), raising=False)
-    monkeypatch.setattr(slicer.util, "loadLabelVolume", lambda path, *a, **k: load(path, True), raising=False)
     monkeypatch.setattr(scene, "Clear", lambda *a: None, raising=False)
     result = unittest.TestResult()
     module.SegSHAPTest("test_SegSHAP_end_to_end").run(result)

@@ -16,7 +16,7 @@ Stand-ins (desktop Slicer's Python and C++ widgets ship with no package), each f
 - ``SampleData`` (Modules/Scripted/SampleData/SampleData.py v5.10.0): ``SampleDataLogic.
   registerCustomSampleDataSource`` files the source under ``slicer.modules.sampleDataSources[category]`` with
   the same keyword arguments; downloading is not reproduced.
-- ``slicer.util`` GUI helpers (``loadUI``, ``childWidgetVariables``, ``errorDisplay``, ``confirmOkCancelDisplay``,
+- ``slicer.util`` GUI and IO helpers (``loadVolume``, ``loadLabelVolume``, ``loadUI``, ``childWidgetVariables``, ``errorDisplay``, ``confirmOkCancelDisplay``,
   ``tryWithErrorDisplay``, ``getModuleLogic``, ``pip_install``, ``restart``): dialogs are recorded in
   ``SlicerSession`` (answers scripted by the test) instead of shown; ``slicer.app`` (temporary path, versions,
   ``testingEnabled``, ``processEvents``).
@@ -105,6 +105,23 @@ def _scripted_module(qt, slicer):
     return module
 
 
+def load_volume_like_slicer(scene, path, labelmap: bool):
+    """What ``slicer.util.loadVolume``/``loadLabelVolume`` leave behind (slicer-core has no IO manager): the node
+    named after the file, a storage node holding the file name, for a label map Slicer's default 'Labels' colour
+    table (which knows nothing of the file's organ names)."""
+    from SegSHAPLib.io.image_io import read_volume
+    from SegSHAPMRML import display, volumes
+
+    node = volumes.volume_to_node(scene, read_volume(path), Path(path).name.split(".")[0], labelmap=labelmap)
+    node.AddDefaultStorageNode()
+    node.GetStorageNode().SetFileName(str(path))
+    if labelmap:
+        display.show_label_map(scene, node, scene.GetNodeByID("vtkMRMLColorTableNodeLabels"))
+    else:
+        display.show_ct(scene, node)
+    return node
+
+
 def _sample_data(slicer):
     module = types.ModuleType("SampleData")
     fields = ("sampleName", "uris", "fileNames", "nodeNames", "checksums", "loadFiles", "loadFileProperties",
@@ -187,7 +204,10 @@ def install(monkeypatch, scene, tmp_path, session: SlicerSession | None = None) 
                         "childWidgetVariables": widgets.child_widget_variables, "errorDisplay": error_display,
                         "confirmOkCancelDisplay": confirm, "tryWithErrorDisplay": try_with_error_display,
                         "getModuleLogic": get_module_logic, "mainWindow": lambda: None,
-                        "pip_install": pip_install, "restart": restart}.items():
+                        "pip_install": pip_install, "restart": restart,
+                        "loadVolume": lambda path, *a, **k: load_volume_like_slicer(slicer.mrmlScene, path, False),
+                        "loadLabelVolume": lambda path, *a, **k: load_volume_like_slicer(slicer.mrmlScene, path, True),
+                        }.items():
         monkeypatch.setattr(slicer.util, name, value, raising=False)
     return session
 
@@ -202,4 +222,4 @@ def load_module(name: str = "SegSHAP_under_test"):
     return module
 
 
-__all__ = ["SlicerSession", "install", "load_module", "MODULE_DIR"]
+__all__ = ["SlicerSession", "install", "load_module", "load_volume_like_slicer", "MODULE_DIR"]

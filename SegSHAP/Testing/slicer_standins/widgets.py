@@ -222,6 +222,9 @@ class qMRMLNodeComboBox(_StandIn, QtWidgets.QWidget):
         self._observers = [] if scene is None else [
             scene.AddObserver(scene.NodeAddedEvent, self._onNodeAdded),
             scene.AddObserver(scene.NodeRemovedEvent, self._onNodeRemoved)]
+        if scene is not None:          # like qvtkConnect, the scene observations end with the widget
+            tags = list(self._observers)
+            self.destroyed.connect(lambda *args: [scene.RemoveObserver(tag) for tag in tags])
         self.setCurrentNode(None)
         self._refresh()
 
