@@ -30,7 +30,7 @@ _EXPORTS = {
     # volumes
     "node_to_volume": "volumes", "volume_to_node": "volumes", "update_node_from_volume": "volumes",
     "array_from_node": "volumes", "node_ijk_to_ras": "volumes", "same_voxel_grid": "volumes",
-    "segmentation_to_label_volume": "volumes", "segment_to_mask_volume": "volumes", "segment_names": "volumes",
+    "segmentation_to_label_volume": "volumes", "organ_segment_name": "volumes", "segment_to_mask_volume": "volumes", "segment_names": "volumes",
     "label_names_of_node": "volumes", "label_volume_to_segmentation": "volumes", "markups_point_ras": "volumes",
     "point_in_node_frame": "volumes",
     # display
