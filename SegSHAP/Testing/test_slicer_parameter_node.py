@@ -4,10 +4,15 @@ The wrapper is the stand-in in ``slicer_standins/parameter_node_wrapper.py`` (Sl
 desktop Slicer; its module docstring cites the Slicer function behind each rule). The first tests show that the
 stand-in REJECTS what Slicer rejects - above all the parameter node SegSHAP shipped before (a union of node types
 without None), which Slicer refuses when it writes the defaults at creation - so a pass here means something.
+
+The same contract tests also run against Slicer's OWN package when ``SLICER_SOURCE_DIR`` names a Slicer source
+checkout (``Base/Python/slicer/parameterNodeWrapper`` is imported from it, on the same slicer-core scene and qt
+shim); CI has no copy of Slicer's source, so there they are skipped with that reason. Run locally e.g. with
+``git archive v5.10.0 Base/Python/slicer/parameterNodeWrapper`` of Slicer's repository unpacked in a folder.
 """
 
-from __future__ import annotations
 
+import os
 import typing
 from pathlib import Path
 from typing import Annotated, Optional, Union
@@ -29,21 +34,34 @@ def scene():
     return scene_io.new_scene()
 
 
+@pytest.fixture(params=["stand-in", "Slicer's own"])
+def wrapper(request, monkeypatch, scene, tmp_path):
+    """The wrapper package the contract tests run against (installed as slicer.parameterNodeWrapper, with the
+    rest of the stand-in Slicer environment)."""
+    slicer_standins.install(monkeypatch, scene, tmp_path)
+    if request.param == "stand-in":
+        return pnw
+    if not os.environ.get("SLICER_SOURCE_DIR"):
+        pytest.skip("SLICER_SOURCE_DIR is not set: the cross-check against Slicer's own parameterNodeWrapper needs a "
+                    "copy of Slicer's source (not available on CI)")
+    return slicer_standins.use_slicer_wrapper(monkeypatch, os.environ["SLICER_SOURCE_DIR"])
+
+
 def _node(scene):
     return scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
 
 
-def test_a_union_of_nodes_without_none_fails_at_creation_as_in_slicer(scene):
+def test_a_union_of_nodes_without_none_fails_at_creation_as_in_slicer(wrapper, scene):
     """SegSHAP's former declaration: Slicer writes the default (None) at creation and UnionSerializer refuses it."""
 
-    @pnw.parameterNodeWrapper
+    @wrapper.parameterNodeWrapper
     class Former:
         organNode: Union[slicer.vtkMRMLSegmentationNode, slicer.vtkMRMLLabelMapVolumeNode]
 
     with pytest.raises(TypeError, match="Unable to write value 'None'"):
         Former(_node(scene))
 
-    @pnw.parameterNodeWrapper
+    @wrapper.parameterNodeWrapper
     class Fixed:
         organNode: Optional[Union[slicer.vtkMRMLSegmentationNode, slicer.vtkMRMLLabelMapVolumeNode]]
 
@@ -58,12 +76,12 @@ def test_a_union_of_nodes_without_none_fails_at_creation_as_in_slicer(scene):
     assert p.organNode is None
 
 
-def test_the_stand_in_rejects_what_slicer_rejects(scene):
-    @pnw.parameterNodeWrapper
+def test_the_stand_in_rejects_what_slicer_rejects(wrapper, scene):
+    @wrapper.parameterNodeWrapper
     class P:
-        count: Annotated[int, pnw.WithinRange(1, 5)] = 2
-        ratio: Annotated[float, pnw.Minimum(0.0)] = 0.5
-        mode: Annotated[str, pnw.Choice(["a", "b"])] = "a"
+        count: Annotated[int, wrapper.WithinRange(1, 5)] = 2
+        ratio: Annotated[float, wrapper.Minimum(0.0)] = 0.5
+        mode: Annotated[str, wrapper.Choice(["a", "b"])] = "a"
         name: str
         folder: Path
         flag: bool
@@ -81,18 +99,18 @@ def test_the_stand_in_rejects_what_slicer_rejects(scene):
     p.volume = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")   # a subclass is a valid node
     assert p.ratio == 2.0 and p.volume.IsA("vtkMRMLLabelMapVolumeNode")
 
-    @pnw.parameterNodeWrapper
+    @wrapper.parameterNodeWrapper
     class BadDefault:
-        count: Annotated[int, pnw.WithinRange(1, 5)] = 0          # written at creation -> refused
+        count: Annotated[int, wrapper.WithinRange(1, 5)] = 0          # written at creation -> refused
 
     with pytest.raises(ValueError, match="within range"):
         BadDefault(_node(scene))
     with pytest.raises(Exception, match="Unable to create serializer"):
-        @pnw.parameterNodeWrapper
+        @wrapper.parameterNodeWrapper
         class NoSerializer:
-            thing: object
+            thing: complex
     with pytest.raises(ValueError, match="reserved name"):
-        @pnw.parameterNodeWrapper
+        @wrapper.parameterNodeWrapper
         class Reserved:
             x: int
 
@@ -102,10 +120,9 @@ def test_the_stand_in_rejects_what_slicer_rejects(scene):
         p.getValue("missing")
 
 
-def test_segshap_parameter_node_defaults_and_storage(monkeypatch, scene, tmp_path):
+def test_segshap_parameter_node_defaults_and_storage(wrapper, scene):
     """The module's parameter node: created with every default written (nothing refused), stored as Slicer
     stores it, and read back by a second wrapper on the same node (a scene reopened)."""
-    slicer_standins.install(monkeypatch, scene, tmp_path)
     module = slicer_standins.load_module()
     logic = module.SegSHAPLogic()
     p = logic.getParameterNode()
@@ -126,10 +143,9 @@ def test_segshap_parameter_node_defaults_and_storage(monkeypatch, scene, tmp_pat
         again.predictionNode = ct                       # a scalar volume is neither a segmentation nor a label map
 
 
-def test_every_parameter_has_a_serializer_and_every_bound_widget_a_connector(monkeypatch, scene, tmp_path):
+def test_every_parameter_has_a_serializer_and_every_bound_widget_a_connector(wrapper, scene):
     """Each SlicerParameterName in SegSHAP.ui meets a connector for its parameter's type (Slicer raises at
     connectGui otherwise); node combo boxes get their node types from the annotation."""
-    slicer_standins.install(monkeypatch, scene, tmp_path)
     module = slicer_standins.load_module()
     import qt
 
@@ -137,10 +153,10 @@ def test_every_parameter_has_a_serializer_and_every_bound_widget_a_connector(mon
     ui = slicer.util.childWidgetVariables(ui_widget)
     p = module.SegSHAPLogic().getParameterNode()
     tag = p.connectGui(ui)
-    connectors = p._guis[tag][0]
+    connectors = p._guis[tag][0] if hasattr(p, "_guis") else p._parameterGUIs[tag]      # stand-in / Slicer
     bound = {w.property("SlicerParameterName") for w in ui_widget.findChildren(qt.QWidget)} - {None}
     assert set(connectors) == bound and len(bound) == 22
-    assert ui.organSelector.nodeTypes == ["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"]
+    assert list(ui.organSelector.nodeTypes) == ["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"]
     assert [ui.unitsComboBox.itemText(i) for i in range(ui.unitsComboBox.count)] == ["organs", "fcc", "hybrid"]
     assert typing.get_origin(module.SegSHAPParameterNode.dataType("organNode")) is Union
 

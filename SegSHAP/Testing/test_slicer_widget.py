@@ -9,11 +9,15 @@ QTimer polls the real in-process ``ExplainJob`` running the real demo nnU-Net on
 The walk: set-up -> parameter node <-> widgets -> Apply -> progress -> Cancel after the first batch -> Apply again
 (resumes the journal) -> result nodes and table -> Apply with another seed -> scene closed during the run (no
 error pop-up, the job cancelled, a fresh parameter node bound).
+
+With ``SLICER_SOURCE_DIR`` naming a Slicer source checkout, the same tests run with Slicer's own
+parameterNodeWrapper package instead of the stand-in (see test_slicer_parameter_node.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -88,6 +92,8 @@ def _load_case(scene, cropped_cases):
 def panel(monkeypatch, tmp_path, cropped_cases):
     scene = scene_io.new_scene()
     session = slicer_standins.install(monkeypatch, scene, tmp_path)
+    if os.environ.get("SLICER_SOURCE_DIR"):              # cross-check with Slicer's own parameterNodeWrapper
+        slicer_standins.use_slicer_wrapper(monkeypatch, os.environ["SLICER_SOURCE_DIR"])
     module = slicer_standins.load_module()
     from SegSHAPMRML.run_logic import ExplainRunLogic
     from slicer_standins import qt_shim

@@ -212,6 +212,29 @@ def install(monkeypatch, scene, tmp_path, session: SlicerSession | None = None) 
     return session
 
 
+def use_slicer_wrapper(monkeypatch, slicer_source_dir):
+    """Replace the stand-in by Slicer's OWN parameterNodeWrapper package, imported from a Slicer source checkout
+    (``Base/Python/slicer/parameterNodeWrapper``), after ``install``. Widget classes its connectors name that
+    SegSHAP.ui does not use get placeholder classes (never instantiated). For cross-checks where a copy of
+    Slicer's source exists (``SLICER_SOURCE_DIR``); CI has none."""
+    import importlib.util
+
+    import slicer
+
+    for stale in [name for name in sys.modules if name.startswith("slicer.parameterNodeWrapper.")]:
+        monkeypatch.delitem(sys.modules, stale)          # submodules imported with an earlier test's qt shim
+    sys.modules["ctk"].__getattr__ = lambda name: type(name, (), {})
+    for name in ("qMRMLSliderWidget", "qMRMLSpinBox", "qMRMLRangeWidget"):
+        monkeypatch.setattr(slicer, name, type(name, (), {}), raising=False)
+    folder = Path(slicer_source_dir) / "Base" / "Python" / "slicer" / "parameterNodeWrapper"
+    spec = importlib.util.spec_from_file_location("slicer.parameterNodeWrapper", folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", package)
+    spec.loader.exec_module(package)
+    return package
+
+
 def load_module(name: str = "SegSHAP_under_test"):
     """SegSHAP.py imported afresh (after ``install``)."""
     import importlib.util
@@ -222,4 +245,4 @@ def load_module(name: str = "SegSHAP_under_test"):
     return module
 
 
-__all__ = ["SlicerSession", "install", "load_module", "load_volume_like_slicer", "MODULE_DIR"]
+__all__ = ["SlicerSession", "install", "use_slicer_wrapper", "load_module", "load_volume_like_slicer", "MODULE_DIR"]

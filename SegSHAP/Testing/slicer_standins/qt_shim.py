@@ -6,7 +6,7 @@ real signals, real QUiLoader), but PythonQt differs in three ways SegSHAP.py use
 - Qt properties are Python attributes: ``label.text`` reads the property and ``label.text = "x"`` writes it
   (PySide6 would return the bound method, and the assignment would silently shadow it). ``PythonQtAccess`` routes
   every name that is a Qt property of the object's meta-object through ``QObject.property``/``setProperty``;
-  writing a read-only property raises, like PythonQt.
+  writing a read-only property raises, like PythonQt; a tuple is written as a list (PythonQt converts sequences).
 - ``obj.connect("signal(args)", slot)``: PythonQt's string-signature connect, resolved to the PySide signal.
 - The widget classes ``qt.QCheckBox`` etc. are the classes the .ui loader instantiates (so the parameter node
   wrapper's exact-type checks ``type(widget) == qt.QCheckBox`` see them, as in Slicer).
@@ -40,6 +40,8 @@ class PythonQtAccess:
             index = meta.indexOfProperty(name)
             if index >= 0:
                 prop = meta.property(index)
+                if isinstance(value, tuple):          # PythonQt converts any sequence (QStringList, ...)
+                    value = list(value)
                 if not prop.isWritable() or not prop.write(self, value):
                     raise AttributeError(f"cannot set property {name!r} of {type(self).__name__} to {value!r}")
                 return
