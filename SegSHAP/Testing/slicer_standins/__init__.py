@@ -223,7 +223,12 @@ def use_slicer_wrapper(monkeypatch, slicer_source_dir):
 
     for stale in [name for name in sys.modules if name.startswith("slicer.parameterNodeWrapper.")]:
         monkeypatch.delitem(sys.modules, stale)          # submodules imported with an earlier test's qt shim
-    sys.modules["ctk"].__getattr__ = lambda name: type(name, (), {})
+    def placeholder(name):
+        if not name.startswith("ctk"):
+            raise AttributeError(name)
+        return type(name, (), {})
+
+    sys.modules["ctk"].__getattr__ = placeholder
     for name in ("qMRMLSliderWidget", "qMRMLSpinBox", "qMRMLRangeWidget"):
         monkeypatch.setattr(slicer, name, type(name, (), {}), raising=False)
     folder = Path(slicer_source_dir) / "Base" / "Python" / "slicer" / "parameterNodeWrapper"
