@@ -14,7 +14,6 @@ any Slicer >= 5.10 before its dependencies are installed. This file keeps to Pyt
 """
 
 import logging
-import os
 import sys
 import time
 from pathlib import Path

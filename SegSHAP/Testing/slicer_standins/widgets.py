@@ -325,7 +325,6 @@ class qMRMLSegmentSelectorWidget(qMRMLWidget):
 
 class qMRMLTableView(_StandIn, QtWidgets.QTableView):
     mrmlSceneChanged = Signal(object)
-    selectionChanged_ = Signal()
 
     def __init__(self, parent=None):
         QtWidgets.QTableView.__init__(self, parent)
