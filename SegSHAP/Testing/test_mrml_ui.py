@@ -20,7 +20,6 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "SegSHAP.ui"
 ICON = MODULE_DIR / "Resources" / "Icons" / "SegSHAP.png"
 QT_WIDGETS = {"QLabel", "QCheckBox", "QLineEdit", "QPushButton", "QComboBox", "QSpinBox", "QDoubleSpinBox",
               "QRadioButton", "QProgressBar", "QPlainTextEdit", "QWidget"}
-MANUALLY_BOUND = {"roiMode", "roiSegmentation", "roiSegmentID", "device"}   # widgets the wrapper cannot bind
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +94,7 @@ def test_parameter_bindings_fit_the_parameter_node(widgets, module_ast):
         annotation, cls = fields[parameter], widget.get("class")
         if "Choice" in annotation:
             assert cls == "QComboBox", parameter
-        elif annotation.startswith("Union") or annotation.startswith("vtkMRML"):
+        elif annotation.startswith(("Union", "Optional", "vtkMRML")):
             assert cls == "qMRMLNodeComboBox", parameter
             types = [s.text for s in _property(widget, "nodeTypes").iter("string")]
             assert sorted(types) == sorted(re.findall(r"vtkMRML\w+", annotation)), parameter
