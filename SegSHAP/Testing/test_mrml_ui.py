@@ -81,37 +81,6 @@ def test_required_panel_elements(widgets):
     assert widgets["groupingFilePathLineEdit"].get("class") == "ctkPathLineEdit"
 
 
-def test_parameter_bindings_fit_the_parameter_node(widgets, module_ast):
-    fields = _parameter_fields(module_ast)
-    bound = {}
-    for name, widget in widgets.items():
-        p = _property(widget, "SlicerParameterName")
-        if p is not None:
-            bound[p.find("string").text] = widget
-    assert set(bound) <= set(fields), f"unknown parameters in the .ui: {set(bound) - set(fields)}"
-    assert set(bound) | MANUALLY_BOUND == set(fields), f"unbound parameters: {set(fields) - set(bound) - MANUALLY_BOUND}"
-    for parameter, widget in bound.items():
-        annotation, cls = fields[parameter], widget.get("class")
-        if "Choice" in annotation:
-            assert cls == "QComboBox", parameter
-        elif annotation.startswith(("Union", "Optional", "vtkMRML")):
-            assert cls == "qMRMLNodeComboBox", parameter
-            types = [s.text for s in _property(widget, "nodeTypes").iter("string")]
-            assert sorted(types) == sorted(re.findall(r"vtkMRML\w+", annotation)), parameter
-        elif annotation == "Path":
-            assert cls == "ctkPathLineEdit", parameter
-        elif annotation == "bool":
-            assert cls == "QCheckBox", parameter
-        elif "int" in annotation:
-            assert cls == "QSpinBox", parameter
-        elif "float" in annotation:
-            assert cls == "QDoubleSpinBox", parameter
-        elif annotation == "str":
-            assert cls == "QLineEdit", parameter
-        else:
-            raise AssertionError(f"no rule for {parameter}: {annotation}")
-
-
 def test_custom_widgets_declared_and_connected_to_the_scene(ui, widgets):
     declared = {c.find("class").text for c in ui.find("customwidgets")}
     used = {w.get("class") for w in widgets.values()}

@@ -91,21 +91,15 @@ def _manifest_task(tmp_path: Path):
 
 
 def _parameter_node(monkeypatch, tmp_path):
-    """SegSHAP.py's SegSHAPParameterNode with its declared defaults (loaded with test_mrml_module's stand-ins,
-    whose ``Choice(choices)`` is ``("Choice", tuple(choices))``)."""
-    import importlib.util
-    import sys
+    """SegSHAP.py's SegSHAPParameterNode on a fresh scene, with the defaults it writes at creation (loaded in the
+    stand-in Slicer environment ``slicer_standins``, which follows Slicer's parameterNodeWrapper rules)."""
+    import slicer_standins
+    from SegSHAPMRML import scene_io
 
-    import slicer
-    from test_mrml_module import _stub_modules
-
-    for name, stub in _stub_modules(None, tmp_path).items():
-        monkeypatch.setitem(sys.modules, name, stub)
-    monkeypatch.setattr(slicer, "mrmlScene", None, raising=False)
-    spec = importlib.util.spec_from_file_location("SegSHAP_options_under_test", MODULE_DIR / "SegSHAP.py")
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded.SegSHAPParameterNode()
+    scene = scene_io.new_scene()
+    slicer_standins.install(monkeypatch, scene, tmp_path)
+    module = slicer_standins.load_module("SegSHAP_options_under_test")
+    return module.SegSHAPParameterNode(scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode"))
 
 
 def _combo_items(parameter: str) -> list[str]:
@@ -129,9 +123,12 @@ CHOICES = {"units": options.UNIT_TYPES, "value": options.VALUE_FUNCTIONS, "score
 
 
 def test_parameter_node_choices_are_the_options_choices(monkeypatch, tmp_path):
-    annotations = type(_parameter_node(monkeypatch, tmp_path)).__annotations__
+    import typing
+
+    hints = typing.get_type_hints(type(_parameter_node(monkeypatch, tmp_path)), include_extras=True)
     for name, choices in CHOICES.items():
-        assert ("Choice", tuple(choices)) in annotations[name].__metadata__, name
+        declared = [list(m.choices) for m in getattr(hints[name], "__metadata__", ()) if hasattr(m, "choices")]
+        assert declared == [list(choices)], name
 
 
 def test_options_module_imports_nothing():
