@@ -1,6 +1,7 @@
 """One explanation end to end (the Python API behind ``segshap explain`` and the Slicer logic).
 
-    from SegSHAPLib.explain.request import ExplainRequest
+    from SegSHAPLib.explain.refine import ParentReuse, resolve_refinement
+from SegSHAPLib.explain.request import ExplainRequest
     from SegSHAPLib.explain.run import run_explain
     result = run_explain(ExplainRequest(ct=..., model=..., roi_point=(x, y, z), units="hybrid",
                                         organs=..., value="softdice", out=Path("out")))
@@ -29,6 +30,7 @@ from SegSHAPLib.io.image_io import Volume, write_volume
 from SegSHAPLib.progress import ProgressEvent
 from SegSHAPLib.explain.folder import SUMMARY_FILE, ExplainResult, ExplanationFolder
 from SegSHAPLib.explain.journal import CoalitionJournal, claim_output_folder
+from SegSHAPLib.explain.refine import ParentReuse, resolve_refinement
 from SegSHAPLib.explain.request import ExplainRequest
 from SegSHAPLib.shapley.kernelshap import kernel_shap
 from SegSHAPLib.scoring.roi import bbox_ijk, bounding_box
@@ -143,6 +145,7 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
     input and Cancelled on cancel (everything evaluated so far stays journaled in ``request.out``)."""
     started = time.perf_counter()
     out = Path(request.out)
+    request = resolve_refinement(request)
     check_request(request, inputs is not None and inputs.roi_mask is not None)   # before touching --out
     spec = request.journal_spec()
     claim_output_folder(out, spec, "segshap explain", create=False)
@@ -152,12 +155,13 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
     claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
     prepared = time.perf_counter()
     journal = CoalitionJournal(out, context.n_units)
+    store = journal if request.refine is None else ParentReuse(journal, request, context.parent_unit_of)
     reporter = _CoalitionProgress(progress, context, request.budget)
     network_before = context.engine.counters.network_seconds
     try:
         res = kernel_shap(lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
                           context.n_units, request.budget,
-                          request.seed, batch_size=SOLVER_BATCH, store=journal, cancel=cancel,
+                          request.seed, batch_size=SOLVER_BATCH, store=store, cancel=cancel,
                           progress=reporter.solver)
     except Cancelled:
         raise Cancelled(f"cancelled; {len(journal)} coalitions are journaled in {out} - rerun to resume") from None
@@ -172,6 +176,9 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
                "inference": round(context.engine.counters.network_seconds - network_before, 3),
                "solver": round(solved - prepared, 3)}
     summary = _summary(request, context, res, counters, verify, timings)
+    if request.refine is not None:
+        summary["refine"] = {"parent": str(Path(request.refine).resolve()), "organs": request.refine_organs,
+                             "parent_units": int(context.parent_unit_of.max()), **store.summary()}
     volumes = write_outputs(out, context, res.phi, summary)
     return ExplainResult(out, context.ct, context.prediction, volumes["roi"], volumes["units"],
                          list(context.units.names), volumes["attribution"], res.phi, float(res.phi0),
