@@ -89,6 +89,7 @@ def test_zoom_reuses_the_parent_coalitions_with_their_values(parent, tmp_path):
     assert 2 <= refine["reused_coalitions"] == summary["solver"]["resumed_coalitions"]   # at least empty and full
     assert len(summary["units"]) > len(parent_summary["units"])
     assert summary["inputs"]["refine_organs"] == [top] and summary["inputs"]["value"] == "softdice"
+    assert summary["inputs"]["budget"] == 24 and summary["inputs"]["fcc_scale_mm"] == float(SCALE_MM)  # given, kept
     assert summary["full_value"] == pytest.approx(parent_summary["full_value"], abs=1e-6)
 
     # The seeded values are what the refined game computes: recompute a few parent coalitions on the child.
