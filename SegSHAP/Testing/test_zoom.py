@@ -12,11 +12,13 @@ import pytest
 from conftest import CROPPED_CASES, DEMO_MODEL
 from SegSHAPLib.cli.main import main
 from SegSHAPLib.explain.context import prepare_context
+from SegSHAPLib.explain.folder import ExplanationFolder
 from SegSHAPLib.explain.journal import journal_entries
 from SegSHAPLib.explain.refine import resolve_refinement
 from SegSHAPLib.explain.request import ExplainRequest
 from SegSHAPLib.explain.run import run_explain
 from SegSHAPLib.io.image_io import read_volume
+from SegSHAPLib.report.page import write_report
 from SegSHAPLib.units import fcc_units, hybrid_units, organ_class_names, organ_units
 from SegSHAPLib.units.zoom import parent_unit_of, refine_units, refined_coalitions
 
@@ -91,6 +93,8 @@ def test_zoom_reuses_the_parent_coalitions_with_their_values(parent, tmp_path):
     assert summary["inputs"]["refine_organs"] == [top] and summary["inputs"]["value"] == "softdice"
     assert summary["inputs"]["budget"] == 24 and summary["inputs"]["fcc_scale_mm"] == float(SCALE_MM)  # given, kept
     assert summary["full_value"] == pytest.approx(parent_summary["full_value"], abs=1e-6)
+    page = write_report([ExplanationFolder(out)], tmp_path / "report.html", "zoom").read_text()
+    assert f"organs, zoom into {top} cells" in page
 
     # The seeded values are what the refined game computes: recompute a few parent coalitions on the child.
     request = resolve_refinement(ExplainRequest.from_json(summary["inputs"]))
