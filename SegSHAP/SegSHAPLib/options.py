@@ -48,7 +48,8 @@ TTA = False
 TILE_STEP = 0.5                                  # nnU-Net's sliding-window step
 VERIFY = 0
 FAITHFULNESS_STEPS = 10
-DEMO_BUDGET = 96                                 # segshap demo's coalitions per explanation
+DEMO_BUDGET = 96                                 # segshap demo's coalitions per organ-unit explanation
+DEMO_ZOOM_BUDGET = 96                            # segshap demo's coalitions for the zoom into the top organs
 
 # Cohort studies (segshap cohort run)
 EXECUTORS = ("local", "ray")

@@ -71,12 +71,15 @@ def test_the_unchanged_defaults_agree(tmp_path, monkeypatch):
         assert values == {k: wanted[k] for k in values}, consumer
 
 
-def _cli_defaults() -> argparse.Namespace:
+def _cli_defaults():
+    """The request ``segshap explain`` builds from its arguments (its parser leaves what is not given None, so
+    that --refine can take it from the parent; the defaults are filled in by the request)."""
+    from SegSHAPLib.cli.explain import request_from_args
     from SegSHAPLib.cli.main import build_parser
 
-    return build_parser().parse_args(["explain", "--ct", "ct.nii.gz", "--model", "m", "--target", "1",
-                                      "--roi-point", "1,2,3", "--units", options.UNITS, "--value", options.VALUE,
-                                      "--out", "o"])
+    return request_from_args(build_parser().parse_args(["explain", "--ct", "ct.nii.gz", "--model", "m", "--target",
+                                                        "1", "--roi-point", "1,2,3", "--units", options.UNITS,
+                                                        "--value", options.VALUE, "--out", "o"]))
 
 
 def _manifest_task(tmp_path: Path):

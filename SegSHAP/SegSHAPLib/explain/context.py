@@ -18,6 +18,7 @@ import numpy as np
 
 from SegSHAPLib import options
 from SegSHAPLib.explain.case_inputs import CaseInputs
+from SegSHAPLib.explain.refine import refined_unit_ids
 from SegSHAPLib.inference.cached_inference import CachedSlidingWindow, SlidingWindowLayout
 from SegSHAPLib.inference.case_cache import cached_case, cached_predictor
 from SegSHAPLib.errors import InputError
@@ -29,6 +30,7 @@ from SegSHAPLib.scoring.roi import (bounding_box, check_value_on_region, check_v
                   roi_from_point, scoring_region)
 from SegSHAPLib.units.unit_map import UnitMap
 from SegSHAPLib.units import fcc_units, hybrid_units, organ_class_names, organ_units
+from SegSHAPLib.units.zoom import parent_unit_of, refine_units
 from SegSHAPLib.scoring.values import value_function
 
 
@@ -55,6 +57,7 @@ class ExplanationContext:
     region_net: np.ndarray             # bool (bz, by, bx)
     baseline_pred_net: np.ndarray      # bool (bz, by, bx), P_0
     value_name: str
+    parent_unit_of: np.ndarray | None = None   # zoom: (M,) the parent organ unit id holding each unit
 
     @property
     def n_units(self) -> int:
@@ -159,19 +162,27 @@ def _support_mask(grid: NetworkGrid, layout: SlidingWindowLayout, box_net: Box) 
 
 
 def _units(request, ct: Volume, organs: Volume | None, names: dict[int, str] | None,
-           support_mask: np.ndarray) -> UnitMap:
+           support_mask: np.ndarray) -> tuple[UnitMap, np.ndarray | None]:
+    """The request's units, and for a zoom (``request.refine``) the parent organ unit id of each unit."""
     if request.units in ("organs", "hybrid") and organs is None:
         raise InputError(f"--units {request.units} needs --organs LABELMAP (a TotalSegmentator-style organ map on "
                          "the CT grid)")
     if organs is not None and names is None:
         names = organ_class_names(request.organs) if request.organs is not None else {}
-    if request.units == "organs":
-        return organ_units(organs.array, support_mask, names, grouping=request.grouping)
     organ_array = organs.array if organs is not None else None
+    if request.units == "organs":
+        organ_map = organ_units(organ_array, support_mask, names, grouping=request.grouping)
+        if request.refine is None:
+            return organ_map, None
+        refined = refined_unit_ids(request, organ_map)
     cells = fcc_units(ct, support_mask, request.fcc_scale_mm, organ_labels_zyx=organ_array, class_names=names)
     if request.units == "fcc":
-        return cells
-    return hybrid_units(cells, organ_array, names)
+        return cells, None
+    hybrid = hybrid_units(cells, organ_array, names)
+    if request.units == "hybrid":
+        return hybrid, None
+    units = refine_units(organ_map, hybrid, refined)
+    return units, parent_unit_of(units, organ_map.labels)
 
 
 def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None,
@@ -213,10 +224,11 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
     layout = SlidingWindowLayout(predictor, pre.data)
     support = _support_mask(grid, layout, box_net)
 
+    parent_of = None
     if units_volume is not None:
         units = UnitMap(units_volume.array.astype(np.int32), list(unit_names))
     else:
-        units = _units(request, ct, organs, inputs.organ_names, support)
+        units, parent_of = _units(request, ct, organs, inputs.organ_names, support)
     mask_value = normalised_mask_value(predictor, request.mask_value)
     engine = CachedSlidingWindow(predictor, layout, grid.to_network(units.labels), units.n_units, box_net,
                                  mask_value, cache_mode=request.cache, batch_size=request.batch_size)
@@ -226,5 +238,5 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
     baseline_pred = baseline.argmax(axis=0) == target
     check_value_on_region(request.value, region_net, baseline_pred)
     return ExplanationContext(request, ct, predictor, pre, grid, prediction, target, ijk, roi, region, box_ct,
-                              support, units, engine, mask_value, region_net, baseline_pred, request.value)
+                              support, units, engine, mask_value, region_net, baseline_pred, request.value, parent_of)
 

@@ -12,14 +12,14 @@ Defaults come from ``SegSHAPLib.options``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from SegSHAPLib import __version__, options
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.scoring.roi import parse_point
 
-PATH_FIELDS = ("model", "out", "ct", "roi_mask", "prediction", "organs")     # the request's files and folders
+PATH_FIELDS = ("model", "out", "ct", "roi_mask", "prediction", "organs", "refine")     # the request's files and folders
 TRUE_TEXTS, FALSE_TEXTS = ("true", "1", "yes"), ("false", "0", "no")
 
 
@@ -52,6 +52,9 @@ class ExplainRequest:
     tile_step: float = options.TILE_STEP
     fold: list[str] | None = None
     verify: int = options.VERIFY
+    refine: Path | None = None                  # zoom: a finished organ-unit explanation folder (the parent)
+    refine_organs: list[str] | None = None      # zoom: parent units to split into hybrid cells ...
+    refine_top: int | None = None               # ... or the top K parent units by |phi| (resolved into the above)
 
     # ------------------------------------------------------------------------------------------ JSON
     def to_json(self) -> dict:
@@ -86,12 +89,17 @@ class ExplainRequest:
 
     # ------------------------------------------------------------------------------------------ CLI
     @classmethod
-    def from_args(cls, args) -> "ExplainRequest":
-        """The request of ``segshap explain``'s argparse namespace (``--roi-point`` text parsed)."""
-        request = {f.name: getattr(args, f.name) for f in fields(cls)}
-        if request["roi_point"] is not None:
-            request["roi_point"] = parse_point(request["roi_point"])
-        return cls(**request)
+    def from_args(cls, args, base: "ExplainRequest | None" = None) -> "ExplainRequest":
+        """The request of ``segshap explain``'s argparse namespace (``--roi-point`` text parsed). An argument left
+        None (not given) takes ``base``'s value (a zoom's parent request), else the field's default."""
+        given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+        if given.get("roi_point") is not None:
+            given["roi_point"] = parse_point(given["roi_point"])
+        if base is None:
+            return cls(**given)
+        if "roi_point" in given or "roi_mask" in given:          # one ROI: the one given replaces the parent's
+            base = replace(base, roi_point=None, roi_mask=None)
+        return replace(base, **given)
 
     # ------------------------------------------------------------------------------------------ manifest
     @classmethod
@@ -105,10 +113,13 @@ class ExplainRequest:
     # ------------------------------------------------------------------------------------------ resume
     def journal_spec(self) -> dict:
         """What the coalition values depend on: every input but budget, seed, verify and out, and but the
-        settings this request does not use (the FCC scale for organ units, the organ map and grouping for FCC
-        units, the dilation unless the score region is dilated)."""
+        settings this request does not use (the FCC scale for organ units unless refined, the organ map and
+        grouping for FCC units, the dilation unless the score region is dilated); a zoom's ``refine_top`` is
+        resolved into ``refine_organs`` before this is asked (``explain.refine.resolve_refinement``)."""
         spec = self.resolved_inputs()
-        unused = {"organs": ("fcc_scale_mm",), "fcc": ("organs", "grouping")}.get(self.units, ())
+        for key in ("refine_top",) if self.refine else ("refine", "refine_organs", "refine_top"):
+            spec.pop(key)
+        unused = {"organs": () if self.refine else ("fcc_scale_mm",), "fcc": ("organs", "grouping")}.get(self.units, ())
         if self.score_region != "dilated":
             unused += ("dilate_mm",)
         for key in ("budget", "seed", "verify", "out") + unused:

@@ -30,6 +30,7 @@ from SegSHAPLib.progress import ProgressEvent
 from SegSHAPLib.explain.folder import CURVES_FILE, FAITHFULNESS_FILE, IMAGES, SUMMARY_FILE, ExplainResult, ExplanationFolder
 from SegSHAPLib.explain.journal import CoalitionJournal, claim_output_folder
 from SegSHAPLib.explain.output_check import DIGESTS_KEY
+from SegSHAPLib.explain.refine import ParentReuse, resolve_refinement
 from SegSHAPLib.explain.request import ExplainRequest
 from SegSHAPLib.shapley.kernelshap import kernel_shap
 from SegSHAPLib.scoring.roi import bbox_ijk, bounding_box
@@ -174,6 +175,7 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
     input and Cancelled on cancel (everything evaluated so far stays journaled in ``request.out``)."""
     started = time.perf_counter()
     out = Path(request.out)
+    request = resolve_refinement(request)
     check_request(request, inputs is not None and inputs.roi_mask is not None)   # before touching --out
     spec = request.journal_spec()
     claim_output_folder(out, spec, "segshap explain", create=False)
@@ -183,12 +185,13 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
     claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
     prepared = time.perf_counter()
     with CoalitionJournal(out, context.n_units) as journal:        # holds the folder's lock until the end
+        store = journal if request.refine is None else ParentReuse(journal, request, context.parent_unit_of)
         reporter = _CoalitionProgress(progress, context, request.budget)
         network_before = context.engine.counters.network_seconds
         try:
             res = kernel_shap(lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
                               context.n_units, request.budget,
-                              request.seed, batch_size=SOLVER_BATCH, store=journal, cancel=cancel,
+                              request.seed, batch_size=SOLVER_BATCH, store=store, cancel=cancel,
                               progress=reporter.solver)
         except Cancelled:
             raise Cancelled(f"cancelled; {len(journal)} coalitions are journaled in {out} - rerun to resume") \
@@ -205,6 +208,9 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
                    "solver": round(solved - prepared, 3)}
         summary = _summary(request, context, res, counters, verify, timings)
         summary["solver"]["journal_skipped_lines"] = journal.skipped
+        if request.refine is not None:
+            summary["refine"] = {"parent": str(Path(request.refine).resolve()), "organs": request.refine_organs,
+                                 "parent_units": int(context.parent_unit_of.max()), **store.summary()}
         volumes = write_outputs(out, context, res.phi, summary)
     return ExplainResult(out, context.ct, context.prediction, volumes["roi"], volumes["units"],
                          list(context.units.names), volumes["attribution"], res.phi, float(res.phi0),

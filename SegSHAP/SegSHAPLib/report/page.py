@@ -117,12 +117,14 @@ def _num(value, fmt: str = ",") -> str:
 
 
 def section_title(exp: Explanation) -> str:
-    """E.g. "False-positive spleen component (228 voxels) - hybrid units - fp value" (plain text)."""
+    """E.g. "False-positive spleen component (228 voxels) - hybrid units - fp value", or "... - organs, zoom into
+    liver, stomach cells - ..." for a zoom (plain text)."""
     inputs = exp.summary["inputs"]
     kind = (f"False-positive {exp.target_name} component" if inputs.get("value") == "fp"
             else f"{exp.target_name[:1].upper()}{exp.target_name[1:]} component")
-    return (f"{kind} ({exp.summary['roi']['voxels']:,} voxels) \u2013 {inputs.get('units')} units \u2013 "
-            f"{inputs.get('value')} value")
+    units = (f"organs, zoom into {', '.join(inputs.get('refine_organs') or [])} cells" if inputs.get("refine")
+             else f"{inputs.get('units')} units")
+    return f"{kind} ({exp.summary['roi']['voxels']:,} voxels) \u2013 {units} \u2013 {inputs.get('value')} value"
 
 
 def _meta(exp: Explanation) -> str:

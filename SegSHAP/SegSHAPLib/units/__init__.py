@@ -7,6 +7,7 @@ The public entry point; each unit type lives in its own module:
 - ``organ_segmentation``: TotalSegmentator's organ map on the CT grid (``segshap organs``).
 - ``fcc``:           face-centred-cubic supervoxels in physical mm (``fcc_units``).
 - ``hybrid``:        FCC cells split by organ (``hybrid_units``).
+- ``zoom``:          organ units with chosen organs split into their hybrid cells (``refine_units``).
 All arrays are (z, y, x) on the CT grid.
 """
 
