@@ -9,8 +9,6 @@ self-test ``SegSHAPTest``. The widget itself runs under real Qt in test_slicer_w
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
 import sys
 import types

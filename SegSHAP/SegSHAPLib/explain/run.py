@@ -13,6 +13,7 @@ coalition journal that lets a rerun of the same request resume.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable

@@ -41,7 +41,7 @@ def faithfulness_section(rows: list[dict], units: list[str], values: list[str], 
                            f'{_num(r["mean"], ".3f")} <span class="small">[{_num(r["ci_low"], ".3f")}, '
                            f'{_num(r["ci_high"], ".3f")}] n={r["n"]}</span>')
             body.append(row)
-    return (f"<h3>Faithfulness by unit type (Table I layout)</h3>"
+    return ("<h3>Faithfulness by unit type (Table I layout)</h3>"
             + _table(["metric", "value"] + [escape(u) for u in units], body, 2)
             + f'<p class="meta">Mean over cases [{confidence:.0%} percentile bootstrap interval of the mean: '
               f"{resamples:,} resamples of the cases, numpy seed {seed}] and the number of cases n. Higher is more "
