@@ -20,11 +20,12 @@ class Terminated(KeyboardInterrupt):
     ``handle_sigterm``."""
 
 
-def handle_sigterm() -> None:
-    """From now on SIGTERM raises ``Terminated`` in the main thread (call it from the main thread)."""
+def handle_sigterm():
+    """From now on SIGTERM raises ``Terminated`` in the main thread (call it from the main thread); returns the
+    previous handler, for ``signal.signal(signal.SIGTERM, previous)`` when done."""
     import signal
 
     def raise_terminated(signum, frame):
         raise Terminated()
 
-    signal.signal(signal.SIGTERM, raise_terminated)
+    return signal.signal(signal.SIGTERM, raise_terminated)

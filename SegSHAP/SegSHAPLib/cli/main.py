@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from SegSHAPLib import __version__
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(glue_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handle_sigterm()
+    previous_sigterm = handle_sigterm()
     try:
         return int(args.run(args) or 0)
     except InputError as err:
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segshap {args.command}: {how}; everything computed so far is kept - rerun the same command "
               "to resume", file=sys.stderr)
         return 143 if isinstance(err, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)      # a caller in this process gets its own handler back
 
 
 if __name__ == "__main__":
