@@ -335,3 +335,30 @@ def test_import_pulls_in_no_heavy_or_slicer_modules():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'nnunetv2', 'slicer'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- nested plans ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [2, 5, 8, 12, 24])
+def test_plans_are_nested_across_budgets_and_the_exact_plan(n):
+    from SegSHAPLib.shapley.plan import exact_plan, sampled_plan
+
+    largest = sampled_plan(n, 1500, np.random.default_rng(7)).masks
+    for budget in (2, 3, 9, 64, 129, 700):
+        prefix = sampled_plan(n, budget, np.random.default_rng(7)).masks
+        assert len(prefix) <= budget and (largest[:len(prefix)] == prefix).all()
+    if n <= 12:
+        everything = exact_plan(n, np.random.default_rng(7)).masks
+        assert len(set(coalition_keys(everything))) == 1 << n
+        assert (everything[:len(largest)] == largest[:len(everything)]).all()
+
+
+def test_a_larger_budget_reuses_every_coalition_of_a_smaller_one():
+    recorder, store = Recorder(sigmoid_game(14, 2)), CoalitionStore()
+    kernel_shap(recorder, n_features=14, budget=128, seed=3, store=store)
+    first = len(recorder.rows)
+    grown = kernel_shap(recorder, n_features=14, budget=256, seed=3, store=store)
+    assert first == 128 and len(recorder.rows) - first == 128
+    assert grown.diagnostics["resumed_coalitions"] == 128
+    fresh = kernel_shap(sigmoid_game(14, 2), n_features=14, budget=256, seed=3)
+    np.testing.assert_array_equal(grown.phi, fresh.phi)

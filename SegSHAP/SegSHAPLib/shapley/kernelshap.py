@@ -15,7 +15,9 @@ value_fn(Z) -> (n,) values for Z a bool array (n, M), True = unit kept; it is ca
   times shap's, 0.21 on average.
 
 The whole plan is fixed by (M, budget, seed) before any value is asked for, so a run interrupted
-through `cancel` resumes from its `store` (protocol in shapley.store) to exactly the same result.
+through `cancel` resumes from its `store` (protocol in shapley.store) to exactly the same result; and
+plans are nested (the plan of a smaller budget is a prefix of a larger one's), so a larger budget with
+the same store evaluates only the coalitions the smaller run had not.
 """
 
 from __future__ import annotations
