@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from SegSHAPLib import errors
-from SegSHAPLib.shapley.kernelshap import Cancelled, CoalitionStore, coalition_keys, kernel_shap
+from SegSHAPLib.shapley.kernelshap import Cancelled, CoalitionStore, coalition_keys, kernel_shap, kernel_shap_many
 
 
 # --- games and reference Shapley values -----------------------------------------------------------
@@ -326,6 +326,79 @@ def test_store_round_trip_and_width_check():
     assert known.tolist() == [True, False, True] and values[[0, 2]].tolist() == [-2.0, 1.5]
     with pytest.raises(ValueError, match="3 units"):
         store.lookup(np.zeros((1, 4), dtype=bool))
+
+
+# --- several value functions, live estimates, the stop rule ----------------------------------------
+
+def three_games(n: int):
+    """value_fn (n, 3) of a sigmoid, a table and an additive game, and the three single games."""
+    games = [sigmoid_game(n, 1), table_game(n, 2), additive_game(n, 3)[0]]
+    return (lambda Z: np.stack([game(Z) for game in games], axis=1)), games
+
+
+@pytest.mark.parametrize("n,budget", [(6, 64), (11, 150), (20, 300)])
+def test_several_games_share_coalitions_and_equal_their_single_runs(n, budget):
+    many, games = three_games(n)
+    recorder = Recorder(many)
+    results = kernel_shap_many(recorder, n_features=n, budget=budget, seed=4, batch_size=16)
+    assert len(recorder.rows) == results[0].coalitions                 # each coalition asked once for all
+    for game, result in zip(games, results):
+        single = kernel_shap(game, n_features=n, budget=budget, seed=4, batch_size=16)
+        np.testing.assert_allclose(result.phi, single.phi, rtol=0, atol=1e-12)
+        assert result.phi0 == single.phi0 and result.diagnostics == single.diagnostics
+
+
+def test_live_estimates_after_every_batch_end_with_the_result():
+    many, _ = three_games(12)
+    seen = []
+    results = kernel_shap_many(many, n_features=12, budget=200, seed=1, batch_size=24, estimate=seen.append)
+    assert [e.coalitions for e in seen] == [24, 48, 72, 96, 120, 144, 168, 192, 200]
+    for estimate in seen:
+        assert estimate.phi.shape == estimate.std_error.shape == (3, 12) and estimate.total == 200
+        json.dumps(estimate.to_json(["a", "b", "c"]), allow_nan=False)
+    assert np.isinf(seen[0].std_error).all() and np.isfinite(seen[-2].std_error).all()   # 11 pairs < 12 units
+    for k, result in enumerate(results):
+        np.testing.assert_array_equal(seen[-1].phi[k], result.phi)
+        assert seen[-1].converged[k] == result.diagnostics["converged"]
+    mid = kernel_shap_many(many, n_features=12, budget=96, seed=1)
+    np.testing.assert_allclose(seen[3].phi, np.array([r.phi for r in mid]), rtol=0, atol=1e-12)
+
+
+def test_run_until_converged_stops_before_the_cap_like_a_fresh_run_of_that_size():
+    game = sigmoid_game(10, 3)
+    recorder = Recorder(game)
+    result = kernel_shap(recorder, n_features=10, budget=1000, seed=2, batch_size=32, until_converged=True,
+                         tolerance=0.05)
+    info = result.diagnostics
+    assert info["stop"] == "converged" and info["converged"] is True
+    assert result.coalitions < 1000 and result.coalitions % 32 == 0 and len(recorder.rows) == result.coalitions
+    fresh = kernel_shap(game, n_features=10, budget=result.coalitions, seed=2, tolerance=0.05)
+    np.testing.assert_array_equal(result.phi, fresh.phi)
+    assert fresh.diagnostics["stop"] == "budget"
+    capped = kernel_shap(game, n_features=10, budget=1000, seed=2, batch_size=32, until_converged=True,
+                         tolerance=1e-9)
+    assert capped.diagnostics["stop"] == "budget" and capped.coalitions == 1000
+
+
+def test_the_stop_rule_watches_only_the_chosen_games():
+    many, _ = three_games(10)       # the table game never converges at 5% by 600 coalitions
+    watched = kernel_shap_many(many, n_features=10, budget=600, seed=2, batch_size=32, until_converged=True,
+                               converge_on=[2], tolerance=0.05)
+    assert watched[0].diagnostics["stop"] == "converged" and watched[0].coalitions < 600
+    everything = kernel_shap_many(many, n_features=10, budget=600, seed=2, batch_size=32, until_converged=True,
+                                  tolerance=0.05)
+    assert everything[0].coalitions > watched[0].coalitions
+
+
+def test_finish_ends_with_the_estimate_so_far_and_says_so():
+    game, finish = sigmoid_game(9, 0), threading.Event()
+    result = kernel_shap(game, n_features=9, budget=300, seed=0, batch_size=20, finish=finish,
+                         progress=lambda done, total: finish.set() if done >= 60 else None)
+    assert result.diagnostics["stop"] == "cancelled" and result.coalitions == 60
+    np.testing.assert_array_equal(result.phi, kernel_shap(game, n_features=9, budget=60, seed=0).phi)
+    finish.set()
+    with pytest.raises(Cancelled):
+        kernel_shap(game, n_features=9, budget=300, finish=finish)
 
 
 # --- imports --------------------------------------------------------------------------------------

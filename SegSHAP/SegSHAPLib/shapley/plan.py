@@ -69,6 +69,16 @@ class CoalitionPlan:
         """True when the plan holds all 2^M coalitions (the result is then the exact Shapley value)."""
         return len(self.masks) == 1 << self.masks.shape[1]
 
+    def prefix(self, n: int) -> "CoalitionPlan":
+        """The plan of its first n rows (n even, or n = len): the plan of budget n for the same (M, seed)."""
+        masks = self.masks[:n]
+        sizes = masks[2:].sum(axis=1)
+        strata = np.minimum(sizes, masks.shape[1] - sizes)
+        counts = np.bincount(strata[0::2], minlength=masks.shape[1] // 2 + 1)
+        complete = [counts[s] == pair_count(masks.shape[1], s) for s in strata]
+        return CoalitionPlan(masks=masks, position=self.position[:n],
+                             complete=np.concatenate([[True, True][:n], complete]).astype(bool))
+
 
 def pair_count(n_features: int, s: int) -> int:
     """Number of coalition pairs {z, 1 - z} with min(|z|, M - |z|) = s (1 <= s <= M/2)."""
