@@ -8,6 +8,12 @@ from pathlib import Path
 from SegSHAPLib.cli.predict import add_model_arguments
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.scoring.roi import parse_point
+from SegSHAPLib.scoring.values import ALL
+from SegSHAPLib.shapley.kernelshap import DEFAULT_TOLERANCE
+
+AUTO = "auto"
+AUTO_CAP = 2048
+TOP_UNITS = 3
 
 
 def add_parser(subparsers) -> None:
@@ -29,8 +35,18 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--organs", type=Path, help="organ label map (TotalSegmentator) on the CT grid")
     parser.add_argument("--grouping", help="organ grouping: 'default' or a JSON file {group: [glob, ...]}")
     parser.add_argument("--fcc-scale-mm", type=float, default=30.0, help="FCC cell centre spacing in mm")
-    parser.add_argument("--value", required=True, help="tp | fp | dice | softdice")
-    parser.add_argument("--budget", type=int, default=256, help="most coalitions to evaluate (default 256)")
+    parser.add_argument("--value", default=ALL,
+                        help="value function(s): tp | fp | dice | softdice, a comma-separated list (the first is "
+                             "shown first), or all (default: every one defined for the scoring region, softdice "
+                             "first; they share every coalition, so this costs no more forwards than one)")
+    parser.add_argument("--budget", type=_budget, default=256,
+                        help="most coalitions to evaluate (default 256), or auto: stop when every unit's standard "
+                             "error is below --tolerance x |v(full) - v(empty)|, or at --cap")
+    parser.add_argument("--cap", type=int, default=AUTO_CAP,
+                        help=f"with --budget auto: most coalitions to evaluate (default {AUTO_CAP})")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help=f"with --budget auto: the standard-error goal relative to |v(full) - v(empty)| "
+                             f"(default {DEFAULT_TOLERANCE})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mask-value", type=float, default=-1024.0, help="HU given to removed units (air)")
     parser.add_argument("--batch-size", type=int, default=1,
@@ -43,6 +59,16 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def _budget(text: str):
+    """--budget: a whole number or 'auto'."""
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a whole number of coalitions or {AUTO}, got {text!r}") from None
+
+
 def request_from_args(args: argparse.Namespace):
     from SegSHAPLib.explain.run import ExplainRequest
 
@@ -51,13 +77,29 @@ def request_from_args(args: argparse.Namespace):
         roi_point=parse_point(args.roi_point) if args.roi_point is not None else None,
         point_space=args.point_space, roi_mask=args.roi_mask, prediction=args.prediction,
         score_region=args.score_region, dilate_mm=args.dilate_mm, units=args.units, organs=args.organs,
-        fcc_scale_mm=args.fcc_scale_mm, grouping=args.grouping, value=args.value, budget=args.budget,
+        fcc_scale_mm=args.fcc_scale_mm, grouping=args.grouping, value=args.value,
+        budget=args.cap if args.budget == AUTO else args.budget,
         seed=args.seed, mask_value=args.mask_value, batch_size=args.batch_size, device=args.device,
         cache=args.cache, tta=args.tta, tile_step=args.tile_step, fold=args.fold, verify=args.verify)
 
 
+def top_units(estimate: dict, count: int = TOP_UNITS) -> str:
+    """The first value function's largest |phi| units of a live estimate (ProgressEvent.estimate), e.g.
+    "softdice: liver +0.120, spleen -0.031?", where '?' marks a sign not yet settled (|phi| < 2 standard errors,
+    or no standard error yet)."""
+    name, first = next(iter(estimate["values"].items()))
+    ranked = sorted(range(len(first["phi"])), key=lambda j: -abs(first["phi"][j]))[:count]
+    shown = []
+    for j in ranked:
+        phi, error = first["phi"][j], first["std_error"][j]
+        settled = error is not None and abs(phi) >= 2.0 * error
+        shown.append(f"{estimate['units'][j]} {phi:+.3f}{'' if settled else '?'}")
+    return f"{name}: " + ", ".join(shown)
+
+
 class TqdmProgress:
-    """ProgressEvents -> a tqdm bar over coalitions with patch forwards and hit rate in the postfix."""
+    """ProgressEvents -> a tqdm bar over coalitions with patch forwards, hit rate and the current top units (of
+    the first value function, from the live estimate) in the postfix."""
 
     def __init__(self):
         self.bar = None
@@ -72,8 +114,11 @@ class TqdmProgress:
         if self.bar is None:
             self.bar = tqdm(total=event.total, unit="coalition", desc="explain", dynamic_ncols=True)
         self.bar.n = event.done
-        self.bar.set_postfix(forwards=event.counters.get("patch_forwards", 0),
-                             hits=f"{100 * event.counters.get('hit_rate', 0):.0f}%", refresh=True)
+        postfix = {"forwards": event.counters.get("patch_forwards", 0),
+                   "hits": f"{100 * event.counters.get('hit_rate', 0):.0f}%"}
+        if event.estimate is not None:
+            postfix["top"] = top_units(event.estimate)
+        self.bar.set_postfix(postfix, refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -87,8 +132,10 @@ def run(args: argparse.Namespace) -> int:
     if args.scene is not None and not str(args.scene).lower().endswith(".mrb"):
         raise InputError(f"--scene {args.scene}: give a .mrb file name")
     progress = TqdmProgress()
+    if args.budget == AUTO and args.cap < 2:
+        raise InputError(f"--cap must be at least 2 (the empty and the full coalition), got {args.cap}")
     try:
-        result = run_explain(request, progress=progress)
+        result = run_explain(request, progress=progress, tolerance=args.tolerance if args.budget == AUTO else None)
     finally:
         progress.close()
     if args.scene is not None:
@@ -98,9 +145,12 @@ def run(args: argparse.Namespace) -> int:
     summary = result.summary
     ranked = sorted(summary["units"], key=lambda u: -abs(u["shap"]))[:5]
     print(f"explained {summary['roi']['voxels']} ROI voxels with {len(summary['units'])} {request.units} units "
-          f"({summary['solver']['method']}, {summary['solver']['coalitions']} coalitions, "
+          f"({summary['solver']['method']}, {summary['solver']['coalitions']} coalitions, stop: "
+          f"{summary['solver']['stop']}, "
           f"{summary['inference']['patch_forwards']} patch forwards vs {summary['inference']['naive_patch_forwards']}"
           f" naive) in {summary['timings_s']['total']:.1f} s -> {result.out}")
+    print(f"value functions: {', '.join(summary['value_functions'])}; top units by |phi| of "
+          f"{summary['value_functions'][0]}:")
     for unit in ranked:
         print(f"  {unit['shap']:+.4f}  {unit['name']}")
     return 0

@@ -2,12 +2,14 @@
 
     from SegSHAPLib.explain.run import ExplainRequest, run_explain
     result = run_explain(ExplainRequest(ct=..., model=..., roi_point=(x, y, z), units="hybrid",
-                                        organs=..., value="softdice", out=Path("out")))
+                                        organs=..., value="all", out=Path("out")))
 
-ROI -> support -> units -> cached engine -> solver -> outputs in ``request.out``: ``attribution.nii.gz``
-(float32, phi of the voxel's unit), ``units.nii.gz`` (int32 unit ids), ``roi.nii.gz`` (uint8),
-``prediction.nii.gz`` (the label map the ROI was taken from), ``summary.json`` (DESIGN.md's keys) and the
-coalition journal that lets a rerun of the same request resume.
+ROI -> support -> units -> cached engine -> solver -> outputs in ``request.out``: ``attribution_<value>.nii.gz``
+for every value function asked for (float32, phi of the voxel's unit) and ``attribution.nii.gz`` (the first
+one's), ``units.nii.gz`` (int32 unit ids), ``roi.nii.gz`` (uint8), ``prediction.nii.gz`` (the label map the ROI
+was taken from), ``summary.json`` (DESIGN.md's keys; ``value_functions`` and ``by_value`` per value function) and
+the coalition journal that lets a rerun of the same request resume. Every coalition is evaluated once for all
+value functions (the journal keeps them all, so another ``--value`` on the same folder costs no forward).
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import numpy as np
 
 from SegSHAPLib import __version__
 from SegSHAPLib.io.atomic_files import write_json_atomic
-from SegSHAPLib.errors import Cancelled
+from SegSHAPLib.errors import Cancelled, InputError
 from SegSHAPLib.explain.context import ExplanationContext, check_request, prepare_context, resolve_path
 from SegSHAPLib.io.image_io import Volume, write_volume
 from SegSHAPLib.explain.journal import CoalitionJournal, claim_output_folder
 from SegSHAPLib.shapley.kernelshap import Cancelled as SolverCancelled
-from SegSHAPLib.shapley.kernelshap import kernel_shap
+from SegSHAPLib.shapley.kernelshap import kernel_shap_many
 from SegSHAPLib.scoring.roi import bbox_ijk, bounding_box
 from SegSHAPLib.inference.verify import verify_engine
 
@@ -53,7 +55,7 @@ class ExplainRequest:
     organs: Path | None = None
     fcc_scale_mm: float = 30.0
     grouping: str | None = None
-    value: str = "softdice"
+    value: str = "all"                 # one value function, a comma-separated list, or "all" (scoring.values)
     budget: int = 256
     seed: int = 0
     mask_value: float = -1024.0
@@ -76,37 +78,56 @@ class ExplainRequest:
         return inputs
 
     def journal_spec(self) -> dict:
-        """What the coalition values depend on: every input but budget, seed, verify and out, and but the
-        settings this request does not use (the FCC scale for organ units, the organ map and grouping for FCC
+        """What the coalition values depend on: every input but budget, seed, verify, out and value (every value
+        function defined for the region is journaled), and but the settings this request does not use (the FCC scale for organ units, the organ map and grouping for FCC
         units, the dilation unless the score region is dilated)."""
         spec = self.resolved_inputs()
         unused = {"organs": ("fcc_scale_mm",), "fcc": ("organs", "grouping")}.get(self.units, ())
         if self.score_region != "dilated":
             unused += ("dilate_mm",)
-        for key in ("budget", "seed", "verify", "out") + unused:
+        for key in ("budget", "seed", "verify", "out", "value") + unused:
             spec.pop(key)
         spec["segshap_version"] = __version__
         return spec
 
     def is_answered_by(self, summary: dict) -> bool:
         """Whether a summary.json (as a dict) is this request's finished explanation: the same journal spec (the
-        version aside) and the same budget, seed and verify."""
+        version aside) and the same budget, seed, verify and value, and not ended by a cancel."""
         wanted = self.journal_spec()
         wanted.pop("segshap_version")
-        wanted.update(budget=self.budget, seed=self.seed, verify=self.verify)
+        wanted.update(budget=self.budget, seed=self.seed, verify=self.verify, value=self.value)
         inputs = summary.get("inputs", {})
-        return json.loads(json.dumps(wanted)) == {key: inputs.get(key) for key in wanted}
+        finished = summary.get("solver", {}).get("stop") != "cancelled"
+        return finished and json.loads(json.dumps(wanted)) == {key: inputs.get(key) for key in wanted}
 
 
 @dataclass
 class ProgressEvent:
-    """A progress report: stage ('prepare', 'coalitions', 'verify', 'write'), done/total in that stage."""
+    """A progress report: stage ('prepare', 'coalitions', 'verify', 'write'), done/total in that stage.
+
+    ``estimate`` (stage 'coalitions', after each solver batch): the current estimate as plain JSON types,
+    ``shapley.kernelshap.LiveEstimate.to_json`` for the requested value functions plus ``"units"`` (the unit
+    names, in phi's order): {"coalitions", "total", "units", "values": {name: {"phi0", "phi", "std_error",
+    "converged", "coalitions_needed_forecast"}}}. None before the first batch."""
 
     stage: str
     done: int
     total: int
     message: str
     counters: dict = field(default_factory=dict)
+    estimate: dict | None = None
+
+
+@dataclass
+class ValueAttribution:
+    """One value function's answer: phi (M,), standard errors (M,) (NaN where not estimable), v(empty), v(full)
+    and the attribution map (float32 (z, y, x) on the CT grid)."""
+
+    phi: np.ndarray
+    std_error: np.ndarray
+    phi0: float
+    full_value: float
+    attribution: Volume | None
 
 
 @dataclass
@@ -126,19 +147,31 @@ class ExplainResult:
     phi0: float
     full_value: float
     summary: dict
+    by_value: dict[str, ValueAttribution] = field(default_factory=dict)   # every value function, first = phi's
+
+    @property
+    def value_functions(self) -> list[str]:
+        return list(self.by_value)
 
 
 class _CoalitionProgress:
-    """Turns solver and engine callbacks into ProgressEvents with an ETA."""
+    """Turns solver and engine callbacks into ProgressEvents with an ETA and the live estimate."""
 
     def __init__(self, callback, context: ExplanationContext, total: int):
         self.callback, self.context, self.total = callback, context, total
         self.started = time.perf_counter()
         self.done = 0
+        self.latest = None
 
     def solver(self, done: int, total: int) -> None:
-        """Solver callback: ``done`` of ``total`` coalitions known."""
+        """Solver callback: ``done`` of ``total`` coalitions known (the estimate that follows is emitted)."""
         self.done, self.total = done, total
+
+    def estimate(self, live) -> None:
+        """Solver callback after each segment of the plan: the LiveEstimate of every value function solved."""
+        self.latest = live.to_json(self.context.requested)
+        self.latest["units"] = list(self.context.units.names)
+        self.done = max(self.done, live.coalitions)
         self._emit()
 
     def engine(self, _counters) -> None:
@@ -155,7 +188,7 @@ class _CoalitionProgress:
                                     f"{self.done}/{self.total} coalitions",
                                     {"coalitions": self.done, "patch_forwards": counters.patch_forwards,
                                      "patch_cache_hits": counters.patch_cache_hits,
-                                     "hit_rate": counters.hit_rate, "eta_s": eta}))
+                                     "hit_rate": counters.hit_rate, "eta_s": eta}, self.latest))
 
 
 def _attribution_map(units: np.ndarray, phi: np.ndarray) -> np.ndarray:
@@ -164,10 +197,29 @@ def _attribution_map(units: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return lookup[units]
 
 
-def _summary(request: ExplainRequest, context: ExplanationContext, res, counters: dict, verify: dict | None,
-             timings: dict) -> dict:
-    units = context.units
-    counts = units.voxel_counts()
+def _value_summary(context: ExplanationContext, res, request: ExplainRequest, tolerance: float | None) -> dict:
+    """One value function's summary keys: units (with shap and std_error), base_value, full_value, solver."""
+    counts = context.units.voxel_counts()
+    errors = res.diagnostics["phi_std_error"]
+    return {
+        "units": [{"id": j + 1, "name": context.units.names[j], "voxels": int(counts[j]), "shap": float(res.phi[j]),
+                   "std_error": None if errors[j] is None else float(errors[j])}
+                  for j in range(context.units.n_units)],
+        "base_value": float(res.phi0),
+        "full_value": float(res.phi0 + res.phi.sum()),
+        "solver": {"method": "exact" if res.exact else "kernelshap", "coalitions": int(res.coalitions),
+                   "seed": int(request.seed), "budget": int(request.budget),
+                   "budget_rule": "fixed" if tolerance is None else "auto",
+                   "tolerance": float(res.diagnostics["tolerance"]),
+                   "stop": res.diagnostics["stop"],
+                   "resumed_coalitions": int(res.diagnostics.get("resumed_coalitions", 0)),
+                   "diagnostics": _jsonable(res.diagnostics)},
+    }
+
+
+def _summary(request: ExplainRequest, context: ExplanationContext, results: dict, counters: dict,
+             verify: dict | None, timings: dict, tolerance: float | None) -> dict:
+    """summary.json: the first value function's keys at the top level, every one's under by_value."""
     support_box = bounding_box(context.support_mask)
     inference = {k: counters[k] for k in ("patches_full_grid", "patches_in_support", "patch_forwards",
                                           "patch_cache_hits", "naive_patch_forwards")}
@@ -175,6 +227,8 @@ def _summary(request: ExplainRequest, context: ExplanationContext, res, counters
                      batch_size=request.batch_size, tta=request.tta)
     if verify is not None:
         inference["verify"] = verify
+    by_value = {name: _value_summary(context, res, request, tolerance) for name, res in results.items()}
+    first = by_value[next(iter(by_value))]
     return {
         "version": 1,
         "segshap_version": __version__,
@@ -183,14 +237,9 @@ def _summary(request: ExplainRequest, context: ExplanationContext, res, counters
                 "support_bbox_ijk": bbox_ijk(support_box), "target": context.target,
                 "point_ijk": None if context.roi_point_ijk is None else [int(v) for v in context.roi_point_ijk],
                 "score_region_voxels": int(context.region.sum()), "score_region_bbox_ijk": bbox_ijk(context.box_ct)},
-        "units": [{"id": j + 1, "name": units.names[j], "voxels": int(counts[j]), "shap": float(res.phi[j])}
-                  for j in range(units.n_units)],
-        "base_value": float(res.phi0),
-        "full_value": float(res.phi0 + res.phi.sum()),
-        "solver": {"method": "exact" if res.exact else "kernelshap", "coalitions": int(res.coalitions),
-                   "seed": int(request.seed), "budget": int(request.budget),
-                   "resumed_coalitions": int(res.diagnostics.get("resumed_coalitions", 0)),
-                   "diagnostics": _jsonable(res.diagnostics)},
+        **first,
+        "value_functions": list(by_value),
+        "by_value": by_value,
         "inference": inference,
         "timings_s": timings,
     }
@@ -211,11 +260,22 @@ def _jsonable(value):
     return value
 
 
-def write_outputs(out: Path, context: ExplanationContext, phi: np.ndarray, summary: dict) -> dict[str, Volume]:
-    """Write the output images and summary.json; return the volumes written."""
+def attribution_file(value: str) -> str:
+    """The attribution map's file name for one value function (attribution.nii.gz is the first one's too)."""
+    return f"attribution_{value}.nii.gz"
+
+
+def write_outputs(out: Path, context: ExplanationContext, phis: dict[str, np.ndarray],
+                  summary: dict) -> dict[str, Volume]:
+    """Write the output images (an attribution map per value function of ``phis``, the first also as
+    attribution.nii.gz) and summary.json; return the volumes written ("attribution" = the first value's,
+    "attribution_<value>" each)."""
     ct = context.ct
+    maps = {f"attribution_{name}": ct.with_array(_attribution_map(context.units.labels, phi))
+            for name, phi in phis.items()}
     volumes = {
-        "attribution": ct.with_array(_attribution_map(context.units.labels, phi)),
+        "attribution": next(iter(maps.values())),
+        **maps,
         "units": ct.with_array(context.units.labels.astype(np.int32)),
         "roi": ct.with_array(context.roi.astype(np.uint8)),
         "prediction": context.prediction,
@@ -230,12 +290,20 @@ def run_explain(request: ExplainRequest, *, ct_volume: Volume | None = None, org
                 prediction_volume: Volume | None = None, roi_mask_volume: Volume | None = None,
                 organ_names: dict[int, str] | None = None,
                 progress: Callable[[ProgressEvent], None] | None = None,
-                cancel: threading.Event | None = None) -> ExplainResult:
+                cancel: threading.Event | None = None, finish: threading.Event | None = None,
+                tolerance: float | None = None) -> ExplainResult:
     """Explain one ROI; in-memory volumes take precedence over the request's paths. Raises InputError on bad
-    input and Cancelled on cancel (everything evaluated so far stays journaled in ``request.out``)."""
+    input and Cancelled on cancel (everything evaluated so far stays journaled in ``request.out``).
+
+    ``tolerance`` (``--budget auto``): run until every requested value function's standard errors are below
+    tolerance x |v(full) - v(empty)|, with ``request.budget`` as the cap (summary solver.stop "converged" or
+    "budget"). ``finish``: when set, end after the current batch with the estimate so far (stop "cancelled";
+    such a summary does not count as a finished explanation, so a rerun resumes)."""
     started = time.perf_counter()
     out = Path(request.out)
     check_request(request, roi_mask_volume is not None)      # refuse bad arguments before touching --out
+    if tolerance is not None and not tolerance > 0:
+        raise InputError(f"--tolerance must be > 0, got {tolerance}")
     spec = request.journal_spec()
     claim_output_folder(out, spec, "segshap explain", create=False)
     if progress is not None:
@@ -245,16 +313,20 @@ def run_explain(request: ExplainRequest, *, ct_volume: Volume | None = None, org
                               organ_names=organ_names)
     claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
     prepared = time.perf_counter()
-    journal = CoalitionJournal(out, context.n_units)
+    journal = CoalitionJournal(out, context.n_units, context.value_names)
     reporter = _CoalitionProgress(progress, context, request.budget)
     network_before = context.engine.counters.network_seconds
+    options = {} if tolerance is None else {"until_converged": True, "tolerance": tolerance}
     try:
-        res = kernel_shap(lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
-                          context.n_units, request.budget,
-                          request.seed, batch_size=SOLVER_BATCH, store=journal, cancel=cancel,
-                          progress=reporter.solver)
+        solved_all = kernel_shap_many(
+            lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
+            context.n_units, request.budget, request.seed, batch_size=SOLVER_BATCH, store=journal, cancel=cancel,
+            finish=finish, progress=reporter.solver, estimate=reporter.estimate if progress is not None else None,
+            converge_on=range(len(context.requested)), **options)
     except (SolverCancelled, Cancelled):
         raise Cancelled(f"cancelled; {len(journal)} coalitions are journaled in {out} - rerun to resume") from None
+    results = dict(zip(context.value_names, solved_all))
+    results = {name: results[name] for name in context.requested}
     solved = time.perf_counter()
     counters = context.engine.counters.as_summary()
     verify = None
@@ -265,8 +337,13 @@ def run_explain(request: ExplainRequest, *, ct_volume: Volume | None = None, org
     timings = {"total": round(time.perf_counter() - started, 3), "prepare": round(prepared - started, 3),
                "inference": round(context.engine.counters.network_seconds - network_before, 3),
                "solver": round(solved - prepared, 3)}
-    summary = _summary(request, context, res, counters, verify, timings)
-    volumes = write_outputs(out, context, res.phi, summary)
+    summary = _summary(request, context, results, counters, verify, timings, tolerance)
+    volumes = write_outputs(out, context, {name: res.phi for name, res in results.items()}, summary)
+    by_value = {name: ValueAttribution(res.phi, np.array([np.nan if e is None else e
+                                                          for e in res.diagnostics["phi_std_error"]]),
+                                       float(res.phi0), float(res.phi0 + res.phi.sum()), volumes[f"attribution_{name}"])
+                for name, res in results.items()}
+    first = by_value[context.requested[0]]
     return ExplainResult(out, context.ct, context.prediction, volumes["roi"], volumes["units"],
-                         list(context.units.names), volumes["attribution"], res.phi, float(res.phi0),
-                         float(res.phi0 + res.phi.sum()), summary)
+                         list(context.units.names), first.attribution, first.phi, first.phi0, first.full_value,
+                         summary, by_value)

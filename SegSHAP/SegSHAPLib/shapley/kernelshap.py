@@ -41,6 +41,7 @@ __all__ = ["Cancelled", "CoalitionStore", "KernelShapResult", "LiveEstimate", "c
            "kernel_shap_many"]
 
 METHODS = ("auto", "exact", "kernelshap")
+DEFAULT_TOLERANCE = 0.01       # convergence goal of the standard errors, relative to |v(full) - v(empty)|
 
 
 class Cancelled(errors.Cancelled):
@@ -151,7 +152,7 @@ def kernel_shap_many(
     until_converged: bool = False,
     converge_on: Sequence[int] | None = None,
     method: str = "auto",
-    tolerance: float = 0.01,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> list[KernelShapResult]:
     """Shapley values of V games at once (value_fn gives V values per coalition), one result per game.
 
@@ -316,7 +317,8 @@ def _results(plan: CoalitionPlan, values: np.ndarray, resumed: int, tolerance: f
         full = fit(plan.masks[2:], column[2:] - column[0], delta)
         phi = exact_shapley(plan.masks, column) if plan.exact else full.phi
         info = diagnostics(plan, column, phi, full, tolerance)
-        info.update(resumed_coalitions=resumed, method="exact" if plan.exact else "kernelshap", stop=stop)
+        info.update(resumed_coalitions=resumed, method="exact" if plan.exact else "kernelshap", stop=stop,
+                    tolerance=tolerance)
         results.append(KernelShapResult(phi0=float(column[0]), phi=phi, coalitions=len(plan.masks),
                                         exact=plan.exact, diagnostics=info))
     return results
