@@ -2,8 +2,9 @@
 
 One row per case; DESIGN.md's columns are
 ``case_id,ct,model,target,roi_point,point_space,roi_mask,organs,units,values,score_region,budget,seed``.
-``units`` and ``values`` are ``;``-separated lists crossed per case (2 unit types x 2 value functions = 4
-explanations). Paths are relative to the manifest's folder. Empty cells (and missing optional columns) take
+``units`` and ``values`` are ``;``-separated lists: every case is explained once per unit type, and each of those
+explanations answers all the row's value functions from the same coalitions (2 unit types x 2 value functions =
+2 explanations, 4 answers; the first value function listed is each explanation's first). Paths are relative to the manifest's folder. Empty cells (and missing optional columns) take
 the ``segshap explain`` defaults. Any other ``segshap explain`` option may be given as an extra column named
 after its flag (``fcc_scale_mm`` or ``fcc-scale-mm``, ``grouping``, ``dilate_mm``, ``mask_value``,
 ``prediction``, ``batch_size``, ``cache``, ``tta``, ``tile_step``, ``fold``, ``verify``); ``out`` and
@@ -39,22 +40,22 @@ MAX_PROBLEMS_SHOWN = 12
 
 @dataclass
 class CohortTask:
-    """One explanation of the study: a case crossed with one unit type and one value function."""
+    """One explanation of the study: a case crossed with one unit type, answering all the row's value functions."""
 
     case_id: str
     units: str
-    value: str
-    request: ExplainRequest            # request.out = OUT/explanations/<task_id>
+    values: list[str]
+    request: ExplainRequest            # request.out = OUT/explanations/<task_id>, request.value = the values, ","
 
     @property
     def task_id(self) -> str:
-        return task_id(self.case_id, self.units, self.value)
+        return task_id(self.case_id, self.units)
 
     def to_json(self) -> dict:
         """Plain JSON types (paths as strings, the point as a list)."""
         request = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.request).items()}
         request["roi_point"] = None if self.request.roi_point is None else list(self.request.roi_point)
-        return {"task_id": self.task_id, "case_id": self.case_id, "units": self.units, "value": self.value,
+        return {"task_id": self.task_id, "case_id": self.case_id, "units": self.units, "values": self.values,
                 "request": request}
 
     @classmethod
@@ -63,16 +64,16 @@ class CohortTask:
         for key in PATH_FIELDS + ("out",):
             request[key] = None if request[key] is None else Path(request[key])
         request["roi_point"] = None if request["roi_point"] is None else tuple(request["roi_point"])
-        return cls(data["case_id"], data["units"], data["value"], ExplainRequest(**request))
+        return cls(data["case_id"], data["units"], list(data["values"]), ExplainRequest(**request))
 
 
-def task_id(case_id: str, units: str, value: str) -> str:
-    """The folder name of one explanation: ``<case_id>__<units>__<value>``."""
-    return f"{case_id}__{units}__{value}"
+def task_id(case_id: str, units: str) -> str:
+    """The folder name of one explanation: ``<case_id>__<units>``."""
+    return f"{case_id}__{units}"
 
 
 def read_manifest(manifest: str | Path, out: str | Path) -> list[CohortTask]:
-    """Every explanation the manifest asks for, in manifest order (case, then units, then value).
+    """Every explanation the manifest asks for, in manifest order (case, then units).
 
     Raises InputError listing every problem found (unknown columns, bad or duplicate case ids, missing files,
     bad numbers, unknown unit types or value functions, ROI given twice or not at all, ...).
@@ -147,11 +148,10 @@ def _tasks_of_row(row: dict, base: Path, out: Path) -> list[CohortTask]:
     options = _request_options(row, base)
     tasks = []
     for unit_type in units:
-        for value in values:
-            request = ExplainRequest(out=out / EXPLANATIONS_FOLDER / task_id(case_id, unit_type, value),
-                                     units=unit_type, value=value, **options)
-            check_request(request, roi_mask_in_memory=False)
-            tasks.append(CohortTask(case_id, unit_type, value, request))
+        request = ExplainRequest(out=out / EXPLANATIONS_FOLDER / task_id(case_id, unit_type), units=unit_type,
+                                 value=",".join(values), **options)
+        check_request(request, roi_mask_in_memory=False)
+        tasks.append(CohortTask(case_id, unit_type, values, request))
     return tasks
 
 

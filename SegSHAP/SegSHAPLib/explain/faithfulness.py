@@ -9,7 +9,9 @@ value). With s_max = s(0) and s_min = v(all units removed):
     s~(k) = (s(k) - s_min) / (s_max - s_min + eps), and nAOPC, nABPC are the same sums over s~.
 
 The random curve (a seeded permutation) is the reference a useful ranking must beat. Coalition values already
-in the explanation's journal are reused, and new ones are journaled too.
+in the explanation's journal are reused, and new ones are journaled too. An explanation of several value
+functions gets the curves of each (ranked by its own phi, scored by its own value), all their coalitions
+evaluated together, once each.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ def curve_metrics(morf: np.ndarray, lerf: np.ndarray, s_min: float) -> dict:
             "nabpc": float(np.sum(normalised(lerf)[1:] - normalised(morf)[1:]) / k)}
 
 
-def faithfulness_curves(values_fn, phi: np.ndarray, steps: int, seed: int) -> dict:
-    """faithfulness.json's content for attributions ``phi`` (M,) of the game ``values_fn(keep (n, M)) -> (n,)``."""
+def curve_coalitions(phi: np.ndarray, steps: int, seed: int) -> tuple[list[str], int, np.ndarray]:
+    """(curve names, steps used (at most M), bool (3 (steps + 1) + 1, M)): the MoRF, LeRF and random removal
+    coalitions of attributions ``phi`` (M,), each curve's steps + 1 rows in turn, then the all-removed one."""
     m = len(phi)
     if steps < 1:
         raise InputError(f"--steps must be >= 1, got {steps}")
@@ -60,6 +63,13 @@ def faithfulness_curves(values_fn, phi: np.ndarray, steps: int, seed: int) -> di
               "random": np.random.default_rng(seed).permutation(m)}
     rows = np.concatenate([removal_coalitions(orders[name], steps) for name in orders]
                           + [np.zeros((1, m), dtype=bool)])
+    return list(orders), steps, rows
+
+
+def faithfulness_curves(values_fn, phi: np.ndarray, steps: int, seed: int) -> dict:
+    """faithfulness.json's content for attributions ``phi`` (M,) of the game ``values_fn(keep (n, M)) -> (n,)``."""
+    m = len(phi)
+    orders, steps, rows = curve_coalitions(phi, steps, seed)
     scores = np.asarray(values_fn(rows), dtype=float)
     curves = {name: scores[i * (steps + 1):(i + 1) * (steps + 1)] for i, name in enumerate(orders)}
     s_min = float(scores[-1])
@@ -89,11 +99,15 @@ def _request_from_summary(summary: dict, out_dir: Path):
 def evaluate_output(out_dir, steps: int = 10, seed: int | None = None,
                     progress: Callable[[int, int], None] | None = None) -> dict:
     """Rebuild an explanation from its output folder, compute its faithfulness, write faithfulness.json and
-    curves.png there, and return the faithfulness dict.
+    curves.png there (and curves_<value>.png per value function), and return the faithfulness dict.
 
-    The curves' coalitions are evaluated in batches of the solver's size, each journaled as soon as it is
-    done, so an interrupted evaluation resumes where it stopped; ``progress(done, total)`` follows the
-    coalitions that had to be computed."""
+    faithfulness.json holds the first value function's curves and metrics at the top level (``value`` names
+    it), ``value_functions`` and ``by_value`` (the same keys per value function). A folder of an older
+    single-value explanation (no ``value_functions`` in its summary) is read as its one value function.
+
+    The curves' coalitions (of every value function, each once) are evaluated in batches of the solver's size,
+    each journaled as soon as it is done, so an interrupted evaluation resumes where it stopped;
+    ``progress(done, total)`` follows the coalitions that had to be computed."""
     from SegSHAPLib.explain.run import SOLVER_BATCH
     from SegSHAPLib.explain.context import prepare_context
     from SegSHAPLib.explain.journal import CoalitionJournal
@@ -106,25 +120,34 @@ def evaluate_output(out_dir, steps: int = 10, seed: int | None = None,
     summary = json.loads(summary_path.read_text())
     request = _request_from_summary(summary, out_dir)
     names = [u["name"] for u in summary["units"]]
-    phi = np.array([u["shap"] for u in summary["units"]], dtype=float)
+    by_value = summary.get("by_value") or {request.value: summary}
+    value_names = list(by_value)
+    phis = {value: np.array([u["shap"] for u in by_value[value]["units"]], dtype=float) for value in value_names}
     context = prepare_context(request, units_volume=read_volume(out_dir / "units.nii.gz"), unit_names=names,
                               prediction_volume=read_volume(out_dir / "prediction.nii.gz"))
-    journal = CoalitionJournal(out_dir, context.n_units)
+    legacy = None if "value_functions" in summary else request.value
+    journal = CoalitionJournal(out_dir, context.n_units, value_names, legacy_value=legacy)
+    seed = summary["solver"]["seed"] if seed is None else seed
 
-    def journaled_values(keep: np.ndarray) -> np.ndarray:
-        values, known = journal.lookup(keep)
-        missing = np.flatnonzero(~known)
-        for start in range(0, len(missing), SOLVER_BATCH):
-            rows = missing[start:start + SOLVER_BATCH]
-            values[rows] = context.values(keep[rows])
-            journal.record(keep[rows], values[rows])
-            if progress is not None:
-                progress(min(start + SOLVER_BATCH, len(missing)), len(missing))
-        return values
+    wanted = np.unique(np.concatenate([curve_coalitions(phis[value], steps, seed)[2] for value in value_names]),
+                       axis=0)
+    _, known = journal.lookup(wanted)
+    missing = wanted[~known]
+    for start in range(0, len(missing), SOLVER_BATCH):
+        rows = missing[start:start + SOLVER_BATCH]
+        journal.record(rows, context.values(rows, names=value_names))
+        if progress is not None:
+            progress(min(start + SOLVER_BATCH, len(missing)), len(missing))
 
-    result = faithfulness_curves(journaled_values, phi, steps, summary["solver"]["seed"] if seed is None else seed)
-    result["value"] = request.value
+    results = {}
+    for k, value in enumerate(value_names):
+        results[value] = faithfulness_curves(lambda keep: journal.lookup(keep)[0][:, k], phis[value], steps, seed)
+        results[value]["value"] = value
+        title = f"{request.units} units, {value} value"
+        figure = curves_figure(results[value], title=title)
+        (out_dir / f"curves_{value}.png").write_bytes(figure)
+        if k == 0:
+            (out_dir / "curves.png").write_bytes(figure)
+    result = {**results[value_names[0]], "value_functions": value_names, "by_value": results}
     (out_dir / "faithfulness.json").write_text(json.dumps(result, indent=2) + "\n")
-    title = f"{request.units} units, {request.value} value"
-    (out_dir / "curves.png").write_bytes(curves_figure(result, title=title))
     return result

@@ -280,8 +280,10 @@ def write_outputs(out: Path, context: ExplanationContext, phis: dict[str, np.nda
         "roi": ct.with_array(context.roi.astype(np.uint8)),
         "prediction": context.prediction,
     }
+    files = {"attribution": "attribution.nii.gz", "units": "units.nii.gz", "roi": "roi.nii.gz",
+             "prediction": "prediction.nii.gz", **{f"attribution_{name}": attribution_file(name) for name in phis}}
     for name, volume in volumes.items():
-        write_volume(volume, out / f"{name}.nii.gz")
+        write_volume(volume, out / files[name])
     write_json_atomic(out / "summary.json", summary)      # last, and whole: its presence marks the run finished
     return volumes
 

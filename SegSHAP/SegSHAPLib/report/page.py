@@ -4,8 +4,9 @@
     write_report([Path("out/fp_organs"), Path("out/dice_hybrid")], Path("report.html"), "Spleen case 01")
 
 The file holds everything inline (CSS, PNG figures as base64 data URIs): no JavaScript, no network, so it can be
-mailed or archived as is. Each folder contributes a section: the slice panel, the units ranked by |phi| (table and
-bar chart), the MoRF/LeRF curves when ``faithfulness.json`` exists, and the cost of the run. Every string taken
+mailed or archived as is. Each value function of each folder contributes a section (a folder of several value
+functions, one per value function, in summary.json's order): the slice panel, the units ranked by |phi| (table and
+bar chart), the MoRF/LeRF curves when ``faithfulness.json`` has them, and the cost of the run. Every string taken
 from the folders is HTML-escaped.
 """
 
@@ -78,9 +79,11 @@ footer{max-width:1240px;margin:0 auto;padding:4px 28px 28px;color:#5b6678;font-s
 # ------------------------------------------------------------------------------------------- loading
 @dataclass
 class Explanation:
-    """One explain output folder: its summary.json, faithfulness.json (or None) and output images."""
+    """One value function of an explain output folder: summary.json with that value function's keys at the top
+    level, its faithfulness (or None) and the output images (its attribution map)."""
 
     folder: Path
+    value: str
     summary: dict
     faithfulness: dict | None
     attribution: Volume
@@ -88,13 +91,21 @@ class Explanation:
     prediction: Volume
 
     @classmethod
-    def load(cls, folder: Path) -> "Explanation":
+    def load(cls, folder: Path) -> list["Explanation"]:
+        """One Explanation per value function of the folder (an older single-value folder: its one)."""
         folder = Path(folder)
+        summary = json.loads((folder / "summary.json").read_text())
         faithfulness_path = folder / "faithfulness.json"
-        return cls(folder, json.loads((folder / "summary.json").read_text()),
-                   json.loads(faithfulness_path.read_text()) if faithfulness_path.exists() else None,
-                   read_volume(folder / "attribution.nii.gz"), read_volume(folder / "roi.nii.gz"),
-                   read_volume(folder / "prediction.nii.gz"))
+        faithfulness = json.loads(faithfulness_path.read_text()) if faithfulness_path.exists() else None
+        values = summary.get("value_functions") or [str(summary["inputs"].get("value"))]
+        roi, prediction = read_volume(folder / "roi.nii.gz"), read_volume(folder / "prediction.nii.gz")
+        explanations = []
+        for k, value in enumerate(values):
+            own = {**summary, **summary.get("by_value", {}).get(value, {})}
+            curves = (faithfulness or {}).get("by_value", {}).get(value, faithfulness if k == 0 else None)
+            attribution = folder / (f"attribution_{value}.nii.gz" if k else "attribution.nii.gz")
+            explanations.append(cls(folder, value, own, curves, read_volume(attribution), roi, prediction))
+        return explanations
 
     @property
     def target_name(self) -> str:
@@ -122,10 +133,10 @@ def _num(value, fmt: str = ",") -> str:
 def section_title(exp: Explanation) -> str:
     """E.g. "False-positive spleen component (228 voxels) - hybrid units - fp value" (plain text)."""
     inputs = exp.summary["inputs"]
-    kind = (f"False-positive {exp.target_name} component" if inputs.get("value") == "fp"
+    kind = (f"False-positive {exp.target_name} component" if exp.value == "fp"
             else f"{exp.target_name[:1].upper()}{exp.target_name[1:]} component")
     return (f"{kind} ({exp.summary['roi']['voxels']:,} voxels) \u2013 {inputs.get('units')} units \u2013 "
-            f"{inputs.get('value')} value")
+            f"{exp.value} value")
 
 
 def _meta(exp: Explanation) -> str:
@@ -295,8 +306,8 @@ def write_report(explanation_dirs: list[Path], out_html: Path, title: str, extra
 
     extra: optional key -> value pairs shown in the header (e.g. {"total wall time": "312 s"}).
     """
-    explanations = [Explanation.load(Path(d)) for d in explanation_dirs]
-    values = [str(e.summary["inputs"].get("value")) for e in explanations]
+    explanations = [e for d in explanation_dirs for e in Explanation.load(Path(d))]
+    values = [e.value for e in explanations]
     body = _legend(values) + "".join(explanation_section(e) for e in explanations)
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{CSS}</style></head><body>{_header(title, extra)}<main>{body}</main>{_footer()}</body></html>\n")
