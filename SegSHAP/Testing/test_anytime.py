@@ -47,6 +47,32 @@ def test_one_run_gives_every_value_with_the_forwards_of_one(cropped_cases, tmp_p
                                   read_volume(tmp_path / "all" / "attribution_tp.nii.gz").array)
 
 
+    # segshap evaluate: the curves of every value function, each ranked by its own phi
+    assert main(["evaluate", str(tmp_path / "all"), "--steps", "3"]) == 0
+    faithfulness = json.loads((tmp_path / "all" / "faithfulness.json").read_text())
+    assert faithfulness["value_functions"] == ["tp", "dice", "softdice"] and faithfulness["value"] == "tp"
+    assert faithfulness["aopc"] == faithfulness["by_value"]["tp"]["aopc"]
+    assert all((tmp_path / "all" / f"curves_{value}.png").is_file() for value in ("tp", "dice", "softdice"))
+    # the report: one section per value function
+    from SegSHAPLib.report.page import write_report
+
+    page = write_report([tmp_path / "all"], tmp_path / "report.html", "three values").read_text()
+    assert all(f"units \u2013 {value} value" in page for value in ("tp", "dice", "softdice"))
+
+
+def test_the_scene_carries_every_value_function(cropped_cases, tmp_path):
+    slicer_results = pytest.importorskip("SegSHAPMRML.results")
+    from SegSHAPMRML import scene_io
+
+    run_explain(_request(cropped_cases, tmp_path / "out", value="softdice,tp", budget=8))
+    loaded = slicer_results.load_output_dir(tmp_path / "out")
+    assert loaded.value_functions == ["softdice", "tp"]
+    written = slicer_results.write_scene_from_output(tmp_path / "out", tmp_path / "scene.mrb")
+    nodes = slicer_results.find_run_nodes(scene_io.load_scene(written))
+    assert "attribution" in nodes and "attribution_tp" in nodes and "attribution_softdice" not in nodes
+    assert "softdice +1" in nodes["attribution"].GetName()
+
+
 def test_all_leaves_out_fp_where_it_is_identically_zero(cropped_cases, tmp_path):
     result = run_explain(_request(cropped_cases, tmp_path / "component", score_region="component", budget=8))
     assert result.summary["value_functions"] == ["softdice", "tp", "dice"]
@@ -79,4 +105,17 @@ def test_budget_auto_stops_before_its_cap_and_says_why(cropped_cases, tmp_path, 
     solver = summary["solver"]
     assert solver["stop"] == "converged" and solver["budget_rule"] == "auto" and solver["tolerance"] == 0.05
     assert solver["coalitions"] < 120 and solver["diagnostics"]["converged"] is True
-    assert "stop: converged" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "stop: converged" in printed.out
+    assert "top=softdice: " in printed.err                        # the bar's postfix: the current top units
+
+
+def test_progress_events_carry_the_live_estimate(cropped_cases, tmp_path):
+    events = []
+    result = run_explain(_request(cropped_cases, tmp_path / "live", value="dice,softdice", budget=24),
+                         progress=events.append)
+    live = [e.estimate for e in events if e.estimate is not None]
+    assert len(live) >= 3 and [e["coalitions"] for e in live] == sorted(e["coalitions"] for e in live)
+    json.dumps(live, allow_nan=False)
+    assert list(live[-1]["values"]) == ["dice", "softdice"] and live[-1]["units"] == result.unit_names
+    assert live[-1]["values"]["softdice"]["phi"] == [u["shap"] for u in result.summary["by_value"]["softdice"]["units"]]
