@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from SegSHAPLib.cli.main import main
-from SegSHAPLib.explain.run import ExplainRequest, run_explain
+from SegSHAPLib.explain.request import ExplainRequest
+from SegSHAPLib.explain.run import run_explain
 from SegSHAPLib.io.image_io import read_volume
 
 from conftest import CROPPED_CASES, DEMO_MODEL
@@ -54,9 +55,10 @@ def test_one_run_gives_every_value_with_the_forwards_of_one(cropped_cases, tmp_p
     assert faithfulness["aopc"] == faithfulness["by_value"]["tp"]["aopc"]
     assert all((tmp_path / "all" / f"curves_{value}.png").is_file() for value in ("tp", "dice", "softdice"))
     # the report: one section per value function
+    from SegSHAPLib.explain.folder import ExplanationFolder
     from SegSHAPLib.report.page import write_report
 
-    page = write_report([tmp_path / "all"], tmp_path / "report.html", "three values").read_text()
+    page = write_report([ExplanationFolder(tmp_path / "all")], tmp_path / "report.html", "three values").read_text()
     assert all(f"units \u2013 {value} value" in page for value in ("tp", "dice", "softdice"))
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.cli.predict import add_model_arguments
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.scoring.roi import parse_point
-from SegSHAPLib.scoring.values import ALL
-from SegSHAPLib.shapley.kernelshap import DEFAULT_TOLERANCE
 
-AUTO = "auto"
-AUTO_CAP = 2048
 TOP_UNITS = 3
 
 
@@ -26,33 +23,40 @@ def add_parser(subparsers) -> None:
     roi = parser.add_mutually_exclusive_group(required=True)
     roi.add_argument("--roi-point", help="a point on the component to explain, 'x,y,z' (RAS mm by default)")
     roi.add_argument("--roi-mask", type=Path, help="a binary ROI mask on the CT grid instead of a point")
-    parser.add_argument("--point-space", choices=("ras", "ijk"), default="ras")
+    parser.add_argument("--point-space", choices=options.POINT_SPACES, default=options.POINT_SPACE)
     parser.add_argument("--prediction", type=Path,
                         help="a label map on the CT grid to take the ROI from (default: the model's own prediction)")
-    parser.add_argument("--score-region", default="box", help="component | box (default) | dilated")
-    parser.add_argument("--dilate-mm", type=float, default=6.0, help="dilation for --score-region dilated")
-    parser.add_argument("--units", required=True, help="organs | fcc | hybrid")
+    parser.add_argument("--score-region", default=options.SCORE_REGION,
+                        help=f"{' | '.join(options.SCORE_REGIONS)} (default {options.SCORE_REGION})")
+    parser.add_argument("--dilate-mm", type=float, default=options.DILATE_MM,
+                        help="dilation for --score-region dilated")
+    parser.add_argument("--units", required=True, help=" | ".join(options.UNIT_TYPES))
     parser.add_argument("--organs", type=Path, help="organ label map (TotalSegmentator) on the CT grid")
-    parser.add_argument("--grouping", help="organ grouping: 'default' or a JSON file {group: [glob, ...]}")
-    parser.add_argument("--fcc-scale-mm", type=float, default=30.0, help="FCC cell centre spacing in mm")
-    parser.add_argument("--value", default=ALL,
-                        help="value function(s): tp | fp | dice | softdice, a comma-separated list (the first is "
-                             "shown first), or all (default: every one defined for the scoring region, softdice "
-                             "first; they share every coalition, so this costs no more forwards than one)")
-    parser.add_argument("--budget", type=_budget, default=256,
-                        help="most coalitions to evaluate (default 256), or auto: stop when every unit's standard "
-                             "error is below --tolerance x |v(full) - v(empty)|, or at --cap")
-    parser.add_argument("--cap", type=int, default=AUTO_CAP,
-                        help=f"with --budget auto: most coalitions to evaluate (default {AUTO_CAP})")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help=f"with --budget auto: the standard-error goal relative to |v(full) - v(empty)| "
-                             f"(default {DEFAULT_TOLERANCE})")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mask-value", type=float, default=-1024.0, help="HU given to removed units (air)")
-    parser.add_argument("--batch-size", type=int, default=1,
+    parser.add_argument("--grouping", help=f"organ grouping: '{options.GROUPING_DEFAULT_GROUPS}' or a JSON file "
+                                           "{group: [glob, ...]}")
+    parser.add_argument("--fcc-scale-mm", type=float, default=options.FCC_SCALE_MM,
+                        help="FCC cell centre spacing in mm")
+    parser.add_argument("--value", default=options.VALUE,
+                        help=f"value function(s): {' | '.join(options.VALUE_FUNCTIONS)}, a comma-separated list (the "
+                             f"first is shown first), or {options.ALL_VALUES} (default: every one defined for the "
+                             "scoring region, softdice first; they share every coalition, so this costs no more "
+                             "forwards than one)")
+    parser.add_argument("--budget", type=_budget, default=options.BUDGET,
+                        help=f"most coalitions to evaluate (default {options.BUDGET}), or {options.BUDGET_AUTO}: stop "
+                             "when every unit's standard error is below --tolerance x |v(full) - v(empty)|, or at --cap")
+    parser.add_argument("--cap", type=int, default=options.AUTO_CAP,
+                        help=f"with --budget {options.BUDGET_AUTO}: most coalitions to evaluate (default "
+                             f"{options.AUTO_CAP})")
+    parser.add_argument("--tolerance", type=float, default=options.TOLERANCE,
+                        help=f"with --budget {options.BUDGET_AUTO}: the standard-error goal relative to "
+                             f"|v(full) - v(empty)| (default {options.TOLERANCE})")
+    parser.add_argument("--seed", type=int, default=options.SEED)
+    parser.add_argument("--mask-value", type=float, default=options.MASK_VALUE,
+                        help="HU given to removed units (air)")
+    parser.add_argument("--batch-size", type=int, default=options.BATCH_SIZE,
                         help="network patches per forward (1 reproduces nnU-Net bit for bit)")
-    parser.add_argument("--cache", choices=("memo", "baseline", "none"), default="memo")
-    parser.add_argument("--verify", type=int, default=0, metavar="N",
+    parser.add_argument("--cache", choices=options.CACHE_MODES, default=options.CACHE)
+    parser.add_argument("--verify", type=int, default=options.VERIFY, metavar="N",
                         help="check the baseline and N random coalitions against nnU-Net's own prediction")
     parser.add_argument("--scene", type=Path, help="also write a Slicer scene (.mrb) with every result node")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -61,26 +65,13 @@ def add_parser(subparsers) -> None:
 
 def _budget(text: str):
     """--budget: a whole number or 'auto'."""
-    if text == AUTO:
-        return AUTO
+    if text == options.BUDGET_AUTO:
+        return options.BUDGET_AUTO
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"give a whole number of coalitions or {AUTO}, got {text!r}") from None
-
-
-def request_from_args(args: argparse.Namespace):
-    from SegSHAPLib.explain.run import ExplainRequest
-
-    return ExplainRequest(
-        model=args.model, out=args.out, ct=args.ct, target=args.target,
-        roi_point=parse_point(args.roi_point) if args.roi_point is not None else None,
-        point_space=args.point_space, roi_mask=args.roi_mask, prediction=args.prediction,
-        score_region=args.score_region, dilate_mm=args.dilate_mm, units=args.units, organs=args.organs,
-        fcc_scale_mm=args.fcc_scale_mm, grouping=args.grouping, value=args.value,
-        budget=args.cap if args.budget == AUTO else args.budget,
-        seed=args.seed, mask_value=args.mask_value, batch_size=args.batch_size, device=args.device,
-        cache=args.cache, tta=args.tta, tile_step=args.tile_step, fold=args.fold, verify=args.verify)
+        raise argparse.ArgumentTypeError(f"give a whole number of coalitions or {options.BUDGET_AUTO}, "
+                                         f"got {text!r}") from None
 
 
 def top_units(estimate: dict, count: int = TOP_UNITS) -> str:
@@ -125,17 +116,29 @@ class TqdmProgress:
             self.bar.close()
 
 
+def check_scene_path(scene: Path) -> None:
+    """Refuse a --scene that could not be written, before the run rather than after it."""
+    if not str(scene).lower().endswith(".mrb"):
+        raise InputError(f"--scene {scene}: give a .mrb file name")
+    folder = Path(scene).absolute().parent
+    if scene.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        why = "it is a folder" if scene.is_dir() else f"{folder} is not a writable folder"
+        raise InputError(f"--scene {scene}: cannot be written ({why}); give a .mrb path in a writable folder")
+
+
 def run(args: argparse.Namespace) -> int:
+    from SegSHAPLib.explain.request import ExplainRequest
     from SegSHAPLib.explain.run import run_explain
 
-    request = request_from_args(args)
-    if args.scene is not None and not str(args.scene).lower().endswith(".mrb"):
-        raise InputError(f"--scene {args.scene}: give a .mrb file name")
+    request = ExplainRequest.from_args(args)
+    if args.scene is not None:
+        check_scene_path(args.scene)
     progress = TqdmProgress()
-    if args.budget == AUTO and args.cap < 2:
+    auto = args.budget == options.BUDGET_AUTO
+    if auto and args.cap < 2:
         raise InputError(f"--cap must be at least 2 (the empty and the full coalition), got {args.cap}")
     try:
-        result = run_explain(request, progress=progress, tolerance=args.tolerance if args.budget == AUTO else None)
+        result = run_explain(request, progress=progress, tolerance=args.tolerance if auto else None)
     finally:
         progress.close()
     if args.scene is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -91,20 +90,18 @@ class Explanation:
     prediction: Volume
 
     @classmethod
-    def load(cls, folder: Path) -> list["Explanation"]:
-        """One Explanation per value function of the folder (an older single-value folder: its one)."""
-        folder = Path(folder)
-        summary = json.loads((folder / "summary.json").read_text())
-        faithfulness_path = folder / "faithfulness.json"
-        faithfulness = json.loads(faithfulness_path.read_text()) if faithfulness_path.exists() else None
-        values = summary.get("value_functions") or [str(summary["inputs"].get("value"))]
-        roi, prediction = read_volume(folder / "roi.nii.gz"), read_volume(folder / "prediction.nii.gz")
+    def read(cls, folder) -> list["Explanation"]:
+        """One Explanation per value function of ``folder`` (an ``explain.folder.ExplanationFolder``, passed in: the
+        report sits below the explain layer and never reads an output folder itself; an older single-value folder
+        gives its one)."""
+        summary, faithfulness = folder.finished_summary(), folder.faithfulness()
+        roi, prediction = folder.image("roi"), folder.image("prediction")
         explanations = []
-        for k, value in enumerate(values):
-            own = {**summary, **summary.get("by_value", {}).get(value, {})}
+        for k, value in enumerate(folder.value_functions(summary)):
+            own = {**summary, **folder.value_summary(value, summary)}
             curves = (faithfulness or {}).get("by_value", {}).get(value, faithfulness if k == 0 else None)
-            attribution = folder / (f"attribution_{value}.nii.gz" if k else "attribution.nii.gz")
-            explanations.append(cls(folder, value, own, curves, read_volume(attribution), roi, prediction))
+            attribution = folder.image("attribution") if k == 0 else read_volume(folder.attribution_path(value))
+            explanations.append(cls(folder.path, value, own, curves, attribution, roi, prediction))
         return explanations
 
     @property
@@ -301,12 +298,13 @@ def _footer() -> str:
 
 
 # ------------------------------------------------------------------------------------------- entry point
-def write_report(explanation_dirs: list[Path], out_html: Path, title: str, extra: dict | None = None) -> Path:
-    """Write one self-contained HTML report of the given explain output folders; return its path.
+def write_report(folders: list, out_html: Path, title: str, extra: dict | None = None) -> Path:
+    """Write one self-contained HTML report of the given explain output folders (``ExplanationFolder``s);
+    return its path.
 
     extra: optional key -> value pairs shown in the header (e.g. {"total wall time": "312 s"}).
     """
-    explanations = [e for d in explanation_dirs for e in Explanation.load(Path(d))]
+    explanations = [e for folder in folders for e in Explanation.read(folder)]
     values = [e.value for e in explanations]
     body = _legend(values) + "".join(explanation_section(e) for e in explanations)
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'

@@ -1,4 +1,4 @@
-"""The four value functions of DESIGN.md ("Value functions"), vectorised over a batch of coalitions.
+"""The four value functions of docs/method.md (section 7, "Value functions"), vectorised over a batch of coalitions.
 
 Every value function has the signature ``f(logits, region, baseline_pred, target) -> np.ndarray (n,)``:
 - logits:        float array (n, C, z, y, x): raw network logits (not softmax) for n coalitions on a box,
@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 
 DICE_EPS = 1e-8
@@ -90,8 +91,8 @@ def softdice(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, 
 ValueFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 VALUE_FUNCTIONS: dict[str, ValueFunction] = {"tp": tp, "fp": fp, "dice": dice, "softdice": softdice}
 _ON_REGION = {"tp": _tp, "fp": _fp, "dice": _dice, "softdice": _softdice}
-ALL = "all"
-ALL_ORDER = ("softdice", "tp", "dice", "fp")
+ALL = options.ALL_VALUES
+ALL_ORDER = options.ALL_VALUES_ORDER
 
 
 def value_function(name: str) -> ValueFunction:

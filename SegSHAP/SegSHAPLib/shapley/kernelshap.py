@@ -13,9 +13,11 @@ standard errors are small enough.
   NeurIPS 2017) on a deterministic plan of paired coalitions, the sizes the budget covers enumerated in
   full, the others sampled without replacement with the same number per size (leverage scores, Musco &
   Witter, ICLR 2025) and balanced by herding (shapley.plan), solved as a weighted least-squares
-  problem with the efficiency constraint eliminated exactly (shapley.fit). Measured against
-  shap.KernelExplainer at equal budgets (benchmarks/bench_solver.py) its mean squared error is 0.05-0.57
-  times shap's, 0.21 on average.
+  problem with the efficiency constraint eliminated exactly (shapley.fit) on the pairs' odd part, shrunk
+  towards the equal split when pairs are few and with odd interaction terms when the data support them
+  (shapley.estimator). Measured at equal budgets (benchmarks/bench_solver.py): mean squared error
+  0.008-0.88 times shap.KernelExplainer's in all 72 cells; ahead of the best shapiq 1.8 approximator
+  in 47 of 66 cells, up to 4 times behind it on unanimity games at high budgets (benchmarks/README.md).
 
 The whole plan is fixed by (M, budget, seed) before any value is asked for, so a run interrupted
 through `cancel` resumes from its `store` (protocol in shapley.store) to exactly the same result; and
@@ -30,25 +32,21 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from SegSHAPLib import errors
+from SegSHAPLib import options
+from SegSHAPLib.errors import Cancelled
 from SegSHAPLib.shapley.diagnostics import _convergence as convergence  # the rule summary.json reports
 from SegSHAPLib.shapley.diagnostics import diagnostics
+from SegSHAPLib.shapley.estimator import LINEAR
+from SegSHAPLib.shapley.estimator import estimate as estimate_phi  # `estimate` is kernel_shap_many's callback
 from SegSHAPLib.shapley.fit import exact_shapley, fit
 from SegSHAPLib.shapley.plan import CoalitionPlan, exact_plan, sampled_plan
 from SegSHAPLib.shapley.store import CoalitionStore, coalition_keys
 
-__all__ = ["Cancelled", "CoalitionStore", "KernelShapResult", "LiveEstimate", "coalition_keys", "kernel_shap",
+__all__ = ["CoalitionStore", "KernelShapResult", "LiveEstimate", "coalition_keys", "kernel_shap",
            "kernel_shap_many"]
 
 METHODS = ("auto", "exact", "kernelshap")
-DEFAULT_TOLERANCE = 0.01       # convergence goal of the standard errors, relative to |v(full) - v(empty)|
-
-
-class Cancelled(errors.Cancelled):
-    """Raised between batches when the cancel event is set; the store holds every value evaluated.
-
-    A subclass of the project-wide SegSHAPLib.errors.Cancelled, so callers can catch either.
-    """
+DEFAULT_TOLERANCE = options.TOLERANCE   # convergence goal of the standard errors, relative to |v(full) - v(empty)|
 
 
 class Store(Protocol):
@@ -301,22 +299,29 @@ def _quick_fit(prefix: CoalitionPlan, values: np.ndarray, tolerance: float):
     """(phi (M,), std errors (M,), converged, forecast) of one game on a prefix: the main fit and the
     convergence rule of shapley.diagnostics, without its refits (held-out and half-sample)."""
     delta = float(values[1] - values[0])
-    full = fit(prefix.masks[2:], values[2:] - values[0], delta)
-    scale = abs(delta) if delta != 0.0 else float(np.abs(full.phi).sum())
+    delta = float(values[1] - values[0])
+    chosen = estimate_phi(prefix.masks[2:], values[2:] - values[0], delta, LINEAR if prefix.exact else None)
+    full = fit(prefix.masks[2:], values[2:] - values[0], delta, residual=chosen.row_residual,
+               parameters=chosen.parameters)
+    scale = abs(delta) if delta != 0.0 else float(np.abs(chosen.phi).sum())
     std_error = np.where(np.isfinite(full.std_error), full.std_error, scale)
     converged, forecast = convergence(prefix, std_error, tolerance * scale)
-    return full.phi, np.where(np.isfinite(full.std_error), full.std_error, np.inf), converged, forecast
+    return chosen.phi, np.where(np.isfinite(full.std_error), full.std_error, np.inf), converged, forecast
 
 
 def _results(plan: CoalitionPlan, values: np.ndarray, resumed: int, tolerance: float,
              stop: str) -> list[KernelShapResult]:
-    """One KernelShapResult per column of values (N, V) on the plan (the prefix the run used)."""
+    """One KernelShapResult per column of values (N, V) on the plan (the prefix the run used), each what the
+    one-value solver gives for that game alone (shapley.estimator's choice made per game)."""
     results = []
+    masks = plan.masks[2:]
     for column in values.T:
         delta = float(column[1] - column[0])
-        full = fit(plan.masks[2:], column[2:] - column[0], delta)
-        phi = exact_shapley(plan.masks, column) if plan.exact else full.phi
-        info = diagnostics(plan, column, phi, full, tolerance)
+        gains = column[2:] - column[0]
+        chosen = estimate_phi(masks, gains, delta, LINEAR if plan.exact else None)
+        full = fit(masks, gains, delta, residual=chosen.row_residual, parameters=chosen.parameters)
+        phi = exact_shapley(plan.masks, column) if plan.exact else chosen.phi
+        info = diagnostics(plan, column, phi, full, chosen, tolerance)
         info.update(resumed_coalitions=resumed, method="exact" if plan.exact else "kernelshap", stop=stop,
                     tolerance=tolerance)
         results.append(KernelShapResult(phi0=float(column[0]), phi=phi, coalitions=len(plan.masks),
