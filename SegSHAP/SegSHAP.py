@@ -127,7 +127,7 @@ class SegSHAPParameterNode:
     fccScaleMm: Annotated[float, WithinRange(5.0, 200.0)] = options.FCC_SCALE_MM
     grouping: Annotated[str, Choice(list(options.GROUPING_CHOICES))] = options.GROUPING_CHOICE
     groupingFile: Path
-    value: Annotated[str, Choice(list(options.VALUE_FUNCTIONS))] = options.VALUE
+    value: Annotated[str, Choice(list(options.VALUE_CHOICES))] = options.VALUE
     budget: Annotated[int, WithinRange(options.MIN_BUDGET, 100000)] = options.BUDGET
     seed: Annotated[int, WithinRange(0, 2147483647)] = options.SEED
     device: str = options.PANEL_DEVICE

@@ -41,7 +41,7 @@ def measure(predictor, prediction, units: str, roi: str, mode: str, budget: int,
     before_forwards, before_hits, before_coalitions = (counters.patch_forwards, counters.patch_cache_hits,
                                                        counters.coalitions)
     started = time.perf_counter()
-    result = kernel_shap(context.values, context.n_units, budget, seed=0, batch_size=8)
+    result = kernel_shap(lambda keep: context.values(keep)[:, 0], context.n_units, budget, seed=0, batch_size=8)
     seconds = time.perf_counter() - started
     forwards = counters.patch_forwards - before_forwards
     hits = counters.patch_cache_hits - before_hits

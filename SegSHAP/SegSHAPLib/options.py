@@ -10,6 +10,10 @@ keeps its own combo items; test_options.py checks them against the choices below
 UNIT_TYPES = ("organs", "fcc", "hybrid")
 ORGAN_UNIT_TYPES = ("organs", "hybrid")          # the unit types built from an organ map
 VALUE_FUNCTIONS = ("softdice", "tp", "fp", "dice")
+ALL_VALUES = "all"                               # --value all: every value function, in ALL_VALUES_ORDER
+ALL_VALUES_ORDER = ("softdice", "tp", "dice", "fp")
+VALUE_CHOICES = (ALL_VALUES, *VALUE_FUNCTIONS)      # the panel's and the parameter node's value choices
+BUDGET_AUTO = "auto"                             # --budget auto: run until converged, at most --cap coalitions
 SCORE_REGIONS = ("box", "component", "dilated")
 POINT_SPACES = ("ras", "ijk")
 CACHE_MODES = ("memo", "baseline", "none")
@@ -27,7 +31,7 @@ ORGAN_MAP_DEVICES = ("cpu", "gpu")               # segshap organs (TotalSegmenta
 
 # ------------------------------------------------------------------------------------------------ defaults
 UNITS = "organs"                                 # the fewest units, hence the fastest first explanation
-VALUE = "softdice"
+VALUE = ALL_VALUES                               # one value function, a comma-separated list, or all
 SCORE_REGION = "box"
 POINT_SPACE = "ras"
 TARGET = "1"
@@ -37,6 +41,8 @@ DILATE_MM = 6.0
 FCC_SCALE_MM = 30.0
 BUDGET = 256
 MIN_BUDGET = 8
+AUTO_CAP = 2048                                  # --cap: most coalitions of --budget auto
+TOLERANCE = 0.01                                 # --tolerance: standard-error goal relative to |v(full) - v(empty)|
 SEED = 0
 MASK_VALUE = -1024.0                             # HU given to removed units (air)
 BATCH_SIZE = 1                                   # network patches per forward (1 reproduces nnU-Net bit for bit)

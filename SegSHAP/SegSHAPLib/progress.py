@@ -7,10 +7,16 @@ from dataclasses import dataclass, field
 class ProgressEvent:
     """A progress report: ``stage`` ('prepare', 'coalitions', 'verify', 'write', and the Slicer job's
     'faithfulness'), ``done`` of ``total`` in that stage, a ``message`` for people, and the cost ``counters`` of
-    the coalitions stage (coalitions, patch_forwards, patch_cache_hits, hit_rate, eta_s)."""
+    the coalitions stage (coalitions, patch_forwards, patch_cache_hits, hit_rate, eta_s).
+
+    ``estimate`` (stage 'coalitions', after each solver segment): the current estimate as plain JSON types,
+    ``shapley.kernelshap.LiveEstimate.to_json`` for the requested value functions plus ``"units"`` (the unit
+    names, in phi's order): {"coalitions", "total", "units", "values": {name: {"phi0", "phi", "std_error",
+    "converged", "coalitions_needed_forecast"}}}. None before the first segment."""
 
     stage: str
     done: int
     total: int
     message: str
     counters: dict = field(default_factory=dict)
+    estimate: dict | None = None

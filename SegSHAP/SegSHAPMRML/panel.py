@@ -15,7 +15,7 @@ from SegSHAPLib import options
 log = logging.getLogger(__name__)
 
 UNIT_TYPES = options.UNIT_TYPES
-VALUE_FUNCTIONS = options.VALUE_FUNCTIONS
+VALUE_FUNCTIONS = options.VALUE_CHOICES          # "all" (every value function, the first shown) or one
 SCORE_REGIONS = options.SCORE_REGIONS
 ORGAN_UNIT_TYPES = options.ORGAN_UNIT_TYPES
 GROUPING_FROM_FILE = options.GROUPING_FROM_FILE

@@ -12,6 +12,9 @@ roi                 label map of the ROI (1 = the explained component)
 units               label map of the units; ``units_colors`` names every entry after its unit
 attribution         float volume, phi of each voxel's unit; ``attribution_colors`` = the diverging table,
                     symmetric window, shown as foreground over the CT, legend in description/attributes
+                    (the first value function's, when the explanation has several)
+attribution_<value> float volume per further value function of the explanation (summary.json's
+                    value_functions after the first), displayed like ``attribution`` but not shown
 units_table         vtkMRMLTableNode, units ranked by phi
 curves_table,       MoRF/LeRF/random curves (table), chart, one plot series per curve (when faithfulness given)
 chart, series_*
@@ -57,6 +60,11 @@ def load_output_dir(out_dir: str | os.PathLike, *, ct_path: str | os.PathLike | 
     return ExplanationFolder(out_dir).load(ct_path)
 
 
+def first_value(result) -> str:
+    """The value function shown first: summary.json's value_functions[0] (inputs.value in older folders)."""
+    return ExplanationFolder(result.out).value_functions(result.summary)[0]
+
+
 # ------------------------------------------------------------------------------------------ naming and records
 def roi_ijk(result) -> tuple[int, int, int]:
     """The ROI's (i, j, k): summary's roi.point_ijk (the clicked voxel) when present, else the voxel of the ROI
@@ -72,10 +80,12 @@ def roi_ijk(result) -> tuple[int, int, int]:
 
 
 def run_name(result) -> str:
-    """'SegSHAP hybrid softdice @ ROI (i,j,k)'."""
+    """'SegSHAP hybrid softdice @ ROI (i,j,k)' (the value function shown first, '+2' when there are 2 more)."""
     inputs = result.summary.get("inputs", {})
     i, j, k = roi_ijk(result)
-    return f"SegSHAP {inputs.get('units', '?')} {inputs.get('value', '?')} @ ROI ({i},{j},{k})"
+    more = len(result.summary.get("value_functions") or [None]) - 1
+    value = first_value(result) + (f" +{more}" if more else "")
+    return f"SegSHAP {inputs.get('units', '?')} {value} @ ROI ({i},{j},{k})"
 
 
 def versions(extra: dict | None = None, summary: dict | None = None) -> dict[str, str]:
@@ -112,7 +122,8 @@ def run_record(result, faithfulness: dict | None = None, extra_versions: dict | 
     inference = summary.get("inference", {})
     roi = summary.get("roi", {})
     record = {
-        "Model": inputs.get("model"), "Units": inputs.get("units"), "Value": inputs.get("value"),
+        "Model": inputs.get("model"), "Units": inputs.get("units"), "Value": first_value(result),
+        "ValueFunctions": summary.get("value_functions") or [first_value(result)], "SolverStop": solver.get("stop"),
         "Target": roi.get("target", inputs.get("target")), "ScoreRegion": inputs.get("score_region"),
         "Budget": inputs.get("budget"), "Seed": inputs.get("seed"), "MaskValue": inputs.get("mask_value"),
         "Device": inputs.get("device"), "Cache": inputs.get("cache"), "TTA": inputs.get("tta"),
@@ -251,6 +262,14 @@ def results_to_scene(scene, result, faithfulness: dict | None = None, ct_node=No
     attribution_node.SetNodeReferenceID(BACKGROUND_REFERENCE, ct_node.GetID())
     nodes["attribution"] = attribution_node
     nodes["attribution_colors"] = attribution_display.GetColorNode()
+    for value, answer in list((getattr(result, "by_value", None) or {}).items())[1:]:
+        node = _on_ct_grid(scene, answer.attribution.with_array(np.asarray(answer.attribution.array, np.float32)),
+                           ct_node, ct_matrix, f"{run_label} attribution ({value})", labelmap=False)
+        show_max = float(np.max(np.abs(answer.phi))) if answer.phi.size else 0.0
+        display.show_attribution(scene, node, max_abs=show_max, background_node=ct_node,
+                                 color_node=nodes["attribution_colors"])
+        node.SetNodeReferenceID(BACKGROUND_REFERENCE, ct_node.GetID())
+        nodes[f"attribution_{value}"] = node
     attribution_node.SetAttribute("SegSHAP.SummaryJSON", json.dumps(result.summary))
 
     voxels = np.bincount(unit_labels.ravel(), minlength=len(result.unit_names) + 1)[1:len(result.unit_names) + 1]
@@ -340,7 +359,8 @@ def check_run(scene, run_id: str | None = None, *, expect_faithfulness: bool | N
         needed += list(ROLES_FAITHFULNESS)
     problems += [f"missing node: {role}" for role in needed if role not in nodes]
     ct = nodes.get("ct")
-    for role in ("roi", "units", "attribution", "prediction"):
+    value_maps = [role for role in nodes if role.startswith("attribution_") and role != "attribution_colors"]
+    for role in ["roi", "units", "attribution", "prediction"] + value_maps:
         node = nodes.get(role)
         if node is None or not node.IsA("vtkMRMLVolumeNode"):
             continue
@@ -444,6 +464,6 @@ def verify_saved_scene(path: str | os.PathLike) -> list[str]:
     return [f"run {rid}: {p}" for rid in ids for p in check_run(scene, rid)]
 
 
-__all__ = ["ExplanationOutputs", "load_output_dir", "roi_ijk", "run_name", "versions",
+__all__ = ["ExplanationOutputs", "load_output_dir", "first_value", "roi_ijk", "run_name", "versions",
            "run_record", "model_class_names", "results_to_scene", "find_run_nodes", "run_ids", "check_run",
            "scene_for_output_dir", "write_scene_from_output", "verify_saved_scene"]

@@ -8,12 +8,13 @@ Layout under the panel's base folder (Slicer's temporary folder / SegSHAP):
 
 The journal spec records the input files' paths, and those paths name the content, so two runs have the same
 spec exactly when their inputs (CT, organ map and names, ROI, prediction, grouping file) and settings are the
-same; budget and seed are not part of it. ``plan_run`` applies this rule:
+same; budget, seed and value function are not part of it (the journal holds every value function).
+``plan_run`` applies this rule:
 
-1. a finished run with the same spec, budget and seed is shown again: nothing is recomputed;
+1. a finished run with the same spec, budget, seed and value function(s) is shown again: nothing is recomputed;
 2. else the unfinished run with the same spec and at least one journaled coalition (cancelled, crashed or
    failed), the most recently journaled one, is resumed in its own folder, whatever its budget or seed;
-3. else a new run folder; if a finished run with the same spec exists (another budget or seed), its journal is
+3. else a new run folder; if a finished run with the same spec exists (another budget, seed or value), its journal is
    copied in first, so no coalition it computed is computed again.
 """
 
@@ -72,7 +73,8 @@ def plan_run(base, request, inputs) -> RunPlan:
     finished = [out for out in matching if ExplanationFolder(out).finished()]
     for out in finished:
         inputs = ExplanationFolder(out).summary().get("inputs", {})
-        if (inputs.get("budget"), inputs.get("seed")) == (request.budget, request.seed):
+        if (inputs.get("budget"), inputs.get("seed"), inputs.get("value")) == (request.budget, request.seed,
+                                                                             request.value):
             return RunPlan("show", dataclasses.replace(request, out=out), inputs_dir)
     unfinished = [out for out in matching if out not in finished and journaled_coalitions(out)]
     if unfinished:

@@ -59,6 +59,10 @@ EARLY = [
     ({"--units": "fcc", "--fcc-scale-mm": "0"}, "must be > 0"),
     ({"--budget": "1"}, "at least 2"),
     ({"--value": "fp", "--score-region": "component"}, "identically 0"),
+    ({"--value": "softdice,fp", "--score-region": "component"}, "identically 0"),
+    ({"--value": "tp,tp"}, "twice"),
+    ({"--budget": "auto", "--tolerance": "0"}, "--tolerance must be > 0"),
+    ({"--budget": "auto", "--cap": "1"}, "--cap must be at least 2"),
 ]
 # Refused once the full sample CT, its prediction or the model are read: the slow tier.
 LATE = [
@@ -107,8 +111,8 @@ def test_an_existing_folder_of_another_command_or_request_is_never_overwritten(t
     assert main(_argv(files, out, **{"--budget": "4"})) == 0
     capsys.readouterr()                                    # drop the successful run's progress output
     before = (out / "summary.json").read_text()
-    code, err = _run(capsys, _argv(files, out, **{"--value": "tp"}))
-    assert code == 2 and "different request" in err[0] and "value" in err[0]
+    code, err = _run(capsys, _argv(files, out, **{"--mask-value": "-500"}))
+    assert code == 2 and "different request" in err[0] and "mask_value" in err[0]
     assert (out / "summary.json").read_text() == before
     assert json.loads(before)["inputs"]["value"] == "softdice"
 

@@ -38,12 +38,12 @@ def good_row(case_id: str = "case1", units: str = "organs;hybrid", values: str =
 
 def test_rows_cross_units_and_values_with_paths_relative_to_the_manifest(folder):
     tasks = read_manifest(write(folder, good_row("a"), good_row("b", "fcc", "fp")), folder / "out")
-    assert [t.task_id for t in tasks] == [
-        "a__organs__softdice", "a__organs__dice", "a__organs__tp", "a__hybrid__softdice", "a__hybrid__dice",
-        "a__hybrid__tp", "b__fcc__fp"]
+    assert [t.task_id for t in tasks] == ["a__organs", "a__hybrid", "b__fcc"]     # one per case x units
+    assert [t.values for t in tasks] == [["softdice", "dice", "tp"]] * 2 + [["fp"]]
     first = tasks[0].request
+    assert first.value == "softdice,dice,tp" and tasks[2].request.value == "fp"
     assert first.ct == folder / "ct.nii.gz" and first.organs == folder / "organs.nii.gz"
-    assert first.out == folder / "out" / "explanations" / "a__organs__softdice"
+    assert first.out == folder / "out" / "explanations" / "a__organs"
     assert first.roi_point == (-7.0, 236.3, 139.3) and first.budget == 64 and first.seed == 3
     assert first.score_region == "box" and first.batch_size == 1          # empty cell -> explain's default
 
@@ -95,10 +95,10 @@ def test_every_problem_is_reported_at_once(folder):
 
 
 def test_parts_partition_the_study(folder):
-    tasks = read_manifest(write(folder, good_row("a"), good_row("b")), folder / "out")
+    tasks = read_manifest(write(folder, good_row("a"), good_row("b"), good_row("c")), folder / "out")
     parts = [select_part(tasks, k, 3) for k in range(3)]
     assert sorted(t.task_id for part in parts for t in part) == sorted(t.task_id for t in tasks)
-    assert all(parts) and len({len(p) for p in parts}) == 1                 # 12 tasks -> 4, 4, 4
+    assert all(parts) and len({len(p) for p in parts}) == 1                 # 6 tasks -> 2, 2, 2
     with pytest.raises(InputError, match="part-id"):
         select_part(tasks, 3, 3)
 
@@ -141,8 +141,8 @@ def test_dry_run_lists_this_part_and_writes_nothing(folder, capsys):
     assert main(["cohort", "run", str(manifest), "--out", str(folder / "o"), "--dry-run", "--part-id", "1",
                  "--num-parts", "2"]) == 0
     out = capsys.readouterr().out
-    assert "6 explanations (part 1 of 2): 6 to run, 0 done, 0 refused" in out
-    assert "a__organs__dice" in out and "a__organs__softdice" not in out
+    assert "2 explanations (part 1 of 2): 2 to run, 0 done, 0 refused" in out
+    assert "a__hybrid" in out and "b__hybrid" in out and "a__organs" not in out
     assert not (folder / "o").exists()
 
 

@@ -33,7 +33,7 @@ from SegSHAPLib.report.statistics import bootstrap_mean_interval, paired_wilcoxo
 from conftest import CROPPED_CASES, DEMO_MODEL
 
 HEADER = "case_id,ct,model,target,roi_point,point_space,organs,units,values,budget,seed,batch_size,fcc_scale_mm,evaluate\n"
-INTERRUPTED = "liver_fp__organs__softdice"
+INTERRUPTED = "liver_fp__organs"
 
 
 def manifest_text() -> str:
@@ -90,15 +90,15 @@ def faithfulness_of(out: Path) -> dict[str, dict]:
 @pytest.mark.slow
 def test_manifest_column_evaluates_its_cases_only(study):
     assert study["first_code"] == 0
-    assert study["evaluated_first"] == ["spleen__fcc__softdice", "spleen__organs__softdice"]
+    assert study["evaluated_first"] == ["spleen__fcc", "spleen__organs"]
 
 
 @pytest.mark.slow
 def test_interrupted_evaluation_resumes_and_status_shows_the_evaluation(evaluated_study):
     out = evaluated_study["out"]
     dry = evaluated_study["dry_run"]
-    assert dry["spleen__organs__softdice"] == "done, skipped"
-    assert dry[INTERRUPTED] == dry["liver_fp__fcc__softdice"] == "evaluate: explained; faithfulness to evaluate"
+    assert dry["spleen__organs"] == "done, skipped"
+    assert dry[INTERRUPTED] == dry["liver_fp__fcc"] == "evaluate: explained; faithfulness to evaluate"
     assert evaluated_study["evaluate_code"] == 0
     _, missing_then = evaluated_study["interrupted_report"]
     resumed = faithfulness_of(out)[INTERRUPTED]["evaluation"]
@@ -129,7 +129,8 @@ def test_table_equals_the_folders_faithfulness(evaluated_study):
     folders = faithfulness_of(out)
     assert len(rows) == 2 * len(METRICS)                  # organs, fcc x one value function
     for row in rows:
-        values = [f[row["metric"]] for task, f in folders.items() if task.split("__")[1:] == [row["units"], row["value"]]]
+        values = [f["by_value"][row["value"]][row["metric"]] for task, f in folders.items()
+                  if task.split("__")[1] == row["units"]]
         assert int(row["n"]) == len(values) == 2
         assert float(row["mean"]) == pytest.approx(np.mean(values), rel=1e-12, abs=1e-15)
         assert float(row["ci_low"]) <= float(row["mean"]) <= float(row["ci_high"])
@@ -152,7 +153,7 @@ def test_report_writes_its_tables_and_needs_nothing_outside_itself(evaluated_stu
     assert "too few pairs" in paired[0]["note"]
     with open(out / "cost.csv", newline="") as handle:
         cost = {r["units"]: r for r in csv.DictReader(handle)}
-    summaries = [json.loads(p.read_text()) for p in (out / "explanations").glob("*__organs__*/summary.json")]
+    summaries = [json.loads(p.read_text()) for p in (out / "explanations").glob("*__organs/summary.json")]
     assert int(cost["organs"]["patch_forwards"]) == sum(s["inference"]["patch_forwards"] for s in summaries)
     assert int(cost["organs"]["coalitions"]) == sum(s["solver"]["coalitions"] for s in summaries)
 
@@ -162,7 +163,7 @@ def test_without_roi_units_and_region_coverage_are_what_the_method_says(evaluate
     """The ROI-excluded curves are the journaled values of removal coalitions that never remove a unit touching
     the ROI; the coverage is the share of the scoring region (the ROI's bounding box, explain's default) inside
     the units removed by the first MoRF step."""
-    folder = evaluated_study["out"] / "explanations" / "spleen__fcc__softdice"
+    folder = evaluated_study["out"] / "explanations" / "spleen__fcc"
     result = json.loads((folder / "faithfulness.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())
     phi = np.array([u["shap"] for u in summary["units"]])
@@ -177,7 +178,9 @@ def test_without_roi_units_and_region_coverage_are_what_the_method_says(evaluate
     assert 0 < touching.sum() < len(phi), "the check needs units on both sides of the ROI"
     plan = curve_plan(phi, DEFAULT_STEPS, summary["solver"]["seed"], always_kept=touching)
     assert plan.rows[:, touching].all()
-    values, known = CoalitionJournal(folder, len(phi)).lookup(plan.rows)
+    with CoalitionJournal(folder, len(phi), ["softdice"]) as journal:
+        values, known = journal.lookup(plan.rows)
+    values = values[:, 0]
     assert known.all()
     without = result["without_roi_units"]
     steps = without["steps"]

@@ -56,3 +56,23 @@ def test_a_finished_folder_answers_only_its_own_request(written):
     assert folder.answers(request)
     assert not folder.answers(dataclasses.replace(request, seed=99))
     assert not folder.answers(dataclasses.replace(request, units="fcc"))
+    assert not folder.answers(dataclasses.replace(request, value="tp"))          # the value functions asked for
+    cancelled = {**summary, "inputs": request.resolved_inputs(), "solver": {**summary["solver"], "stop": "cancelled"}}
+    (out / SUMMARY_FILE).write_text(json.dumps(cancelled))
+    assert not folder.answers(request)                                            # ended early: a rerun resumes
+
+
+def test_each_value_function_reads_back_and_an_older_folder_is_its_one(written):
+    out, result = written
+    folder = ExplanationFolder(out)
+    summary = folder.summary()
+    older = {key: value for key, value in summary.items() if key not in ("value_functions", "by_value")}
+    names = folder.value_functions(older)
+    assert names == [older["inputs"]["value"]] and folder.value_summary(names[0], older)["units"] == older["units"]
+    with pytest.raises(InputError, match="holds no explanation of value function 'nothing'"):
+        folder.value_summary("nothing", older)
+    (out / SUMMARY_FILE).write_text(json.dumps({**summary, "value_functions": [names[0], "tp"],
+                                                "by_value": {names[0]: older, "tp": older}}))
+    with pytest.raises(InputError, match="missing attribution_tp.nii.gz"):       # every value's map is needed
+        folder.load()
+    assert folder.attribution_path("tp") == out / "attribution_tp.nii.gz"

@@ -209,10 +209,11 @@ def test_a_state_dict_mismatch_is_reported_whole_on_one_line():
 @pytest.mark.slow
 def test_a_file_size_limit_ends_in_one_line_and_the_rerun_finishes_from_the_journal(cropped_cases, reference,
                                                                                       tmp_path):
-    """Under `ulimit -f 2` (2 KiB: the journal fits, attribution.nii.gz does not) explain stops at the first
-    image with exit 1 and one line; no partial image or summary is left; the rerun computes nothing again."""
+    """Under `ulimit -f 4` (4 KiB: the journal of every value function fits, about 2.4 KiB; attribution.nii.gz,
+    about 5.3 KiB, does not) explain stops at the first image with exit 1 and one line; no partial image or
+    summary is left; the rerun computes nothing again."""
     out = tmp_path / "out"
-    process = segshap_process(explain_argv(cropped_cases, out), limit_kb=2)
+    process = segshap_process(explain_argv(cropped_cases, out), limit_kb=4)
     _, stderr = process.communicate(timeout=600)
     lines = error_lines(stderr)
     assert process.returncode == 1 and "Traceback" not in stderr, stderr
@@ -313,10 +314,10 @@ def test_a_poisoned_journal_is_skipped_counted_and_quarantined_never_trusted(cro
     digest = spec_digest(read_spec(out))
     journal = out / JOURNAL_FILE
     first_key = journal.read_text().split("\t", 1)[0]
-    poison = [journal_line(first_key, 0.5, digest),                       # conflicts with the first line
-              journal_line("ffff00", 0.25, "0123456789abcdef"),           # another request's line
-              journal_line("aaaa00", float("nan"), digest),               # a NaN value
-              journal_line("bbbb00", 0.125, digest).replace("0.125", "0.126")]     # checksum no longer matches
+    poison = [journal_line(first_key, {"softdice": 0.5}, digest),                  # conflicts with the first line
+              journal_line("ffff00", {"softdice": 0.25}, "0123456789abcdef"),      # another request's line
+              journal_line("aaaa00", {"softdice": float("nan")}, digest),          # a NaN value
+              journal_line("bbbb00", {"softdice": 0.125}, digest).replace("0.125", "0.126")]  # checksum no longer matches
     with open(journal, "a") as handle:
         handle.write("".join(poison))
     result = run_explain(explain_request(cropped_cases, out))
@@ -343,7 +344,7 @@ def test_a_journal_written_before_checksums_still_resumes(cropped_cases, referen
 def test_a_second_process_on_the_same_folder_refuses_at_once(cropped_cases, reference, tmp_path, capsys):
     out = tmp_path / "out"
     copy_journal(reference, out)
-    with CoalitionJournal(out, len(phi_of(reference))):                   # holds the folder's lock
+    with CoalitionJournal(out, len(phi_of(reference)), ["softdice"]):                   # holds the folder's lock
         code, err = run_cli(capsys, explain_argv(cropped_cases, out))
     assert code == 2 and len(err) == 1 and "is in use by another segshap process" in err[0], err
     assert journaled_coalitions(out) == BUDGET
@@ -398,7 +399,7 @@ def test_sigterm_stops_a_cohort_run_and_its_worker(cropped_cases, tmp_path):
                         f'spleen,{cropped_cases / "spleen_ct.nii.gz"},{DEMO_MODEL},spleen,"{SPLEEN_POINT}",'
                         f'{SPLEEN_SPACE},{cropped_cases / "spleen_organs.nii.gz"},organs,softdice,64\n')
     out = tmp_path / "study"
-    task = "spleen__organs__softdice"
+    task = "spleen__organs"
     process = segshap_process(["cohort", "run", manifest, "--out", out])
     journaled = wait_for_lines(out / "explanations" / task / JOURNAL_FILE, 8, process)
     worker = json.loads((out / "status" / f"{task}.json").read_text())["pid"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from SegSHAPLib.errors import Cancelled
-from SegSHAPLib.shapley.kernelshap import CoalitionStore, coalition_keys, kernel_shap
+from SegSHAPLib.shapley.kernelshap import CoalitionStore, coalition_keys, kernel_shap, kernel_shap_many
 
 
 # --- games and reference Shapley values -----------------------------------------------------------
@@ -430,6 +430,83 @@ def test_store_round_trip_and_width_check():
         store.lookup(np.zeros((1, 4), dtype=bool))
 
 
+# --- several value functions, live estimates, the stop rule ----------------------------------------
+
+def three_games(n: int):
+    """value_fn (n, 3) of a sigmoid, a table and an additive game, and the three single games."""
+    games = [sigmoid_game(n, 1), table_game(n, 2), additive_game(n, 3)[0]]
+    return (lambda Z: np.stack([game(Z) for game in games], axis=1)), games
+
+
+@pytest.mark.parametrize("n,budget", [(6, 64), (11, 150), (20, 300)])
+def test_several_games_share_coalitions_and_equal_their_single_runs(n, budget):
+    many, games = three_games(n)
+    recorder = Recorder(many)
+    results = kernel_shap_many(recorder, n_features=n, budget=budget, seed=4, batch_size=16)
+    assert len(recorder.rows) == results[0].coalitions                 # each coalition asked once for all
+    for game, result in zip(games, results):
+        single = kernel_shap(game, n_features=n, budget=budget, seed=4, batch_size=16)
+        np.testing.assert_allclose(result.phi, single.phi, rtol=0, atol=1e-12)
+        assert result.phi0 == single.phi0 and result.diagnostics == single.diagnostics
+
+
+def test_live_estimates_after_every_batch_end_with_the_result():
+    many, _ = three_games(12)
+    seen = []
+    results = kernel_shap_many(many, n_features=12, budget=200, seed=1, batch_size=24, estimate=seen.append)
+    assert [e.coalitions for e in seen] == [24, 48, 72, 96, 120, 144, 168, 192, 200]
+    for estimate in seen:
+        assert estimate.phi.shape == estimate.std_error.shape == (3, 12) and estimate.total == 200
+        json.dumps(estimate.to_json(["a", "b", "c"]), allow_nan=False)
+    assert np.isfinite(seen[-2].std_error).all()
+    first = kernel_shap_many(many, n_features=12, budget=24, seed=1)        # 11 pairs < 12 units: the shrunk
+    np.testing.assert_allclose(seen[0].std_error, [[np.inf if e is None else e               # estimator's errors,
+                                                    for e in r.diagnostics["phi_std_error"]]  # as a fresh run's
+                                                   for r in first], rtol=0, atol=1e-12)
+    for k, result in enumerate(results):
+        np.testing.assert_array_equal(seen[-1].phi[k], result.phi)
+        assert seen[-1].converged[k] == result.diagnostics["converged"]
+    mid = kernel_shap_many(many, n_features=12, budget=96, seed=1)
+    np.testing.assert_allclose(seen[3].phi, np.array([r.phi for r in mid]), rtol=0, atol=1e-12)
+
+
+def test_run_until_converged_stops_before_the_cap_like_a_fresh_run_of_that_size():
+    game = sigmoid_game(10, 3)
+    recorder = Recorder(game)
+    result = kernel_shap(recorder, n_features=10, budget=1000, seed=2, batch_size=32, until_converged=True,
+                         tolerance=0.05)
+    info = result.diagnostics
+    assert info["stop"] == "converged" and info["converged"] is True
+    assert result.coalitions < 1000 and result.coalitions % 32 == 0 and len(recorder.rows) == result.coalitions
+    fresh = kernel_shap(game, n_features=10, budget=result.coalitions, seed=2, tolerance=0.05)
+    np.testing.assert_array_equal(result.phi, fresh.phi)
+    assert fresh.diagnostics["stop"] == "budget"
+    capped = kernel_shap(game, n_features=10, budget=1000, seed=2, batch_size=32, until_converged=True,
+                         tolerance=1e-9)
+    assert capped.diagnostics["stop"] == "budget" and capped.coalitions == 1000
+
+
+def test_the_stop_rule_watches_only_the_chosen_games():
+    many, _ = three_games(10)       # the table game never converges at 5% by 600 coalitions
+    watched = kernel_shap_many(many, n_features=10, budget=600, seed=2, batch_size=32, until_converged=True,
+                               converge_on=[2], tolerance=0.05)
+    assert watched[0].diagnostics["stop"] == "converged" and watched[0].coalitions < 600
+    everything = kernel_shap_many(many, n_features=10, budget=600, seed=2, batch_size=32, until_converged=True,
+                                  tolerance=0.05)
+    assert everything[0].coalitions > watched[0].coalitions
+
+
+def test_finish_ends_with_the_estimate_so_far_and_says_so():
+    game, finish = sigmoid_game(9, 0), threading.Event()
+    result = kernel_shap(game, n_features=9, budget=300, seed=0, batch_size=20, finish=finish,
+                         progress=lambda done, total: finish.set() if done >= 60 else None)
+    assert result.diagnostics["stop"] == "cancelled" and result.coalitions == 60
+    np.testing.assert_array_equal(result.phi, kernel_shap(game, n_features=9, budget=60, seed=0).phi)
+    finish.set()
+    with pytest.raises(Cancelled):
+        kernel_shap(game, n_features=9, budget=300, finish=finish)
+
+
 # --- imports --------------------------------------------------------------------------------------
 
 def test_import_pulls_in_no_heavy_or_slicer_modules():
@@ -437,3 +514,30 @@ def test_import_pulls_in_no_heavy_or_slicer_modules():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'nnunetv2', 'slicer'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- nested plans ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [2, 5, 8, 12, 24])
+def test_plans_are_nested_across_budgets_and_the_exact_plan(n):
+    from SegSHAPLib.shapley.plan import exact_plan, sampled_plan
+
+    largest = sampled_plan(n, 1500, np.random.default_rng(7)).masks
+    for budget in (2, 3, 9, 64, 129, 700):
+        prefix = sampled_plan(n, budget, np.random.default_rng(7)).masks
+        assert len(prefix) <= budget and (largest[:len(prefix)] == prefix).all()
+    if n <= 12:
+        everything = exact_plan(n, np.random.default_rng(7)).masks
+        assert len(set(coalition_keys(everything))) == 1 << n
+        assert (everything[:len(largest)] == largest[:len(everything)]).all()
+
+
+def test_a_larger_budget_reuses_every_coalition_of_a_smaller_one():
+    recorder, store = Recorder(sigmoid_game(14, 2)), CoalitionStore()
+    kernel_shap(recorder, n_features=14, budget=128, seed=3, store=store)
+    first = len(recorder.rows)
+    grown = kernel_shap(recorder, n_features=14, budget=256, seed=3, store=store)
+    assert first == 128 and len(recorder.rows) - first == 128
+    assert grown.diagnostics["resumed_coalitions"] == 128
+    fresh = kernel_shap(sigmoid_game(14, 2), n_features=14, budget=256, seed=3)
+    np.testing.assert_array_equal(grown.phi, fresh.phi)

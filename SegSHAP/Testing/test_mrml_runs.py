@@ -28,7 +28,7 @@ COALITIONS = np.array([[int(b) for b in f"{i:04b}"] for i in range(16)], dtype=b
 
 def _request(**changes) -> ExplainRequest:
     fields = dict(model=Path("model"), out=Path("ignored"), target="spleen", roi_point=(1.0, 2.0, 3.0),
-                  units="organs", budget=32, seed=0)
+                  units="organs", value="softdice", budget=32, seed=0)
     return ExplainRequest(**{**fields, **changes})
 
 
@@ -44,7 +44,8 @@ def _as_run_explain_leaves_it(plan: runs.RunPlan, inputs: CaseInputs, journaled:
     out.mkdir(parents=True, exist_ok=True)
     request = dataclasses.replace(plan.request, **inputs.files(plan.request, plan.inputs_dir))
     (out / SPEC_FILE).write_text(json.dumps(request.journal_spec()))
-    CoalitionJournal(out, N_UNITS).record(COALITIONS[:journaled], np.arange(journaled, dtype=float))
+    CoalitionJournal(out, N_UNITS, ["softdice"]).record(COALITIONS[:journaled],
+                                                     np.arange(journaled, dtype=float)[:, None])
     if finished:
         write_synthetic_output(out, with_ct_file=False, seed=plan.request.seed)   # summary: budget 32
     return out
@@ -78,7 +79,7 @@ def test_other_inputs_start_a_new_folder(tmp_path, change):
     if change == "ct":
         inputs = _inputs(ct_value=1)                                           # same geometry, other voxels
     elif change == "setting":
-        request = _request(grouping=str(grouping), value="tp")
+        request = _request(grouping=str(grouping), mask_value=-500.0)
     else:
         grouping.write_text('{"none": []}')                                   # same path, other content
     again = runs.plan_run(tmp_path, request, inputs)
@@ -146,3 +147,11 @@ def test_inputs_digest_sees_voxels_geometry_names_and_grouping_content(tmp_path)
     grouping = tmp_path / "g.json"
     grouping.write_text("{}")
     assert _inputs().digest(grouping) != base
+
+
+def test_another_value_function_after_a_finished_run_reuses_every_coalition(tmp_path):
+    """The journal holds every value function, so switching the value function recomputes nothing."""
+    first = runs.plan_run(tmp_path, _request(), _inputs())
+    _as_run_explain_leaves_it(first, _inputs(), journaled=16, finished=True)
+    other = runs.plan_run(tmp_path, _request(value="tp"), _inputs())
+    assert other.action == "new" and other.source == first.folder and other.journaled == 16

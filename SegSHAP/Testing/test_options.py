@@ -114,14 +114,14 @@ def _combo_items(parameter: str) -> list[str]:
     raise AssertionError(f"no QComboBox bound to {parameter} in {UI_FILE.name}")
 
 
-@pytest.mark.parametrize("parameter, choices", [("units", options.UNIT_TYPES), ("value", options.VALUE_FUNCTIONS),
+@pytest.mark.parametrize("parameter, choices", [("units", options.UNIT_TYPES), ("value", options.VALUE_CHOICES),
                                                 ("scoreRegion", options.SCORE_REGIONS),
                                                 ("grouping", options.GROUPING_CHOICES)])
 def test_ui_combo_items_are_the_options_choices(parameter, choices):
     assert _combo_items(parameter) == list(choices)
 
 
-CHOICES = {"units": options.UNIT_TYPES, "value": options.VALUE_FUNCTIONS, "scoreRegion": options.SCORE_REGIONS,
+CHOICES = {"units": options.UNIT_TYPES, "value": options.VALUE_CHOICES, "scoreRegion": options.SCORE_REGIONS,
            "grouping": options.GROUPING_CHOICES, "roiMode": options.ROI_MODES}
 
 

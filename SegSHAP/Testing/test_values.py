@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.scoring.values import DICE_EPS, VALUE_FUNCTIONS, dice, fp, softdice, tp, value_function
+from SegSHAPLib.scoring.values import (DICE_EPS, VALUE_FUNCTIONS, dice, fp, requested_values, softdice, tp,
+                                        value_function, value_table)
 
 # Box of shape (z, y, x) = (1, 1, 4): voxels v0..v3. Target class t = 1, C = 2 classes.
 #   region R      = [1, 1, 1, 0]           -> |R| = 3
@@ -109,3 +110,28 @@ def test_shape_checks():
         tp(LOGITS, REGION, BASELINE, 2)
     with pytest.raises(ValueError, match="empty"):
         tp(LOGITS, np.zeros_like(REGION), BASELINE, TARGET)
+
+
+def test_a_table_of_several_equals_each_function_alone():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(6, 3, 2, 3, 4)).astype(np.float32)
+    region, baseline = rng.random((2, 3, 4)) < 0.7, rng.random((2, 3, 4)) < 0.5
+    names = ["softdice", "fp", "tp", "dice"]
+    table = value_table(names, logits, region, baseline, 1)
+    assert table.shape == (6, 4) and table.dtype == np.float64
+    for k, name in enumerate(names):
+        np.testing.assert_array_equal(table[:, k], VALUE_FUNCTIONS[name](logits, region, baseline, 1))
+    with pytest.raises(InputError, match="not one of"):
+        value_table(["tp", "iou"], logits, region, baseline, 1)
+
+
+@pytest.mark.parametrize("text,names", [("all", ["softdice", "tp", "dice", "fp"]), ("fp", ["fp"]),
+                                        ("dice, tp", ["dice", "tp"])])
+def test_value_flag_takes_one_name_a_list_or_all(text, names):
+    assert requested_values(text) == names
+
+
+@pytest.mark.parametrize("text,message", [("tp,tp", "twice"), ("tp,", "comma-separated"), ("iou", "not one of")])
+def test_value_flag_refuses_repeats_blanks_and_unknown_names(text, message):
+    with pytest.raises(InputError, match=message):
+        requested_values(text)

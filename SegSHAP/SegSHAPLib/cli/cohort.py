@@ -13,9 +13,9 @@ from SegSHAPLib.errors import InputError
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "cohort", help="run, watch and tabulate a study of many explanations (a manifest of cases)",
-        description="A study: every case of a CSV manifest crossed with its unit types and value functions, one "
-                    "`segshap explain` output folder each under OUT/explanations/. Rerunning resumes; finished "
-                    "explanations are skipped.")
+        description="A study: every case of a CSV manifest crossed with its unit types, one `segshap explain` "
+                    "output folder each under OUT/explanations/ (<case>__<units>) answering all the row's value "
+                    "functions from the same coalitions. Rerunning resumes; finished explanations are skipped.")
     commands = parser.add_subparsers(dest="cohort_command", required=True, metavar="run|status|gather|report")
 
     run = commands.add_parser("run", help="run (or resume) every explanation of a manifest")

@@ -10,6 +10,8 @@ from SegSHAPLib import options
 from SegSHAPLib.cli.predict import add_model_arguments
 from SegSHAPLib.errors import InputError
 
+TOP_UNITS = 3
+
 
 REQUIRED_WITHOUT_REFINE = ("ct", "model", "target", "units", "value")
 
@@ -40,10 +42,23 @@ def add_parser(subparsers) -> None:
                                            "{group: [glob, ...]}")
     parser.add_argument("--fcc-scale-mm", type=float,
                         help=f"FCC cell centre spacing in mm (default {options.FCC_SCALE_MM})")
-    parser.add_argument("--value", help=" | ".join(options.VALUE_FUNCTIONS))
-    parser.add_argument("--budget", type=int, help=f"most coalitions to evaluate (default {options.BUDGET})")
+    parser.add_argument("--value",
+                        help=f"value function(s): {' | '.join(options.VALUE_FUNCTIONS)}, a comma-separated list (the "
+                             f"first is shown first), or {options.ALL_VALUES} (default: every one defined for the "
+                             "scoring region, softdice first; they share every coalition, so this costs no more "
+                             "forwards than one)")
+    parser.add_argument("--budget", type=_budget,
+                        help=f"most coalitions to evaluate (default {options.BUDGET}), or {options.BUDGET_AUTO}: stop "
+                             "when every unit's standard error is below --tolerance x |v(full) - v(empty)|, or at --cap")
+    parser.add_argument("--cap", type=int, default=options.AUTO_CAP,
+                        help=f"with --budget {options.BUDGET_AUTO}: most coalitions to evaluate (default "
+                             f"{options.AUTO_CAP})")
+    parser.add_argument("--tolerance", type=float, default=options.TOLERANCE,
+                        help=f"with --budget {options.BUDGET_AUTO}: the standard-error goal relative to "
+                             f"|v(full) - v(empty)| (default {options.TOLERANCE})")
     parser.add_argument("--seed", type=int, help=f"default {options.SEED}")
-    parser.add_argument("--mask-value", type=float, help=f"HU given to removed units (default {options.MASK_VALUE})")
+    parser.add_argument("--mask-value", type=float,
+                        help=f"HU given to removed units (default {options.MASK_VALUE}, air)")
     parser.add_argument("--batch-size", type=int,
                         help="network patches per forward (1 reproduces nnU-Net bit for bit)")
     parser.add_argument("--cache", choices=options.CACHE_MODES, help=f"default {options.CACHE}")
@@ -78,8 +93,34 @@ def request_from_args(args: argparse.Namespace):
     return ExplainRequest.from_args(args)
 
 
+def _budget(text: str):
+    """--budget: a whole number or 'auto'."""
+    if text == options.BUDGET_AUTO:
+        return options.BUDGET_AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a whole number of coalitions or {options.BUDGET_AUTO}, "
+                                         f"got {text!r}") from None
+
+
+def top_units(estimate: dict, count: int = TOP_UNITS) -> str:
+    """The first value function's largest |phi| units of a live estimate (ProgressEvent.estimate), e.g.
+    "softdice: liver +0.120, spleen -0.031?", where '?' marks a sign not yet settled (|phi| < 2 standard errors,
+    or no standard error yet)."""
+    name, first = next(iter(estimate["values"].items()))
+    ranked = sorted(range(len(first["phi"])), key=lambda j: -abs(first["phi"][j]))[:count]
+    shown = []
+    for j in ranked:
+        phi, error = first["phi"][j], first["std_error"][j]
+        settled = error is not None and abs(phi) >= 2.0 * error
+        shown.append(f"{estimate['units'][j]} {phi:+.3f}{'' if settled else '?'}")
+    return f"{name}: " + ", ".join(shown)
+
+
 class TqdmProgress:
-    """ProgressEvents -> a tqdm bar over coalitions with patch forwards and hit rate in the postfix."""
+    """ProgressEvents -> a tqdm bar over coalitions with patch forwards, hit rate and the current top units (of
+    the first value function, from the live estimate) in the postfix."""
 
     def __init__(self):
         self.bar = None
@@ -94,8 +135,11 @@ class TqdmProgress:
         if self.bar is None:
             self.bar = tqdm(total=event.total, unit="coalition", desc="explain", dynamic_ncols=True)
         self.bar.n = event.done
-        self.bar.set_postfix(forwards=event.counters.get("patch_forwards", 0),
-                             hits=f"{100 * event.counters.get('hit_rate', 0):.0f}%", refresh=True)
+        postfix = {"forwards": event.counters.get("patch_forwards", 0),
+                   "hits": f"{100 * event.counters.get('hit_rate', 0):.0f}%"}
+        if event.estimate is not None:
+            postfix["top"] = top_units(event.estimate)
+        self.bar.set_postfix(postfix, refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -119,8 +163,11 @@ def run(args: argparse.Namespace) -> int:
     if args.scene is not None:
         check_scene_path(args.scene)
     progress = TqdmProgress()
+    auto = args.budget == options.BUDGET_AUTO
+    if auto and args.cap < 2:
+        raise InputError(f"--cap must be at least 2 (the empty and the full coalition), got {args.cap}")
     try:
-        result = run_explain(request, progress=progress)
+        result = run_explain(request, progress=progress, tolerance=args.tolerance if auto else None)
     finally:
         progress.close()
     if args.scene is not None:
@@ -131,12 +178,15 @@ def run(args: argparse.Namespace) -> int:
     ranked = sorted(summary["units"], key=lambda u: -abs(u["shap"]))[:5]
     print(f"explained {summary['roi']['voxels']} ROI voxels with {len(summary['units'])} "
           f"{'zoom (organs and cells)' if request.refine else request.units} units "
-          f"({summary['solver']['method']}, {summary['solver']['coalitions']} coalitions, "
+          f"({summary['solver']['method']}, {summary['solver']['coalitions']} coalitions, stop: "
+          f"{summary['solver']['stop']}, "
           f"{summary['inference']['patch_forwards']} patch forwards vs {summary['inference']['naive_patch_forwards']}"
           f" naive) in {summary['timings_s']['total']:.1f} s -> {result.out}")
     if "refine" in summary:
         print(f"zoom into {', '.join(summary['refine']['organs'])}: {summary['refine']['reused_coalitions']} "
               f"coalitions reused from {summary['refine']['parent']}")
+    print(f"value functions: {', '.join(summary['value_functions'])}; top units by |phi| of "
+          f"{summary['value_functions'][0]}:")
     for unit in ranked:
         print(f"  {unit['shap']:+.4f}  {unit['name']}")
     return 0

@@ -1,7 +1,8 @@
 """``segshap cohort gather``: every finished explanation of a study as one tidy table, ``OUT/cohort.csv``.
 
-One row per (explanation, unit): ``case_id,units,value,unit_id,name,shap``, then the unit's size
-and the explanation's cost and quality figures (the same for every unit of one explanation):
+One row per (explanation, value function, unit): DESIGN.md's ``case_id,units,value,unit_id,name,shap``, then the
+unit's size and the value function's and explanation's figures (the cost is shared by all value functions of one
+explanation, which evaluated the same coalitions):
 ``voxels,base_value,full_value,method,coalitions,budget,seed,converged,patch_forwards,naive_patch_forwards,
 patch_cache_hits,seconds``. Unfinished explanations are left out and named.
 """
@@ -24,16 +25,22 @@ COLUMNS = ("case_id", "units", "value", "unit_id", "name", "shap", "voxels", "ba
 
 
 def explanation_rows(task: CohortTask, summary: dict) -> list[dict]:
-    """The table rows of one finished explanation (its summary.json as a dict)."""
-    solver, inference = summary["solver"], summary["inference"]
-    shared = {"base_value": summary["base_value"], "full_value": summary["full_value"], "method": solver["method"],
-              "coalitions": solver["coalitions"], "budget": solver.get("budget"), "seed": solver["seed"],
-              "converged": solver.get("diagnostics", {}).get("converged"),
-              "patch_forwards": inference["patch_forwards"], "naive_patch_forwards": inference["naive_patch_forwards"],
-              "patch_cache_hits": inference["patch_cache_hits"], "seconds": summary["timings_s"]["total"]}
-    return [{"case_id": task.case_id, "units": task.units, "value": task.value, "unit_id": unit["id"],
-             "name": unit["name"], "shap": unit["shap"], "voxels": unit["voxels"], **shared}
-            for unit in summary["units"]]
+    """The table rows of one finished explanation (its summary.json as a dict), value function by value function."""
+    inference = summary["inference"]
+    by_value = summary.get("by_value") or {task.values[0]: summary}
+    rows = []
+    for value, answer in by_value.items():
+        solver = answer["solver"]
+        shared = {"base_value": answer["base_value"], "full_value": answer["full_value"], "method": solver["method"],
+                  "coalitions": solver["coalitions"], "budget": solver.get("budget"), "seed": solver["seed"],
+                  "converged": solver.get("diagnostics", {}).get("converged"),
+                  "patch_forwards": inference["patch_forwards"],
+                  "naive_patch_forwards": inference["naive_patch_forwards"],
+                  "patch_cache_hits": inference["patch_cache_hits"], "seconds": summary["timings_s"]["total"]}
+        rows += [{"case_id": task.case_id, "units": task.units, "value": value, "unit_id": unit["id"],
+                  "name": unit["name"], "shap": unit["shap"], "voxels": unit["voxels"], **shared}
+                 for unit in answer["units"]]
+    return rows
 
 
 def gather(out: Path) -> tuple[Path, int, list[str]]:

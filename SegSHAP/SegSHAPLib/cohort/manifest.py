@@ -2,10 +2,12 @@
 
 One row per case; the columns (docs/cohort.md, section 1) are
 ``case_id,ct,model,target,roi_point,point_space,roi_mask,organs,units,values,score_region,budget,seed``.
-``units`` and ``values`` are ``;``-separated lists crossed per case (2 unit types x 2 value functions = 4
-explanations). ``evaluate`` (true/false, default false) also computes each explanation's faithfulness
-(``faithfulness.json``, as ``segshap evaluate --without-roi-units`` does). Paths are relative to the manifest's folder. Empty cells (and missing optional columns) take
-the ``segshap explain`` defaults. Any other ``segshap explain`` option may be given as an extra column named
+``units`` and ``values`` are ``;``-separated lists: every case is explained once per unit type, and each of those
+explanations answers all the row's value functions from the same coalitions (2 unit types x 2 value functions =
+2 explanations, 4 answers; the first value function listed is each explanation's first; ``all``: every one
+defined for the scoring region). ``evaluate`` (true/false, default false) also computes each explanation's
+faithfulness (``faithfulness.json``, as ``segshap evaluate --without-roi-units`` does). Paths are relative to the
+manifest's folder. Empty cells (and missing optional columns) take the ``segshap explain`` defaults. Any other ``segshap explain`` option may be given as an extra column named
 after its flag (``fcc_scale_mm`` or ``fcc-scale-mm``, ``grouping``, ``dilate_mm``, ``mask_value``,
 ``prediction``, ``batch_size``, ``cache``, ``tta``, ``tile_step``, ``fold``, ``verify``); ``out`` and
 ``device`` are the cohort's to decide. ``roi_point`` is ``x,y,z`` (quote it in the CSV) or ``x y z``.
@@ -38,36 +40,36 @@ MAX_PROBLEMS_SHOWN = 12
 
 @dataclass
 class CohortTask:
-    """One explanation of the study: a case crossed with one unit type and one value function."""
+    """One explanation of the study: a case crossed with one unit type, answering all the row's value functions."""
 
     case_id: str
     units: str
-    value: str
-    request: ExplainRequest            # request.out = OUT/explanations/<task_id>
+    values: list[str]
+    request: ExplainRequest            # request.out = OUT/explanations/<task_id>, request.value = the values, ","
     evaluate: bool = False             # also write faithfulness.json (explain.faithfulness.evaluate_output)
 
     @property
     def task_id(self) -> str:
-        return task_id(self.case_id, self.units, self.value)
+        return task_id(self.case_id, self.units)
 
     def to_json(self) -> dict:
         """Plain JSON types (the request's ``to_json``)."""
-        return {"task_id": self.task_id, "case_id": self.case_id, "units": self.units, "value": self.value,
+        return {"task_id": self.task_id, "case_id": self.case_id, "units": self.units, "values": self.values,
                 "evaluate": self.evaluate, "request": self.request.to_json()}
 
     @classmethod
     def from_json(cls, data: dict) -> "CohortTask":
-        return cls(data["case_id"], data["units"], data["value"], ExplainRequest.from_json(data["request"]),
+        return cls(data["case_id"], data["units"], list(data["values"]), ExplainRequest.from_json(data["request"]),
                    bool(data.get("evaluate", False)))
 
 
-def task_id(case_id: str, units: str, value: str) -> str:
-    """The folder name of one explanation: ``<case_id>__<units>__<value>``."""
-    return f"{case_id}__{units}__{value}"
+def task_id(case_id: str, units: str) -> str:
+    """The folder name of one explanation: ``<case_id>__<units>``."""
+    return f"{case_id}__{units}"
 
 
 def read_manifest(manifest: str | Path, out: str | Path) -> list[CohortTask]:
-    """Every explanation the manifest asks for, in manifest order (case, then units, then value).
+    """Every explanation the manifest asks for, in manifest order (case, then units).
 
     Raises InputError listing every problem found (unknown columns, bad or duplicate case ids, missing files,
     bad numbers, unknown unit types or value functions, ROI given twice or not at all, ...).
@@ -147,7 +149,7 @@ def _tasks_of_row(row: dict, base: Path, out: Path) -> list[CohortTask]:
     if not CASE_ID.match(case_id):
         raise InputError(f"case_id {case_id!r}: use letters, digits, '.', '-' and single '_' (it names folders)")
     units = _split_list(row.get("units", ""), "units", options.UNIT_TYPES)
-    values = _split_list(row.get("values", ""), "values", options.VALUE_FUNCTIONS)
+    values = _split_list(row.get("values", ""), "values", options.VALUE_CHOICES)
     evaluate = parse_boolean(row["evaluate"], "evaluate") if row.get("evaluate") else False
     cells = {key: text for key, text in row.items() if key not in ("case_id", "units", "values") + COHORT_COLUMNS}
     case_request = ExplainRequest.from_manifest_row(cells, base, out=out)
@@ -155,11 +157,10 @@ def _tasks_of_row(row: dict, base: Path, out: Path) -> list[CohortTask]:
         raise InputError("give roi_point or roi_mask")
     tasks = []
     for unit_type in units:
-        for value in values:
-            request = dataclasses.replace(case_request, units=unit_type, value=value,
-                                          out=out / EXPLANATIONS_FOLDER / task_id(case_id, unit_type, value))
-            check_request(request, roi_mask_in_memory=False)
-            tasks.append(CohortTask(case_id, unit_type, value, request, evaluate))
+        request = dataclasses.replace(case_request, units=unit_type, value=",".join(values),
+                                      out=out / EXPLANATIONS_FOLDER / task_id(case_id, unit_type))
+        check_request(request, roi_mask_in_memory=False)
+        tasks.append(CohortTask(case_id, unit_type, values, request, evaluate))
     return tasks
 
 

@@ -15,13 +15,12 @@ and writes into OUT:
   MoRF step's units and nABPC recomputed without the units that overlap the ROI;
 - ``report.html``: all of it with the curves' figure, self-contained.
 
-Folder reading lives in ``read_explanation(folder, value)`` alone, so another layout of the folders (one folder
-holding every value function) changes that function and ``study_explanations``, nothing else.
+Folder reading lives in ``read_explanation(folder, value)`` alone: a task's folder answers every value function of
+its row (``by_value``), read once per value function; the cost table counts each folder once.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -32,7 +31,8 @@ from SegSHAPLib.cohort.gather import csv_text
 from SegSHAPLib.cohort.state import classify, is_explained, read_plan
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.options import UNIT_TYPES
-from SegSHAPLib.explain.faithfulness import FAITHFULNESS_FILE, normalised
+from SegSHAPLib.explain.faithfulness import normalised
+from SegSHAPLib.explain.folder import ExplanationFolder
 from SegSHAPLib.io.atomic_files import write_text_atomic
 from SegSHAPLib.report.statistics import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, bootstrap_mean_interval,
                                           median_and_quartiles, on_grid, paired_wilcoxon)
@@ -55,8 +55,10 @@ PAIRED_METRIC = "nabpc"
 
 @dataclass
 class Explained:
-    """One finished explanation of the study: a case, a unit type, a value function, and what its folder says."""
+    """One value function of a finished explanation of the study: a case, a unit type, a value function, and what
+    its folder (``task_id``; it answers every value function of the task) says about that value function."""
 
+    task_id: str
     case_id: str
     units: str
     value: str
@@ -67,15 +69,17 @@ class Explained:
 def read_explanation(folder: Path, value: str) -> tuple[dict, dict | None]:
     """(summary, faithfulness or None) of value function ``value`` in a finished explanation folder.
 
-    Today's layout: one value function per folder, ``summary.json`` and ``faithfulness.json`` at its top. (The
-    layout with every value function in one folder plugs in here: take ``summary["by_value"][value]`` and that
-    value's faithfulness.)"""
-    folder = Path(folder)
-    summary = json.loads((folder / "summary.json").read_text())
-    if summary["inputs"].get("value") != value:
-        raise InputError(f"{folder} explains the value {summary['inputs'].get('value')!r}, not {value!r}")
-    path = folder / FAITHFULNESS_FILE
-    return summary, json.loads(path.read_text()) if path.is_file() else None
+    A folder answers every value function of its task (``summary.json``'s ``by_value``, ``faithfulness.json``'s
+    ``by_value``): the summary returned has that value function's keys (units, base_value, full_value, solver) at
+    its top level, the faithfulness is that value function's. An older single-value folder answers its one
+    (``inputs.value``). InputError when the folder holds no explanation of ``value``."""
+    explanation = ExplanationFolder(folder)
+    summary = explanation.summary()
+    own = {**summary, **explanation.value_summary(value, summary)}
+    faithfulness = explanation.faithfulness()
+    if faithfulness is not None:
+        faithfulness = (faithfulness.get("by_value") or {faithfulness.get("value", value): faithfulness}).get(value)
+    return own, faithfulness
 
 
 def study_explanations(out: Path) -> tuple[list[Explained], list[str]]:
@@ -85,8 +89,9 @@ def study_explanations(out: Path) -> tuple[list[Explained], list[str]]:
         if not is_explained(classify(task)[0]):
             unfinished.append(task.task_id)
             continue
-        summary, faithfulness = read_explanation(task.request.out, task.value)
-        explained.append(Explained(task.case_id, task.units, task.value, summary, faithfulness))
+        for value in ExplanationFolder(task.request.out).value_functions():   # "all" names what was defined
+            summary, faithfulness = read_explanation(task.request.out, value)
+            explained.append(Explained(task.task_id, task.case_id, task.units, value, summary, faithfulness))
     return explained, unfinished
 
 
@@ -151,10 +156,11 @@ def curve_rows(panels: dict[tuple[str, str], dict]) -> list[dict]:
 
 def cost_rows(explained: list[Explained]) -> list[dict]:
     """Per unit type, over every finished explanation of it: M (median, min, max), coalitions, patch forwards
-    and the naive cost (sums), cache hit rate (hits / lookups over the sums), seconds per coalition and total."""
+    and the naive cost (sums), cache hit rate (hits / lookups over the sums), seconds per coalition and total.
+    Each folder counts once (its value functions shared the coalitions and the forwards)."""
     rows = []
     for unit_type in study_axes(explained)[0]:
-        mine = [e.summary for e in explained if e.units == unit_type]
+        mine = list({e.task_id: e.summary for e in explained if e.units == unit_type}.values())
         m = [len(s["units"]) for s in mine]
         coalitions = sum(s["solver"]["coalitions"] for s in mine)
         forwards = sum(s["inference"]["patch_forwards"] for s in mine)

@@ -146,4 +146,3 @@ def worker_alive(status: dict) -> bool | None:
     except PermissionError:
         return True
     return True
-

@@ -1,7 +1,8 @@
 """Everything one explanation needs before the solver runs: model, ROI, support, units, engine, value function.
 
 ``prepare_context`` turns a request (paths or in-memory volumes) into an ``ExplanationContext`` whose
-``values(keep)`` is the game v(m) the solver asks about. The same context serves ``segshap explain`` (solver),
+``values(keep)`` gives, from one network evaluation per coalition, every value function defined for the scoring
+region (the games the solver asks about; the journal stores them all). The same context serves ``segshap explain`` (solver),
 ``--verify`` (against nnU-Net's own full prediction) and ``segshap evaluate`` (MoRF/LeRF curves), so all three
 use one operator and one value function.
 
@@ -31,7 +32,7 @@ from SegSHAPLib.scoring.roi import (bounding_box, check_value_on_region, check_v
 from SegSHAPLib.units.unit_map import UnitMap
 from SegSHAPLib.units import fcc_units, hybrid_units, organ_class_names, organ_units
 from SegSHAPLib.units.zoom import parent_unit_of, refine_units
-from SegSHAPLib.scoring.values import value_function
+from SegSHAPLib.scoring.values import ALL, ALL_ORDER, requested_values, value_table
 
 
 
@@ -56,17 +57,19 @@ class ExplanationContext:
     mask_value_normalised: float
     region_net: np.ndarray             # bool (bz, by, bx)
     baseline_pred_net: np.ndarray      # bool (bz, by, bx), P_0
-    value_name: str
+    value_names: list[str]             # every value function defined here: the requested ones first, then the rest
+    requested: list[str]               # the request's value functions (``--value``), in its order
     parent_unit_of: np.ndarray | None = None   # zoom: (M,) the parent organ unit id holding each unit
 
     @property
     def n_units(self) -> int:
         return self.units.n_units
 
-    def values(self, keep: np.ndarray, cancel=None, progress=None) -> np.ndarray:
-        """v(m) for a batch of coalitions: keep bool (n, M), True = unit kept -> float64 (n,)."""
+    def values(self, keep: np.ndarray, cancel=None, progress=None, names: list[str] | None = None) -> np.ndarray:
+        """v(m) for a batch of coalitions: keep bool (n, M), True = unit kept -> float64 (n, V), one column per
+        value function of ``names`` (default ``value_names``), from one network evaluation."""
         logits = self.engine.evaluate(keep, cancel=cancel, progress=progress)
-        return value_function(self.value_name)(logits, self.region_net, self.baseline_pred_net, self.target)
+        return value_table(names or self.value_names, logits, self.region_net, self.baseline_pred_net, self.target)
 
 
 def _load_aligned(volume: Volume | None, path, ct: Volume, what: str, flag: str) -> Volume | None:
@@ -96,7 +99,8 @@ def check_request(request, roi_mask_in_memory: bool) -> None:
     if request.score_region not in options.SCORE_REGIONS:
         raise InputError(f"unknown score region {request.score_region!r}; "
                          f"choose one of {', '.join(options.SCORE_REGIONS)}")
-    value_function(request.value)
+    explicit = request.value.strip() != ALL
+    names = requested_values(request.value)
     if request.units in ("fcc", "hybrid") and not request.fcc_scale_mm > 0:
         raise InputError(f"--fcc-scale-mm must be > 0 (got {request.fcc_scale_mm})")
     if request.budget < 2:
@@ -123,8 +127,27 @@ def check_request(request, roi_mask_in_memory: bool) -> None:
     has_mask = roi_mask_in_memory or request.roi_mask is not None
     if (request.roi_point is None) == (not has_mask):
         raise InputError("give exactly one of --roi-point and --roi-mask")
-    if not has_mask:  # R is then a component of P_0, so some value/region pairs are identically zero
-        check_value_region(request.value, request.score_region)
+    if not has_mask and explicit:  # R is then a component of P_0, so some value/region pairs are identically zero
+        for name in names:
+            check_value_region(name, request.score_region)
+
+
+def defined_values(request, region_net: np.ndarray, baseline_pred: np.ndarray, clicked: bool) -> list[str]:
+    """The value functions not identically zero for this request, scoring region and baseline prediction
+    (bool (bz, by, bx) both), in ALL_ORDER; InputError for an explicitly requested one that is."""
+    explicit = request.value.strip() != ALL
+    defined = []
+    for name in ALL_ORDER:
+        try:
+            if clicked:
+                check_value_region(name, request.score_region)
+            check_value_on_region(name, region_net, baseline_pred)
+        except InputError:
+            if explicit and name in requested_values(request.value):
+                raise
+            continue
+        defined.append(name)
+    return defined
 
 
 def _check_prediction_labels(prediction: Volume, predictor) -> None:
@@ -236,7 +259,13 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
     box_slices = tuple(slice(a, b) for a, b in box_net)
     region_net = grid.to_network(region)[box_slices]
     baseline_pred = baseline.argmax(axis=0) == target
-    check_value_on_region(request.value, region_net, baseline_pred)
+    defined = defined_values(request, region_net, baseline_pred, clicked=ijk is not None)
+    requested = [name for name in requested_values(request.value) if name in defined]
+    if not requested:
+        raise InputError("every value function is identically 0 on this scoring region; choose another ROI or "
+                         "--score-region")
+    value_names = requested + [name for name in defined if name not in requested]
     return ExplanationContext(request, ct, predictor, pre, grid, prediction, target, ijk, roi, region, box_ct,
-                              support, units, engine, mask_value, region_net, baseline_pred, request.value, parent_of)
+                              support, units, engine, mask_value, region_net, baseline_pred, value_names, requested,
+                              parent_of)
 

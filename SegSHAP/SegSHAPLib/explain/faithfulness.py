@@ -9,7 +9,9 @@ value). With s_max = s(0) and s_min = v(all units removed):
     s~(k) = (s(k) - s_min) / (s_max - s_min + eps), and nAOPC, nABPC are the same sums over s~.
 
 The random curve (a seeded permutation) is the reference a useful ranking must beat. Coalition values already
-in the explanation's journal are reused, and new ones are journaled too.
+in the explanation's journal are reused, and new ones are journaled too. An explanation of several value
+functions gets the curves of each (ranked by its own phi, scored by its own value), all their coalitions
+evaluated together, once each.
 
 ``without_roi_units`` measures the "the unit contains the answer" caveat: the same curves with the units that
 overlap the ROI kept in place and left out of the ranking. ``is_evaluated`` says whether a folder's
@@ -29,7 +31,7 @@ import numpy as np
 from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.explain.case_inputs import CaseInputs
-from SegSHAPLib.explain.folder import CURVES_FILE, FAITHFULNESS_FILE, ExplanationFolder
+from SegSHAPLib.explain.folder import CURVES_FILE, FAITHFULNESS_FILE, ExplanationFolder, attribution_file
 from SegSHAPLib.explain.output_check import ATTRIBUTION_DIGEST_KEY, ATTRIBUTION_FILE, DIGESTS_KEY
 from SegSHAPLib.explain.request import ExplainRequest
 from SegSHAPLib.io.atomic_files import write_bytes_atomic, write_json_atomic
@@ -159,8 +161,14 @@ def is_evaluated(out_dir, steps: int = DEFAULT_STEPS, without_roi_units: bool = 
 
 def evaluate_output(out_dir, steps: int = DEFAULT_STEPS, seed: int | None = None,
                     progress: Callable[[int, int], None] | None = None, without_roi_units: bool = False) -> dict:
-    """Rebuild an explanation from its output folder, compute its faithfulness, write curves.png and then
-    faithfulness.json (naming the attribution it ranks) there, and return the faithfulness dict.
+    """Rebuild an explanation from its output folder, compute its faithfulness, write curves.png (and
+    curves_<value>.png per value function) and then faithfulness.json (naming the attribution it ranks) there, and
+    return the faithfulness dict.
+
+    faithfulness.json holds the first value function's curves and metrics at the top level (``value`` names
+    it), ``value_functions`` and ``by_value`` (the same keys per value function, each ranked by its own phi and
+    scored by its own value). A folder of an older single-value explanation (no ``value_functions`` in its
+    summary) is read as its one value function.
 
     The folder is checked first (``output_check.check_output_folder``): parts that disagree are refused.
     ``without_roi_units`` adds ``without_roi_units``: the same curves and metrics with every unit that has a
@@ -182,44 +190,55 @@ def evaluate_output(out_dir, steps: int = DEFAULT_STEPS, seed: int | None = None
     summary = folder.finished_summary()
     request = dataclasses.replace(ExplainRequest.from_json(summary["inputs"]), out=out_dir)
     names = [u["name"] for u in summary["units"]]
-    phi = _phi_of(summary)
+    value_names = folder.value_functions(summary)
+    phis = {value: _phi_of(folder.value_summary(value, summary)) for value in value_names}
     context = prepare_context(request, units_volume=folder.image("units"), unit_names=names,
                               inputs=CaseInputs(prediction=folder.image("prediction")))
+    legacy = None if "value_functions" in summary else request.value
     seed = summary["solver"]["seed"] if seed is None else seed
-    plans = {"all": curve_plan(phi, steps, seed)}
     roi_units = units_overlapping(context.units.labels, context.roi, context.n_units)
-    if without_roi_units and not roi_units.all():
-        plans["without_roi_units"] = curve_plan(phi, steps, seed, always_kept=roi_units)
+    plans = {}                                         # (value function, variant) -> its curves
+    for value in value_names:
+        plans[value, "all"] = curve_plan(phis[value], steps, seed)
+        if without_roi_units and not roi_units.all():
+            plans[value, "without_roi_units"] = curve_plan(phis[value], steps, seed, always_kept=roi_units)
     rows = np.concatenate([plan.rows for plan in plans.values()])
 
-    with CoalitionJournal(out_dir, context.n_units) as journal:
-        values, known = journal.lookup(rows)
+    with CoalitionJournal(out_dir, context.n_units, value_names, legacy_value=legacy) as journal:
+        values, known = journal.lookup(rows)                                   # (n, V)
         missing, where = np.unique(rows[~known], axis=0, return_inverse=True)   # curves share coalitions
-        computed = np.empty(len(missing))
+        computed = np.empty((len(missing), len(value_names)))
         for start in range(0, len(missing), SOLVER_BATCH):
             batch = missing[start:start + SOLVER_BATCH]
-            computed[start:start + len(batch)] = context.values(batch)
+            computed[start:start + len(batch)] = context.values(batch, names=value_names)
             journal.record(batch, computed[start:start + len(batch)])
             if progress is not None:
                 progress(min(start + SOLVER_BATCH, len(missing)), len(missing))
     values[~known] = computed[where.reshape(-1)]
 
     offsets = np.cumsum([0] + [len(plan.rows) for plan in plans.values()])
-    scores = {name: values[offsets[i]:offsets[i + 1]] for i, name in enumerate(plans)}
-    result = plans["all"].result(scores["all"])
-    result["value"] = request.value
-    result["steps_requested"] = steps
-    result["phi_digest"] = phi_digest(phi)
-    result["region_coverage_morf"] = region_coverage(context.units.labels, context.region, plans["all"].orders["morf"],
-                                                     plans["all"].steps)
-    result["roi_units"] = [int(i) + 1 for i in np.flatnonzero(roi_units)]
-    if without_roi_units:
-        result["without_roi_units"] = (plans["without_roi_units"].result(scores["without_roi_units"])
-                                       if "without_roi_units" in plans else None)
-    result["evaluation"] = {"coalitions": int(len(rows)), "computed": int(len(missing)),
-                            "patch_forwards": int(context.engine.counters.patch_forwards)}
-    result[ATTRIBUTION_DIGEST_KEY] = summary.get(DIGESTS_KEY, {}).get(ATTRIBUTION_FILE)
-    title = f"{request.units} units, {request.value} value"
-    write_bytes_atomic(out_dir / CURVES_FILE, curves_figure(result, title=title))
+    scores = {key: values[offsets[i]:offsets[i + 1], value_names.index(key[0])] for i, key in enumerate(plans)}
+    digests = summary.get(DIGESTS_KEY, {})
+    results = {}
+    for k, value in enumerate(value_names):
+        result = plans[value, "all"].result(scores[value, "all"])
+        result["value"] = value
+        result["steps_requested"] = steps
+        result["phi_digest"] = phi_digest(phis[value])
+        result["region_coverage_morf"] = region_coverage(context.units.labels, context.region,
+                                                         plans[value, "all"].orders["morf"], plans[value, "all"].steps)
+        result["roi_units"] = [int(i) + 1 for i in np.flatnonzero(roi_units)]
+        if without_roi_units:
+            result["without_roi_units"] = (plans[value, "without_roi_units"].result(scores[value, "without_roi_units"])
+                                           if (value, "without_roi_units") in plans else None)
+        result["evaluation"] = {"coalitions": int(len(rows)), "computed": int(len(missing)),
+                                "patch_forwards": int(context.engine.counters.patch_forwards)}
+        result[ATTRIBUTION_DIGEST_KEY] = digests.get(ATTRIBUTION_FILE if k == 0 else attribution_file(value))
+        results[value] = result
+        figure = curves_figure(result, title=f"{request.units} units, {value} value")
+        write_bytes_atomic(out_dir / f"curves_{value}.png", figure)
+        if k == 0:
+            write_bytes_atomic(out_dir / CURVES_FILE, figure)
+    result = {**results[value_names[0]], "value_functions": value_names, "by_value": results}
     write_json_atomic(out_dir / FAITHFULNESS_FILE, result)
     return result

@@ -1,7 +1,7 @@
 """An explain output folder: its file names, and the one reader every caller uses (``ExplanationFolder``).
 
-A folder written by ``run_explain`` holds ``attribution.nii.gz`` (float32, phi of each voxel's unit),
-``units.nii.gz`` (int32 unit ids), ``roi.nii.gz`` (uint8), ``prediction.nii.gz`` (the label map the ROI was taken
+A folder written by ``run_explain`` holds ``attribution_<value>.nii.gz`` for every value function explained
+(float32, phi of each voxel's unit; ``attribution_file``), ``attribution.nii.gz`` (the first one's), ``units.nii.gz`` (int32 unit ids), ``roi.nii.gz`` (uint8), ``prediction.nii.gz`` (the label map the ROI was taken
 from), ``summary.json`` (written last and atomically), the coalition journal (``journal_spec.json``,
 ``journal.tsv``) and, after ``segshap evaluate``, ``faithfulness.json`` and ``curves.png``.
 
@@ -13,7 +13,7 @@ present. Readers: the faithfulness evaluation, the HTML report, the cohort (stat
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,23 @@ from SegSHAPLib.io.image_io import Volume, read_volume
 
 IMAGES = ("attribution", "units", "roi", "prediction")          # <name>.nii.gz, in the order they are written
 REQUIRED_IMAGES = ("attribution", "units", "roi")               # a finished folder has these (prediction: may go)
+
+
+def attribution_file(value: str) -> str:
+    """The attribution map's file name for one value function (attribution.nii.gz is the first one's too)."""
+    return f"attribution_{value}.nii.gz"
+
+
+@dataclass
+class ValueAttribution:
+    """One value function's answer: phi (M,), standard errors (M,) (NaN where not estimable), v(empty), v(full)
+    and the attribution map (float32 (z, y, x) on the CT grid)."""
+
+    phi: np.ndarray
+    std_error: np.ndarray
+    phi0: float
+    full_value: float
+    attribution: Volume | None
 
 
 @dataclass
@@ -45,6 +62,11 @@ class ExplainResult:
     phi0: float
     full_value: float
     summary: dict
+    by_value: dict[str, ValueAttribution] = field(default_factory=dict)   # every value function, first = phi's
+
+    @property
+    def value_functions(self) -> list[str]:
+        return list(self.by_value)
 
 
 class ExplanationFolder:
@@ -62,6 +84,28 @@ class ExplanationFolder:
 
     def image(self, name: str) -> Volume:
         return read_volume(self.image_path(name))
+
+    def attribution_path(self, value: str) -> Path:
+        """The attribution map of value function ``value`` (``attribution_file``)."""
+        return self.path / attribution_file(value)
+
+    def value_functions(self, summary: dict | None = None) -> list[str]:
+        """The value functions explained, first = the one at summary.json's top level (``value_functions``; an
+        older single-value folder: its inputs.value); [] without a summary."""
+        summary = self.summary() if summary is None else summary
+        if summary is None:
+            return []
+        return list(summary.get("value_functions") or [summary.get("inputs", {}).get("value", "value")])
+
+    def value_summary(self, value: str, summary: dict | None = None) -> dict:
+        """The summary keys (units, base_value, full_value, solver) of value function ``value`` (``by_value``;
+        an older single-value folder: the top level for its one value); InputError when it was not explained."""
+        summary = self.summary() if summary is None else summary
+        names = self.value_functions(summary)
+        if value not in names:
+            raise InputError(f"{self.path} holds no explanation of value function {value!r} (it has "
+                             f"{', '.join(names) or 'none'})")
+        return (summary.get("by_value") or {names[0]: summary})[value]
 
     def summary(self) -> dict | None:
         """summary.json as a dict (None when absent or unreadable)."""
@@ -111,6 +155,7 @@ class ExplanationFolder:
             raise InputError(f"{self.path / SUMMARY_FILE}: unit ids must be 1..M, got {ids[:5]}...")
         ct_file = _existing(ct_path) or _existing(summary.get("inputs", {}).get("ct"))
         prediction_file = _existing(self.image_path("prediction"))
+        attribution = self.image("attribution")
         return ExplainResult(
             out=self.path,
             ct=read_volume(ct_file) if ct_file else None,
@@ -118,12 +163,30 @@ class ExplanationFolder:
             roi=self.image("roi"),
             units=self.image("units"),
             unit_names=[str(u["name"]) for u in units_info],
-            attribution=self.image("attribution"),
+            attribution=attribution,
             phi=np.array([float(u["shap"]) for u in units_info]),
             phi0=float(summary.get("base_value", float("nan"))),
             full_value=float(summary.get("full_value", float("nan"))),
             summary=summary,
+            by_value=self._values(summary, attribution),
         )
+
+    def _values(self, summary: dict, attribution: Volume) -> dict[str, ValueAttribution]:
+        """Every value function of the folder (an older single-value folder: its one, from the top level and
+        attribution.nii.gz); InputError when a value function's attribution map is missing."""
+        values = {}
+        for k, name in enumerate(self.value_functions(summary)):
+            file = self.attribution_path(name)
+            if k > 0 and not file.is_file():
+                raise InputError(f"{self.path} is not a complete explain output folder (missing {file.name})")
+            part = self.value_summary(name, summary)
+            units = sorted(part.get("units", []), key=lambda u: int(u["id"]))
+            values[name] = ValueAttribution(
+                phi=np.array([float(u["shap"]) for u in units]),
+                std_error=np.array([np.nan if u.get("std_error") is None else float(u["std_error"]) for u in units]),
+                phi0=float(part.get("base_value", float("nan"))), full_value=float(part.get("full_value", float("nan"))),
+                attribution=attribution if k == 0 else read_volume(file))
+        return values
 
 
 def _existing(path) -> Path | None:
@@ -131,4 +194,3 @@ def _existing(path) -> Path | None:
         return None
     path = Path(path)
     return path if path.exists() else None
-

@@ -1,29 +1,35 @@
 """The on-disk journal of evaluated coalitions that makes an explanation survive Ctrl-C, crashes and retries.
 
 An explain output folder holds
-- ``journal_spec.json``: what the coalition values depend on (CT, model, folds, ROI, region, units, value
-  function, mask value, inference settings). A folder whose spec differs is never reused or overwritten.
+- ``journal_spec.json``: what the coalition values depend on (CT, model, folds, ROI, region, units, mask
+  value, inference settings; not the value function: every value function defined for the region is
+  journaled). A folder whose spec differs is never reused or overwritten.
 - ``journal.tsv``: one line per evaluated coalition, appended and fsynced after every solver batch::
 
       <key>\t<values>\t<spec digest>\t<checksum>\n
 
-  ``key``: the coalition's packed bits in hex (``shapley.store.coalition_keys``); ``values``: one or more
-  comma-separated float reprs (one per value function; today one); ``spec digest``: the first 16 hex digits of
-  the SHA-256 of the folder's journal spec (``spec_digest``); ``checksum``: the CRC-32 (8 hex digits) of the line
-  up to the tab before it. Journals written before this format (``<key>\t<value>``, no digest or checksum)
-  still resume: their lines are trusted as they were.
+  ``key``: the coalition's packed bits in hex (``shapley.store.coalition_keys``); ``values``: ``<name>=<float
+  repr>`` for each value function journaled, joined by ``;`` (e.g. ``softdice=0.25;tp=1.5;dice=0.9``);
+  ``spec digest``: the first 16 hex digits of the SHA-256 of the folder's journal spec (``spec_digest``);
+  ``checksum``: the CRC-32 (8 hex digits) of the line up to the tab before it. Older formats still resume:
+  ``<key>\t<name>=<value>;...`` (multi-value, before digests), ``<key>\t<value>[,<value>]\t<digest>\t<crc>``
+  (checksummed, one unnamed value) and ``<key>\t<value>`` (the first format); an unnamed value is read as the
+  value of ``legacy_value`` (the folder's one value function), and skipped without one.
 - ``journal.lock``: held (``fcntl.flock``) by the process using the folder, so a second one refuses at once.
 
 Reading never fails on a bad line and never trusts one silently: a line that is not newline-terminated (torn by a
 kill mid-write) is dropped; a line with a wrong checksum or unparsable fields (damaged), another spec's digest
-or the wrong key width (foreign), a NaN/inf value (non-finite), or a key journaled with different values
-(conflicting: every line of that key) is skipped and counted by reason (``JournalReport``, summary.json's
-``solver.journal_skipped_lines``). Skipped lines are moved to ``journal_rejected.tsv`` and journal.tsv is
-rewritten (atomically) without them, so their coalitions are recomputed once and the journal is clean again.
+or the wrong key width (foreign), a NaN/inf value (non-finite), or a key journaled with different values for one
+value function (conflicting: every line of that key) is skipped and counted by reason (``JournalReport``,
+summary.json's ``solver.journal_skipped_lines``). Lines of one key with different value functions add up (a
+rerun with another ``--value`` adds its values). Skipped lines are moved to ``journal_rejected.tsv`` and
+journal.tsv is rewritten (atomically) without them, so their coalitions are recomputed once and the journal is
+clean again.
 
 ``CoalitionJournal`` implements the solver's store protocol (``lookup``/``record``), so a rerun of the same
-command re-evaluates nothing that was journaled; budget and seed are not part of the spec, so a rerun with a
-larger budget reuses every value already computed.
+command re-evaluates nothing that was journaled; budget, seed and value function are not part of the spec, so
+a rerun with a larger budget (plans are nested: it extends the smaller one) or another value function reuses
+every value already computed.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import numpy as np
 
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.atomic_files import output_error, write_json_atomic, write_text_atomic
-from SegSHAPLib.shapley.store import CoalitionStore, coalition_keys
+from SegSHAPLib.shapley.store import coalition_keys
 
 try:
     import fcntl
@@ -120,18 +126,19 @@ def spec_digest(spec: dict | None) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:SPEC_DIGEST_LENGTH]
 
 
-def journal_line(key: str, values, digest: str) -> str:
-    """One journal line (newline included) for coalition ``key`` (hex) with ``values`` (one float or several)."""
-    body = f"{key}\t{','.join(repr(float(v)) for v in np.atleast_1d(values))}\t{digest}"
+def journal_line(key: str, values: dict[str, float], digest: str) -> str:
+    """One journal line (newline included) for coalition ``key`` (hex) with ``values`` {value function: value}."""
+    named = ";".join(f"{name}={float(value)!r}" for name, value in values.items())
+    body = f"{key}\t{named}\t{digest}"
     return f"{body}\t{zlib.crc32(body.encode('ascii')):08x}\n"
 
 
 @dataclass
 class JournalReport:
-    """What reading a journal found: coalition key (hex) -> values (tuple of floats), the good lines (as read),
+    """What reading a journal found: coalition key (hex) -> {value function: value}, the good lines (as read),
     and the skipped lines with the count of each reason (SKIP_REASONS)."""
 
-    entries: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    entries: dict[str, dict[str, float]] = field(default_factory=dict)
     good_lines: list[str] = field(default_factory=list)
     rejected_lines: list[str] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
@@ -141,8 +148,22 @@ class JournalReport:
         return {reason: int(self.skipped[reason]) for reason in SKIP_REASONS}
 
 
-def _parse_line(line: str, digest: str | None, width: int | None) -> tuple[str, tuple[float, ...]] | str:
-    """(key, values) of one journal line, or the reason (one of SKIP_REASONS) it is skipped."""
+def _parse_values(text: str, legacy_value: str | None) -> dict[str, float]:
+    """``name=value;...`` -> {name: value}; unnamed ``value[,value]`` (older formats) -> {legacy_value: first
+    value} ({} without legacy_value); ValueError if malformed."""
+    if "=" not in text:
+        first = float(text.split(",")[0])
+        return {} if legacy_value is None else {legacy_value: first}
+    values = {}
+    for item in text.split(";"):
+        name, number = item.split("=")
+        values[name] = float(number)
+    return values
+
+
+def _parse_line(line: str, digest: str | None, width: int | None,
+                legacy_value: str | None) -> tuple[str, dict[str, float]] | str:
+    """(key, {name: value}) of one journal line, or the reason (one of SKIP_REASONS) it is skipped."""
     fields = line.split("\t")
     if len(fields) == 4:
         body = line[:line.rfind("\t")]
@@ -155,20 +176,22 @@ def _parse_line(line: str, digest: str | None, width: int | None) -> tuple[str, 
     key = fields[0]
     try:
         bytes.fromhex(key)
-        values = tuple(float(v) for v in fields[1].split(","))
+        values = _parse_values(fields[1], legacy_value)
     except ValueError:
         return "damaged"
     if width is not None and len(key) != width:
         return "foreign"
-    if not all(np.isfinite(values)):
+    if not all(np.isfinite(list(values.values()))):
         return "non_finite"
     return key, values
 
 
-def read_journal(folder: Path, digest: str | None = None, n_units: int | None = None) -> JournalReport:
+def read_journal(folder: Path, digest: str | None = None, n_units: int | None = None,
+                 legacy_value: str | None = None) -> JournalReport:
     """Every newline-terminated line of ``folder``'s journal.tsv sorted into good and skipped (see the module
     doc). ``digest``: the spec digest lines must carry (None: not checked); ``n_units``: the width keys must
-    have (None: not checked). A key journaled twice with the same values is one entry."""
+    have (None: not checked); ``legacy_value``: the name of an unnamed value (older formats). A key journaled
+    twice with the same value for each name is one entry holding every name."""
     path = Path(folder) / JOURNAL_FILE
     report = JournalReport()
     if not path.is_file():
@@ -178,30 +201,33 @@ def read_journal(folder: Path, digest: str | None = None, n_units: int | None = 
     for line in path.read_text(encoding="ascii", errors="replace").split("\n")[:-1]:
         if not line.strip():
             continue
-        result = _parse_line(line, digest, width)
+        result = _parse_line(line, digest, width, legacy_value)
         if isinstance(result, str):
             report.skipped[result] += 1
             report.rejected_lines.append(line)
         else:
             parsed.append((line, *result))
-    seen: dict[str, set] = {}
+    seen: dict[str, dict[str, set]] = {}
     for _, key, values in parsed:
-        seen.setdefault(key, set()).add(values)
+        for name, value in values.items():
+            seen.setdefault(key, {}).setdefault(name, set()).add(value)
     for line, key, values in parsed:
-        if len(seen[key]) > 1:
+        if any(len(found) > 1 for found in seen.get(key, {}).values()):
             report.skipped["conflicting"] += 1
             report.rejected_lines.append(line)
         else:
-            report.entries[key] = values
+            report.entries.setdefault(key, {}).update(values)
             report.good_lines.append(line)
     return report
 
 
-def journal_entries(folder: Path) -> dict[str, float]:
-    """Coalition key (hex) -> (first) value of every line of ``folder``'s journal.tsv that ``read_journal``
-    accepts, the spec digest checked against the folder's own journal spec ({} without a journal)."""
+def journal_entries(folder: Path, legacy_value: str | None = None) -> dict[str, dict[str, float]]:
+    """Coalition key (hex) -> {value function: value} of every line of ``folder``'s journal.tsv that
+    ``read_journal`` accepts, the spec digest checked against the folder's own journal spec ({} without a
+    journal); an unnamed value (older formats) counts as ``legacy_value``'s, or not at all without one."""
     digest = spec_digest(read_spec(folder)) if (Path(folder) / SPEC_FILE).is_file() else None
-    return {key: values[0] for key, values in read_journal(folder, digest).entries.items()}
+    return {key: values for key, values in read_journal(folder, digest, legacy_value=legacy_value).entries.items()
+            if values}
 
 
 class JournalLock:
@@ -238,23 +264,26 @@ class JournalLock:
             self.handle = None
 
 
-class CoalitionJournal(CoalitionStore):
+class CoalitionJournal:
     """The solver's coalition store, backed by ``journal.tsv`` in an output folder (read on open, appended on
-    every ``record``). Holds the folder's lock until ``close`` (use it as a context manager). ``skipped``: the
-    lines skipped on opening, by reason (see the module doc)."""
+    every ``record``), for the value functions ``value_names``: lookup gives values (n, V) in that order, a
+    coalition counting as known when every one of them is journaled; record takes (n, V) and journals them
+    all. ``legacy_value`` names the unnamed value of an older journal's lines (see the module doc). Holds the
+    folder's lock until ``close`` (use it as a context manager). ``skipped``: the lines skipped on opening, by
+    reason."""
 
-    def __init__(self, folder: Path, n_units: int):
-        super().__init__()
+    def __init__(self, folder: Path, n_units: int, value_names: list[str], legacy_value: str | None = None):
         self.folder = Path(folder)
         self.path = self.folder / JOURNAL_FILE
-        self.n_units = int(n_units)
+        self.n_units, self.value_names = int(n_units), list(value_names)
+        self._entries: dict[bytes, dict[str, float]] = {}
         self.digest = spec_digest(read_spec(self.folder))
         self.lock = JournalLock(self.folder)
         try:
             report = JournalReport()
             if self.path.is_file():
                 self._drop_torn_tail()
-                report = read_journal(self.folder, self.digest, self.n_units)
+                report = read_journal(self.folder, self.digest, self.n_units, legacy_value)
                 if report.rejected_lines:
                     self._quarantine(report)
                 self._load(report)
@@ -263,6 +292,9 @@ class CoalitionJournal(CoalitionStore):
             raise
         self.skipped = report.skipped_counts()
         self.loaded = len(self)
+
+    def __len__(self) -> int:
+        return sum(all(name in values for name in self.value_names) for values in self._entries.values())
 
     def __enter__(self) -> "CoalitionJournal":
         return self
@@ -293,15 +325,30 @@ class CoalitionJournal(CoalitionStore):
         write_text_atomic(self.path, "".join(line + "\n" for line in report.good_lines))
 
     def _load(self, report: JournalReport) -> None:
-        if report.entries:
-            keys = [np.unpackbits(np.frombuffer(bytes.fromhex(key), dtype=np.uint8))[:self.n_units]
-                    for key in report.entries]
-            super().record(np.array(keys, dtype=bool), np.array([values[0] for values in report.entries.values()]))
+        self._entries = {bytes.fromhex(key): dict(values) for key, values in report.entries.items()}
+
+    def _keys(self, Z: np.ndarray) -> list[bytes]:
+        Z = np.asarray(Z, dtype=bool)
+        if Z.ndim != 2 or Z.shape[1] != self.n_units:
+            raise ValueError(f"this journal holds coalitions of {self.n_units} units, got shape {Z.shape}")
+        return coalition_keys(Z)
+
+    def lookup(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values (n, V) float in value_names order and known (n,) bool of the coalitions Z (n, M)."""
+        rows = [self._entries.get(key, {}) for key in self._keys(Z)]
+        values = np.array([[row.get(name, np.nan) for name in self.value_names] for row in rows], dtype=float)
+        known = np.array([all(name in row for name in self.value_names) for row in rows], dtype=bool)
+        return values.reshape(len(rows), len(self.value_names)), known
 
     def record(self, Z: np.ndarray, values: np.ndarray) -> None:
-        super().record(Z, values)
-        lines = [journal_line(key.hex(), value, self.digest)
-                 for key, value in zip(coalition_keys(Z), np.asarray(values, dtype=float).reshape(-1))]
+        """Journal the values (n, V) (columns in value_names order) of the coalitions Z (n, M)."""
+        keys = self._keys(Z)
+        values = np.asarray(values, dtype=float).reshape(len(keys), len(self.value_names))
+        lines = []
+        for key, row in zip(keys, values):
+            named = dict(zip(self.value_names, row.tolist()))
+            self._entries.setdefault(key, {}).update(named)
+            lines.append(journal_line(key.hex(), named, self.digest))
         try:
             with open(self.path, "a", encoding="ascii") as handle:
                 handle.write("".join(lines))

@@ -87,17 +87,21 @@ def refined_unit_ids(request: ExplainRequest, organ_map: UnitMap) -> list[int]:
 class ParentReuse:
     """The solver's store (lookup/record, ``shapley.store``) over ``store`` (the child's journal), seeded with the
     parent's journaled coalitions mapped to child coalitions when the parent's values are the child's (the same
-    journal spec but for the unit keys). ``reused`` counts the solver's lookups answered by a parent value."""
+    journal spec but for the unit keys, and every value function the child journals). ``reused`` counts the solver's lookups answered by a parent value."""
 
     def __init__(self, store, request: ExplainRequest, parent_of: np.ndarray):
         self.store, self.reused = store, 0
         parent = ExplanationFolder(request.refine)
         differing = [k for k in differing_keys(parent.spec() or {}, request.journal_spec()) if k not in UNIT_KEYS]
         self.refused = f"the parent differs in {', '.join(differing)}" if differing else None
-        entries = {} if differing else journal_entries(parent.path)
+        parent_summary = parent.summary() or {}
+        parent_value = (parent_summary.get("value_functions") or [parent_summary.get("inputs", {}).get("value")])[0]
+        entries = {} if differing else journal_entries(parent.path, legacy_value=parent_value)
         n_parent = int(parent_of.max(initial=0))
         width = (n_parent + 7) // 8 * 2
-        keys = [key for key in entries if len(key) == width]
+        names = list(store.value_names)            # the child journal's value functions, in its column order
+        keys = [key for key, values in entries.items()
+                if len(key) == width and all(name in values for name in names)]
         self.parent_coalitions = len(keys)
         self._parent_keys: set[bytes] = set()
         if keys:
@@ -107,7 +111,8 @@ class ParentReuse:
             self._parent_keys = set(coalition_keys(child))
             _, known = store.lookup(child)
             if (~known).any():
-                store.record(child[~known], np.array([entries[k] for k in keys])[~known])
+                values = np.array([[entries[k][name] for name in names] for k in keys], dtype=float)   # (n, V)
+                store.record(child[~known], values[~known])
 
     def lookup(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values, known = self.store.lookup(Z)

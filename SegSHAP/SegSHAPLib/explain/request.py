@@ -90,9 +90,12 @@ class ExplainRequest:
     # ------------------------------------------------------------------------------------------ CLI
     @classmethod
     def from_args(cls, args, base: "ExplainRequest | None" = None) -> "ExplainRequest":
-        """The request of ``segshap explain``'s argparse namespace (``--roi-point`` text parsed). An argument left
-        None (not given) takes ``base``'s value (a zoom's parent request), else the field's default."""
+        """The request of ``segshap explain``'s argparse namespace (``--roi-point`` text parsed; with ``--budget
+        auto`` the budget is ``--cap``, the most coalitions the run may use). An argument left None (not given)
+        takes ``base``'s value (a zoom's parent request), else the field's default."""
         given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+        if given.get("budget") == options.BUDGET_AUTO:
+            given["budget"] = getattr(args, "cap", None) or options.AUTO_CAP
         if given.get("roi_point") is not None:
             given["roi_point"] = parse_point(given["roi_point"])
         if base is None:
@@ -112,29 +115,31 @@ class ExplainRequest:
 
     # ------------------------------------------------------------------------------------------ resume
     def journal_spec(self) -> dict:
-        """What the coalition values depend on: every input but budget, seed, verify and out, and but the
-        settings this request does not use (the FCC scale for organ units unless refined, the organ map and
-        grouping for FCC units, the dilation unless the score region is dilated); a zoom's ``refine_top`` is
-        resolved into ``refine_organs`` before this is asked (``explain.refine.resolve_refinement``)."""
+        """What the coalition values depend on: every input but budget, seed, verify, out and value (every value
+        function defined for the region is journaled), and but the settings this request does not use (the FCC
+        scale for organ units unless refined, the organ map and grouping for FCC units, the dilation unless the
+        score region is dilated); a zoom's ``refine_top`` is resolved into ``refine_organs`` before this is asked
+        (``explain.refine.resolve_refinement``)."""
         spec = self.resolved_inputs()
         for key in ("refine_top",) if self.refine else ("refine", "refine_organs", "refine_top"):
             spec.pop(key)
         unused = {"organs": () if self.refine else ("fcc_scale_mm",), "fcc": ("organs", "grouping")}.get(self.units, ())
         if self.score_region != "dilated":
             unused += ("dilate_mm",)
-        for key in ("budget", "seed", "verify", "out") + unused:
+        for key in ("budget", "seed", "verify", "out", "value") + unused:
             spec.pop(key)
         spec["segshap_version"] = __version__
         return spec
 
     def is_answered_by(self, summary: dict) -> bool:
         """Whether a summary.json (as a dict) is this request's finished explanation: the same journal spec (the
-        version aside) and the same budget, seed and verify."""
+        version aside) and the same budget, seed, verify and value, and not ended by a cancel (solver.stop)."""
         wanted = self.journal_spec()
         wanted.pop("segshap_version")
-        wanted.update(budget=self.budget, seed=self.seed, verify=self.verify)
+        wanted.update(budget=self.budget, seed=self.seed, verify=self.verify, value=self.value)
         inputs = summary.get("inputs", {})
-        return json.loads(json.dumps(wanted)) == {key: inputs.get(key) for key in wanted}
+        finished = summary.get("solver", {}).get("stop") != "cancelled"
+        return finished and json.loads(json.dumps(wanted)) == {key: inputs.get(key) for key in wanted}
 
 
 def _absolute(path) -> str | None:

@@ -3,12 +3,14 @@
     from SegSHAPLib.explain.request import ExplainRequest
     from SegSHAPLib.explain.run import run_explain
     result = run_explain(ExplainRequest(ct=..., model=..., roi_point=(x, y, z), units="hybrid",
-                                        organs=..., value="softdice", out=Path("out")))
+                                        organs=..., value="all", out=Path("out")))
 
-ROI -> support -> units -> cached engine -> solver -> outputs in ``request.out``: ``attribution.nii.gz``
-(float32, phi of the voxel's unit), ``units.nii.gz`` (int32 unit ids), ``roi.nii.gz`` (uint8),
-``prediction.nii.gz`` (the label map the ROI was taken from), ``summary.json`` (keys in docs/architecture.md) and the
-coalition journal that lets a rerun of the same request resume.
+ROI -> support -> units -> cached engine -> solver -> outputs in ``request.out``: ``attribution_<value>.nii.gz``
+for every value function asked for (float32, phi of the voxel's unit) and ``attribution.nii.gz`` (the first
+one's), ``units.nii.gz`` (int32 unit ids), ``roi.nii.gz`` (uint8), ``prediction.nii.gz`` (the label map the ROI
+was taken from), ``summary.json`` (keys in docs/architecture.md; ``value_functions`` and ``by_value`` per value function) and
+the coalition journal that lets a rerun of the same request resume. Every coalition is evaluated once for all
+value functions (the journal keeps them all, so another ``--value`` on the same folder costs no forward).
 """
 
 from __future__ import annotations
@@ -23,17 +25,18 @@ import numpy as np
 
 from SegSHAPLib import __version__
 from SegSHAPLib.io.atomic_files import output_error, sha256_of, stale_temporaries, write_json_atomic
-from SegSHAPLib.errors import Cancelled
+from SegSHAPLib.errors import Cancelled, InputError
 from SegSHAPLib.explain.case_inputs import CaseInputs
 from SegSHAPLib.explain.context import ExplanationContext, check_request, prepare_context
 from SegSHAPLib.io.image_io import Volume, write_volume
 from SegSHAPLib.progress import ProgressEvent
-from SegSHAPLib.explain.folder import CURVES_FILE, FAITHFULNESS_FILE, IMAGES, SUMMARY_FILE, ExplainResult, ExplanationFolder
+from SegSHAPLib.explain.folder import (CURVES_FILE, FAITHFULNESS_FILE, IMAGES, SUMMARY_FILE, ExplainResult,
+                                       ExplanationFolder, ValueAttribution, attribution_file)
 from SegSHAPLib.explain.journal import CoalitionJournal, claim_output_folder
 from SegSHAPLib.explain.output_check import DIGESTS_KEY
 from SegSHAPLib.explain.refine import ParentReuse, resolve_refinement
 from SegSHAPLib.explain.request import ExplainRequest
-from SegSHAPLib.shapley.kernelshap import kernel_shap
+from SegSHAPLib.shapley.kernelshap import kernel_shap_many
 from SegSHAPLib.scoring.roi import bbox_ijk, bounding_box
 from SegSHAPLib.inference.verify import verify_engine
 
@@ -41,16 +44,23 @@ SOLVER_BATCH = 8
 
 
 class _CoalitionProgress:
-    """Turns solver and engine callbacks into ProgressEvents with an ETA."""
+    """Turns solver and engine callbacks into ProgressEvents with an ETA and the live estimate."""
 
     def __init__(self, callback, context: ExplanationContext, total: int):
         self.callback, self.context, self.total = callback, context, total
         self.started = time.perf_counter()
         self.done = 0
+        self.latest = None
 
     def solver(self, done: int, total: int) -> None:
-        """Solver callback: ``done`` of ``total`` coalitions known."""
+        """Solver callback: ``done`` of ``total`` coalitions known (the estimate that follows is emitted)."""
         self.done, self.total = done, total
+
+    def estimate(self, live) -> None:
+        """Solver callback after each segment of the plan: the LiveEstimate of every value function solved."""
+        self.latest = live.to_json(self.context.requested)
+        self.latest["units"] = list(self.context.units.names)
+        self.done = max(self.done, live.coalitions)
         self._emit()
 
     def engine(self, _counters) -> None:
@@ -67,7 +77,7 @@ class _CoalitionProgress:
                                     f"{self.done}/{self.total} coalitions",
                                     {"coalitions": self.done, "patch_forwards": counters.patch_forwards,
                                      "patch_cache_hits": counters.patch_cache_hits,
-                                     "hit_rate": counters.hit_rate, "eta_s": eta}))
+                                     "hit_rate": counters.hit_rate, "eta_s": eta}, self.latest))
 
 
 def _attribution_map(units: np.ndarray, phi: np.ndarray) -> np.ndarray:
@@ -76,10 +86,32 @@ def _attribution_map(units: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return lookup[units]
 
 
-def _summary(request: ExplainRequest, context: ExplanationContext, res, counters: dict, verify: dict | None,
-             timings: dict) -> dict:
-    units = context.units
-    counts = units.voxel_counts()
+def _value_summary(context: ExplanationContext, res, request: ExplainRequest, tolerance: float | None,
+                   journal_skipped: dict) -> dict:
+    """One value function's summary keys: units (with shap and std_error), base_value, full_value, solver
+    (``journal_skipped_lines``: the journal lines skipped on opening, by reason; the same for every value)."""
+    counts = context.units.voxel_counts()
+    errors = res.diagnostics["phi_std_error"]
+    return {
+        "units": [{"id": j + 1, "name": context.units.names[j], "voxels": int(counts[j]), "shap": float(res.phi[j]),
+                   "std_error": None if errors[j] is None else float(errors[j])}
+                  for j in range(context.units.n_units)],
+        "base_value": float(res.phi0),
+        "full_value": float(res.phi0 + res.phi.sum()),
+        "solver": {"method": "exact" if res.exact else "kernelshap", "coalitions": int(res.coalitions),
+                   "seed": int(request.seed), "budget": int(request.budget),
+                   "budget_rule": "fixed" if tolerance is None else "auto",
+                   "tolerance": float(res.diagnostics["tolerance"]),
+                   "stop": res.diagnostics["stop"],
+                   "resumed_coalitions": int(res.diagnostics.get("resumed_coalitions", 0)),
+                   "journal_skipped_lines": dict(journal_skipped),
+                   "diagnostics": _jsonable(res.diagnostics)},
+    }
+
+
+def _summary(request: ExplainRequest, context: ExplanationContext, results: dict, counters: dict,
+             verify: dict | None, timings: dict, tolerance: float | None, journal_skipped: dict) -> dict:
+    """summary.json: the first value function's keys at the top level, every one's under by_value."""
     support_box = bounding_box(context.support_mask)
     inference = {k: counters[k] for k in ("patches_full_grid", "patches_in_support", "patch_forwards",
                                           "patch_cache_hits", "naive_patch_forwards")}
@@ -87,6 +119,9 @@ def _summary(request: ExplainRequest, context: ExplanationContext, res, counters
                      batch_size=request.batch_size, tta=request.tta)
     if verify is not None:
         inference["verify"] = verify
+    by_value = {name: _value_summary(context, res, request, tolerance, journal_skipped)
+                for name, res in results.items()}
+    first = by_value[next(iter(by_value))]
     return {
         "version": 1,
         "segshap_version": __version__,
@@ -95,14 +130,9 @@ def _summary(request: ExplainRequest, context: ExplanationContext, res, counters
                 "support_bbox_ijk": bbox_ijk(support_box), "target": context.target,
                 "point_ijk": None if context.roi_point_ijk is None else [int(v) for v in context.roi_point_ijk],
                 "score_region_voxels": int(context.region.sum()), "score_region_bbox_ijk": bbox_ijk(context.box_ct)},
-        "units": [{"id": j + 1, "name": units.names[j], "voxels": int(counts[j]), "shap": float(res.phi[j])}
-                  for j in range(units.n_units)],
-        "base_value": float(res.phi0),
-        "full_value": float(res.phi0 + res.phi.sum()),
-        "solver": {"method": "exact" if res.exact else "kernelshap", "coalitions": int(res.coalitions),
-                   "seed": int(request.seed), "budget": int(request.budget),
-                   "resumed_coalitions": int(res.diagnostics.get("resumed_coalitions", 0)),
-                   "diagnostics": _jsonable(res.diagnostics)},
+        **first,
+        "value_functions": list(by_value),
+        "by_value": by_value,
         "inference": inference,
         "timings_s": timings,
     }
@@ -136,7 +166,8 @@ def remove_stale_outputs(out: Path, summary: dict) -> None:
     """Before new outputs are written: remove the old summary.json (rewritten last, so a kill in between leaves a
     folder that reads as unfinished, not as finished with mixed parts), faithfulness.json and curves.png when
     the ranking changes (they belong to the old phi), and temporary files of a writer killed mid-write."""
-    names = [f"{name}.nii.gz" for name in IMAGES] + [SUMMARY_FILE, FAITHFULNESS_FILE, CURVES_FILE]
+    names = [f"{name}.nii.gz" for name in IMAGES] + [attribution_file(value) for value in summary["value_functions"]]
+    names += [SUMMARY_FILE, FAITHFULNESS_FILE, CURVES_FILE]
     stale = [path for name in names for path in stale_temporaries(out, name)]
     if not _same_ranking(out / SUMMARY_FILE, summary):
         stale += [out / FAITHFULNESS_FILE, out / CURVES_FILE]
@@ -147,22 +178,30 @@ def remove_stale_outputs(out: Path, summary: dict) -> None:
             raise output_error(path, err) from None
 
 
-def write_outputs(out: Path, context: ExplanationContext, phi: np.ndarray, summary: dict) -> dict[str, Volume]:
-    """Write the output images and then summary.json, which names their SHA-256 (``output_sha256``, checked by
-    ``output_check.check_output_folder``); return the volumes written. Each file is written whole or not at all
+def write_outputs(out: Path, context: ExplanationContext, phis: dict[str, np.ndarray],
+                  summary: dict) -> dict[str, Volume]:
+    """Write the output images (an attribution map per value function of ``phis``, the first also as
+    attribution.nii.gz) and then summary.json, which names their SHA-256 (``output_sha256``, checked by
+    ``output_check.check_output_folder``); return the volumes written ("attribution" = the first value's,
+    "attribution_<value>" each). Each file is written whole or not at all
     (``io.atomic_files``); a failed write raises OutputError and the journal keeps every coalition."""
     ct = context.ct
+    maps = {f"attribution_{name}": ct.with_array(_attribution_map(context.units.labels, phi))
+            for name, phi in phis.items()}
     volumes = {
-        "attribution": ct.with_array(_attribution_map(context.units.labels, phi)),
+        "attribution": next(iter(maps.values())),
+        **maps,
         "units": ct.with_array(context.units.labels.astype(np.int32)),
         "roi": ct.with_array(context.roi.astype(np.uint8)),
         "prediction": context.prediction,
     }
     folder = ExplanationFolder(out)
     remove_stale_outputs(out, summary)
+    paths = {name: folder.image_path(name) for name in IMAGES}
+    paths.update({f"attribution_{name}": folder.attribution_path(name) for name in phis})
     digests = {}
-    for name in IMAGES:
-        path = write_volume(volumes[name], folder.image_path(name))
+    for name, path in paths.items():
+        write_volume(volumes[name], path)
         digests[path.name] = sha256_of(path)
     summary[DIGESTS_KEY] = digests
     write_json_atomic(out / SUMMARY_FILE, summary)      # last, and whole: its presence marks the run finished
@@ -171,13 +210,21 @@ def write_outputs(out: Path, context: ExplanationContext, phi: np.ndarray, summa
 
 def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
                 progress: Callable[[ProgressEvent], None] | None = None,
-                cancel: threading.Event | None = None) -> ExplainResult:
+                cancel: threading.Event | None = None, finish: threading.Event | None = None,
+                tolerance: float | None = None) -> ExplainResult:
     """Explain one ROI; in-memory ``inputs`` take precedence over the request's paths. Raises InputError on bad
-    input and Cancelled on cancel (everything evaluated so far stays journaled in ``request.out``)."""
+    input and Cancelled on cancel (everything evaluated so far stays journaled in ``request.out``).
+
+    ``tolerance`` (``--budget auto``): run until every requested value function's standard errors are below
+    tolerance x |v(full) - v(empty)|, with ``request.budget`` as the cap (summary solver.stop "converged" or
+    "budget"). ``finish``: when set, end after the current batch with the estimate so far (stop "cancelled";
+    such a summary does not count as a finished explanation, so a rerun resumes)."""
     started = time.perf_counter()
     out = Path(request.out)
     request = resolve_refinement(request)
     check_request(request, inputs is not None and inputs.roi_mask is not None)   # before touching --out
+    if tolerance is not None and not tolerance > 0:
+        raise InputError(f"--tolerance must be > 0, got {tolerance}")
     spec = request.journal_spec()
     claim_output_folder(out, spec, "segshap explain", create=False)
     if progress is not None:
@@ -185,18 +232,23 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
     context = prepare_context(request, inputs=inputs)
     claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
     prepared = time.perf_counter()
-    with CoalitionJournal(out, context.n_units) as journal:        # holds the folder's lock until the end
+    with CoalitionJournal(out, context.n_units, context.value_names) as journal:   # holds the folder's lock
         store = journal if request.refine is None else ParentReuse(journal, request, context.parent_unit_of)
         reporter = _CoalitionProgress(progress, context, request.budget)
         network_before = context.engine.counters.network_seconds
+        options = {} if tolerance is None else {"until_converged": True, "tolerance": tolerance}
         try:
-            res = kernel_shap(lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
-                              context.n_units, request.budget,
-                              request.seed, batch_size=SOLVER_BATCH, store=store, cancel=cancel,
-                              progress=reporter.solver)
+            solved_all = kernel_shap_many(
+                lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
+                context.n_units, request.budget, request.seed, batch_size=SOLVER_BATCH, store=store,
+                cancel=cancel, finish=finish, progress=reporter.solver,
+                estimate=reporter.estimate if progress is not None else None,
+                converge_on=range(len(context.requested)), **options)
         except Cancelled:
             raise Cancelled(f"cancelled; {len(journal)} coalitions are journaled in {out} - rerun to resume") \
                 from None
+        results = dict(zip(context.value_names, solved_all))
+        results = {name: results[name] for name in context.requested}
         solved = time.perf_counter()
         counters = context.engine.counters.as_summary()
         verify = None
@@ -207,12 +259,16 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
         timings = {"total": round(time.perf_counter() - started, 3), "prepare": round(prepared - started, 3),
                    "inference": round(context.engine.counters.network_seconds - network_before, 3),
                    "solver": round(solved - prepared, 3)}
-        summary = _summary(request, context, res, counters, verify, timings)
-        summary["solver"]["journal_skipped_lines"] = journal.skipped
+        summary = _summary(request, context, results, counters, verify, timings, tolerance, journal.skipped)
         if request.refine is not None:
             summary["refine"] = {"parent": str(Path(request.refine).resolve()), "organs": request.refine_organs,
                                  "parent_units": int(context.parent_unit_of.max()), **store.summary()}
-        volumes = write_outputs(out, context, res.phi, summary)
+        volumes = write_outputs(out, context, {name: res.phi for name, res in results.items()}, summary)
+    by_value = {name: ValueAttribution(res.phi, np.array([np.nan if e is None else e
+                                                          for e in res.diagnostics["phi_std_error"]]),
+                                       float(res.phi0), float(res.phi0 + res.phi.sum()), volumes[f"attribution_{name}"])
+                for name, res in results.items()}
+    first = by_value[context.requested[0]]
     return ExplainResult(out, context.ct, context.prediction, volumes["roi"], volumes["units"],
-                         list(context.units.names), volumes["attribution"], res.phi, float(res.phi0),
-                         float(res.phi0 + res.phi.sum()), summary)
+                         list(context.units.names), first.attribution, first.phi, first.phi0, first.full_value,
+                         summary, by_value)

@@ -4,8 +4,9 @@
     write_report([Path("out/fp_organs"), Path("out/dice_hybrid")], Path("report.html"), "Spleen case 01")
 
 The file holds everything inline (CSS, PNG figures as base64 data URIs): no JavaScript, no network, so it can be
-mailed or archived as is. Each folder contributes a section: the slice panel, the units ranked by |phi| (table and
-bar chart), the MoRF/LeRF curves when ``faithfulness.json`` exists, and the cost of the run. Every string taken
+mailed or archived as is. Each value function of each folder contributes a section (a folder of several value
+functions, one per value function, in summary.json's order): the slice panel, the units ranked by |phi| (table and
+bar chart), the MoRF/LeRF curves when ``faithfulness.json`` has them, and the cost of the run. Every string taken
 from the folders is HTML-escaped.
 """
 
@@ -77,9 +78,11 @@ footer{max-width:1240px;margin:0 auto;padding:4px 28px 28px;color:#5b6678;font-s
 # ------------------------------------------------------------------------------------------- loading
 @dataclass
 class Explanation:
-    """One explain output folder as the page shows it: its summary.json, faithfulness.json (or None) and images."""
+    """One value function of an explain output folder: summary.json with that value function's keys at the top
+    level, its faithfulness (or None) and the output images (its attribution map)."""
 
     folder: Path
+    value: str
     summary: dict
     faithfulness: dict | None
     attribution: Volume
@@ -87,11 +90,19 @@ class Explanation:
     prediction: Volume
 
     @classmethod
-    def read(cls, folder) -> "Explanation":
-        """``folder``: an ``explain.folder.ExplanationFolder`` (passed in: the report sits below the explain layer
-        and never reads an output folder itself)."""
-        return cls(folder.path, folder.finished_summary(), folder.faithfulness(), folder.image("attribution"),
-                   folder.image("roi"), folder.image("prediction"))
+    def read(cls, folder) -> list["Explanation"]:
+        """One Explanation per value function of ``folder`` (an ``explain.folder.ExplanationFolder``, passed in: the
+        report sits below the explain layer and never reads an output folder itself; an older single-value folder
+        gives its one)."""
+        summary, faithfulness = folder.finished_summary(), folder.faithfulness()
+        roi, prediction = folder.image("roi"), folder.image("prediction")
+        explanations = []
+        for k, value in enumerate(folder.value_functions(summary)):
+            own = {**summary, **folder.value_summary(value, summary)}
+            curves = (faithfulness or {}).get("by_value", {}).get(value, faithfulness if k == 0 else None)
+            attribution = folder.image("attribution") if k == 0 else read_volume(folder.attribution_path(value))
+            explanations.append(cls(folder.path, value, own, curves, attribution, roi, prediction))
+        return explanations
 
     @property
     def target_name(self) -> str:
@@ -120,11 +131,11 @@ def section_title(exp: Explanation) -> str:
     """E.g. "False-positive spleen component (228 voxels) - hybrid units - fp value", or "... - organs, zoom into
     liver, stomach cells - ..." for a zoom (plain text)."""
     inputs = exp.summary["inputs"]
-    kind = (f"False-positive {exp.target_name} component" if inputs.get("value") == "fp"
+    kind = (f"False-positive {exp.target_name} component" if exp.value == "fp"
             else f"{exp.target_name[:1].upper()}{exp.target_name[1:]} component")
     units = (f"organs, zoom into {', '.join(inputs.get('refine_organs') or [])} cells" if inputs.get("refine")
              else f"{inputs.get('units')} units")
-    return f"{kind} ({exp.summary['roi']['voxels']:,} voxels) \u2013 {units} \u2013 {inputs.get('value')} value"
+    return f"{kind} ({exp.summary['roi']['voxels']:,} voxels) \u2013 {units} \u2013 {exp.value} value"
 
 
 def _meta(exp: Explanation) -> str:
@@ -295,8 +306,8 @@ def write_report(folders: list, out_html: Path, title: str, extra: dict | None =
 
     extra: optional key -> value pairs shown in the header (e.g. {"total wall time": "312 s"}).
     """
-    explanations = [Explanation.read(folder) for folder in folders]
-    values = [str(e.summary["inputs"].get("value")) for e in explanations]
+    explanations = [e for folder in folders for e in Explanation.read(folder)]
+    values = [e.value for e in explanations]
     body = _legend(values) + "".join(explanation_section(e) for e in explanations)
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{CSS}</style></head><body>{_header(title, extra)}<main>{body}</main>{_footer()}</body></html>\n")

@@ -14,6 +14,11 @@ z_t^(m) the raw logit of class t:
             the dice of two empty sets is 0)
 - softdice: S_Soft(m) =  (1/|R|) sum_x R(x) 1[P_m(x)=1] w(x) z_t^(m)(x), w = 2 P_0 - 1
 Sums are taken in float64. numpy only: the engine converts torch tensors before calling.
+
+``value_table(names, logits, ...)`` gives several of them at once, (n, V), from one pass over the region (each
+column equal to that function's own result). ``requested_values(text)`` reads ``--value``: one name, a
+comma-separated list, or ``all`` (every value function, in ALL_ORDER: softdice first, as it is the one never
+identically zero on a nonempty region).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 
 DICE_EPS = 1e-8
@@ -44,34 +50,49 @@ def _on_region(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray
     return predicted, inside[:, target].astype(np.float64), baseline_pred[region]
 
 
-def tp(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target: int) -> np.ndarray:
-    """S_TP: mean over R of the target logit where the voxel stays predicted as a baseline positive. (n,)."""
-    predicted, z_t, p0 = _on_region(logits, region, baseline_pred, target)
+def _tp(predicted: np.ndarray, z_t: np.ndarray, p0: np.ndarray) -> np.ndarray:
     return np.where(predicted & p0, z_t, 0.0).sum(axis=1) / p0.size
 
 
-def fp(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target: int) -> np.ndarray:
-    """S_FP: minus the mean over R of the target logit where a baseline negative becomes predicted. (n,)."""
-    predicted, z_t, p0 = _on_region(logits, region, baseline_pred, target)
+def _fp(predicted: np.ndarray, z_t: np.ndarray, p0: np.ndarray) -> np.ndarray:
     return 0.0 - np.where(predicted & ~p0, z_t, 0.0).sum(axis=1) / p0.size   # 0.0 - x: no negative zeros
 
 
-def dice(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target: int) -> np.ndarray:
-    """S_Dice: Dice overlap, within R, of the coalition's prediction with the baseline prediction. (n,)."""
-    predicted, _, p0 = _on_region(logits, region, baseline_pred, target)
+def _dice(predicted: np.ndarray, z_t: np.ndarray, p0: np.ndarray) -> np.ndarray:
     overlap = (predicted & p0).sum(axis=1)
     return 2.0 * overlap / (predicted.sum(axis=1) + p0.sum() + DICE_EPS)
 
 
-def softdice(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target: int) -> np.ndarray:
-    """S_Soft: mean over R of the target logit where predicted, + on baseline positives, - elsewhere. (n,)."""
-    predicted, z_t, p0 = _on_region(logits, region, baseline_pred, target)
+def _softdice(predicted: np.ndarray, z_t: np.ndarray, p0: np.ndarray) -> np.ndarray:
     w = np.where(p0, 1.0, -1.0)
     return np.where(predicted, w * z_t, 0.0).sum(axis=1) / p0.size
 
 
+def tp(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target: int) -> np.ndarray:
+    """S_TP: mean over R of the target logit where the voxel stays predicted as a baseline positive. (n,)."""
+    return _tp(*_on_region(logits, region, baseline_pred, target))
+
+
+def fp(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target: int) -> np.ndarray:
+    """S_FP: minus the mean over R of the target logit where a baseline negative becomes predicted. (n,)."""
+    return _fp(*_on_region(logits, region, baseline_pred, target))
+
+
+def dice(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target: int) -> np.ndarray:
+    """S_Dice: Dice overlap, within R, of the coalition's prediction with the baseline prediction. (n,)."""
+    return _dice(*_on_region(logits, region, baseline_pred, target))
+
+
+def softdice(logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray, target: int) -> np.ndarray:
+    """S_Soft: mean over R of the target logit where predicted, + on baseline positives, - elsewhere. (n,)."""
+    return _softdice(*_on_region(logits, region, baseline_pred, target))
+
+
 ValueFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 VALUE_FUNCTIONS: dict[str, ValueFunction] = {"tp": tp, "fp": fp, "dice": dice, "softdice": softdice}
+_ON_REGION = {"tp": _tp, "fp": _fp, "dice": _dice, "softdice": _softdice}
+ALL = options.ALL_VALUES
+ALL_ORDER = options.ALL_VALUES_ORDER
 
 
 def value_function(name: str) -> ValueFunction:
@@ -79,4 +100,30 @@ def value_function(name: str) -> ValueFunction:
     try:
         return VALUE_FUNCTIONS[name]
     except KeyError:
-        raise InputError(f"value function {name!r} is not one of {', '.join(VALUE_FUNCTIONS)}") from None
+        raise InputError(f"value function {name!r} is not one of {', '.join(VALUE_FUNCTIONS)} (or {ALL})") from None
+
+
+def value_table(names: list[str], logits: np.ndarray, region: np.ndarray, baseline_pred: np.ndarray,
+                target: int) -> np.ndarray:
+    """The value functions ``names`` at once: float64 (n, V), column k equal to ``VALUE_FUNCTIONS[names[k]]``'s
+    result (same arguments and shapes as the single functions)."""
+    for name in names:
+        value_function(name)
+    restricted = _on_region(logits, region, baseline_pred, target)
+    return np.stack([_ON_REGION[name](*restricted) for name in names], axis=1)
+
+
+def requested_values(text: str) -> list[str]:
+    """``--value``'s value functions in order: one name, a comma-separated list, or ``all`` (ALL_ORDER).
+    InputError for an unknown name, a repeat or an empty list."""
+    text = str(text).strip()
+    if text == ALL:
+        return list(ALL_ORDER)
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise InputError(f"--value {text!r}: give a value function, a comma-separated list of them, or {ALL}")
+    for name in names:
+        value_function(name)
+    if len(set(names)) != len(names):
+        raise InputError(f"--value {text!r} names a value function twice")
+    return names

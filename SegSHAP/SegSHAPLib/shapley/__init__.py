@@ -1,6 +1,6 @@
 """The KernelSHAP solver, numpy only (no torch, nnunetv2, scipy or slicer).
 
-- ``plan``:        coalition plans fixed by (M, budget, seed): exact enumeration or the paired sampled design.
+- ``plan``:        coalition plans fixed by (M, budget, seed), nested across budgets: prefixes of one paired sequence.
 - ``store``:       the in-memory store of evaluated coalition values (resume).
 - ``fit``:         exact Shapley values and the efficiency-constrained weighted regression.
 - ``diagnostics``: standard errors, held-out R^2, convergence forecast.

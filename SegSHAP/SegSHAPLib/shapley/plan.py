@@ -53,9 +53,9 @@ class CoalitionPlan:
     Attributes:
         masks: bool (n, M). Row 0 is the empty coalition, row 1 the full one; rows 2 + 2k and 3 + 2k are
             a coalition and its complement (pair k).
-        position: int (n,). Round-robin rank of the row's pair (-1 for empty and full): pairs sorted by
-            their rank inside their stratum, then by stratum, so any prefix or residue class of positions
-            is spread evenly over the strata.
+        position: int (n,). Index of the row's pair in the sequence (-1 for empty and full); the sequence
+            visits the strata in round-robin order, so any prefix or residue class of positions is spread
+            evenly over the strata.
         complete: bool (n,). True where every coalition of the row's size is in the plan (also for
             empty and full).
     """
@@ -69,6 +69,16 @@ class CoalitionPlan:
         """True when the plan holds all 2^M coalitions (the result is then the exact Shapley value)."""
         return len(self.masks) == 1 << self.masks.shape[1]
 
+    def prefix(self, n: int) -> "CoalitionPlan":
+        """The plan of its first n rows (n even, or n = len): the plan of budget n for the same (M, seed)."""
+        masks = self.masks[:n]
+        sizes = masks[2:].sum(axis=1)
+        strata = np.minimum(sizes, masks.shape[1] - sizes)
+        counts = np.bincount(strata[0::2], minlength=masks.shape[1] // 2 + 1)
+        complete = [counts[s] == pair_count(masks.shape[1], s) for s in strata]
+        return CoalitionPlan(masks=masks, position=self.position[:n],
+                             complete=np.concatenate([[True, True][:n], complete]).astype(bool))
+
 
 def pair_count(n_features: int, s: int) -> int:
     """Number of coalition pairs {z, 1 - z} with min(|z|, M - |z|) = s (1 <= s <= M/2)."""
@@ -77,62 +87,128 @@ def pair_count(n_features: int, s: int) -> int:
 
 
 def exact_plan(n_features: int, rng: np.random.Generator) -> CoalitionPlan:
-    """All 2^M coalitions, every stratum complete, pairs shuffled within their stratum by rng."""
-    strata = [(s, _shuffled(_all_pairs(n_features, s), rng)) for s in range(1, n_features // 2 + 1)]
-    return _assemble(n_features, strata)
+    """All 2^M coalitions: the whole coalition sequence of (M, rng)."""
+    return _plan(n_features, (1 << (n_features - 1)) - 1, rng)
 
 
 def sampled_plan(n_features: int, budget: int, rng: np.random.Generator) -> CoalitionPlan:
-    """At most `budget` coalitions (empty and full included) with the design in the module docstring."""
-    complete, sampled = _allocate(n_features, (budget - 2) // 2)
-    strata = [(s, _shuffled(_all_pairs(n_features, s), rng)) for s in complete]
-    dense = {s: k for s, k in sampled.items() if 2 * k > pair_count(n_features, s)}
-    strata += [(s, _dense_pairs(n_features, s, k, rng)) for s, k in dense.items()]
-    sparse = _herded_pairs(n_features, {s: k for s, k in sampled.items() if s not in dense}, rng)
-    return _assemble(n_features, strata + list(sparse.items()))
+    """The first (budget - 2) // 2 pairs of the sequence of (M, rng) after empty and full: at most `budget`
+    coalitions with the design in the module docstring (all 2^M when the budget covers them)."""
+    return _plan(n_features, min((budget - 2) // 2, (1 << (n_features - 1)) - 1), rng)
 
 
 def _stratum_weight(n_features: int, s: int) -> float:
-    """Relative number of pairs for stratum s: (s (M - s))^-ALLOCATION_EXPONENT coalitions per size, where
-    a pair is one coalition of each of the sizes s and M - s, or two of size M/2."""
+    """Share of the pairs for stratum s: (s (M - s))^-ALLOCATION_EXPONENT coalitions per size, where a pair
+    is one coalition of each of the sizes s and M - s, or two of size M/2."""
     per_size = (s * (n_features - s)) ** -ALLOCATION_EXPONENT
     return per_size / 2 if 2 * s == n_features else per_size
 
 
-def _allocate(n_features: int, pairs: int) -> tuple[list[int], dict[int, int]]:
-    """Split `pairs` coalition pairs over the strata 1..M/2.
+def _schedule(n_features: int, pairs: int) -> np.ndarray:
+    """Stratum (pairs,) of each of the sequence's first `pairs` pairs: weighted round-robin (docstring item 3)."""
+    times, strata = [], []
+    for s in range(1, n_features // 2 + 1):
+        count = min(pair_count(n_features, s), pairs)
+        times.append((np.arange(count) + 0.5) / _stratum_weight(n_features, s))
+        strata.append(np.full(count, s))
+    if not times:
+        return np.zeros(0, dtype=int)
+    times, strata = np.concatenate(times), np.concatenate(strata)
+    return strata[np.lexsort((strata, times))][:pairs]
 
-    Returns the strata enumerated in full (outermost first, each while its share of the pairs left
-    covers it and leaves a pair for the strata after it) and {stratum: pairs} for the sampled ones
-    (largest-remainder rounding, capped at the stratum's size; strata given no pair are left out).
+
+def _herding_weight(n_features: int, s: int) -> float:
+    """Herding weight of one pair of stratum s (both members): the stratum's kernel mass over its share."""
+    mass = (n_features - 1) / (s * (n_features - s))
+    return (mass if 2 * s == n_features else 2.0 * mass) / _stratum_weight(n_features, s)
+
+
+def _plan(n_features: int, pairs: int, rng: np.random.Generator) -> CoalitionPlan:
+    """Empty, full, then the first `pairs` pairs of the sequence of (M, rng), each member and its complement."""
+    strata = _schedule(n_features, pairs)
+    lower = _sequence(n_features, strata, rng)
+    counts = np.bincount(strata, minlength=n_features // 2 + 1)
+    complete = np.array([counts[s] == pair_count(n_features, s) for s in strata], dtype=bool)
+    masks = np.empty((2 + 2 * len(lower), n_features), dtype=bool)
+    masks[0], masks[1] = False, True
+    masks[2::2], masks[3::2] = lower, ~lower
+    return CoalitionPlan(
+        masks=masks,
+        position=np.concatenate([[-1, -1], np.repeat(np.arange(len(lower)), 2)]).astype(int),
+        complete=np.concatenate([[True, True], np.repeat(complete, 2)]).astype(bool),
+    )
+
+
+def _sequence(n_features: int, strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The size-s members bool (len(strata), M) of the pairs of the given strata, in order (docstring item 4).
+
+    Each new coalition z of stratum s minimises, lexicographically,
+    1. the use of its units so far in stratum s (when BALANCE_USAGE), then
+    2. a^T R a with a = z - s/M, R the gap between the weighted second moments of all pairs drawn so
+       far (this one included) and their expectation under uniform sampling (when HERD_MOMENTS),
+    ties broken at random: greedily unit by unit while fewer than half of the stratum's pairs are drawn
+    (a repeat is redrawn with growing random jitter), then over the stratum's unused pairs (_Pool).
+    Every draw depends only on the draws before it, so a longer sequence starts with a shorter one.
     """
-    strata = list(range(1, n_features // 2 + 1))
-    weights = {s: _stratum_weight(n_features, s) for s in strata}
-    complete: list[int] = []
-    while strata:
-        s = strata[0]
-        share = pairs * weights[s] / sum(weights[t] for t in strata)
-        if share + 1e-9 < pair_count(n_features, s) or (pairs == pair_count(n_features, s) and len(strata) > 1):
-            break
-        complete.append(s)
-        pairs -= pair_count(n_features, s)
-        strata.pop(0)
-    return complete, _round_shares(n_features, strata, weights, pairs)
+    basis = np.eye(n_features) - 1.0 / n_features
+    moments = np.zeros((n_features, n_features))
+    usage = {s: np.zeros(n_features) for s in np.unique(strata)}
+    seen: dict[int, set[bytes]] = {s: set() for s in usage}
+    pools: dict[int, _Pool] = {}
+    drawn = np.zeros((len(strata), n_features), dtype=bool)
+    for index, s in enumerate(strata.tolist()):
+        weight = _herding_weight(n_features, s)
+        spread = s * (n_features - s) / (n_features * (n_features - 1))
+        moments -= weight * spread * basis
+        balance = usage[s] if BALANCE_USAGE else np.zeros(n_features)
+        if s not in pools and 2 * len(seen[s]) >= pair_count(n_features, s):
+            pools[s] = _Pool(n_features, s, seen[s], moments)
+        if s in pools:
+            z = pools[s].draw(balance, rng)
+        else:
+            gap = moments / weight if HERD_MOMENTS else np.zeros_like(moments)
+            z = _herded_coalition(gap, balance, s, seen[s], rng)
+        drawn[index] = z
+        seen[s].add(np.packbits(z).tobytes())
+        if 2 * s != n_features:
+            usage[s][z] += 1.0
+        centred = z - s / n_features
+        moments += weight * np.outer(centred, centred)
+        for pool in pools.values():
+            pool.add_moment(weight, centred)
+    return drawn
 
 
-def _round_shares(n_features: int, strata: list[int], weights: dict[int, float], pairs: int) -> dict[int, int]:
-    """Largest-remainder rounding of `pairs` split over `strata` by `weights`, capped at pair_count."""
-    if not strata or pairs <= 0:
-        return {}
-    total = sum(weights[s] for s in strata)
-    exact = {s: pairs * weights[s] / total for s in strata}
-    counts = {s: min(int(exact[s]), pair_count(n_features, s)) for s in strata}
-    for s in sorted(strata, key=lambda t: int(exact[t]) - exact[t]):
-        if sum(counts.values()) >= pairs:
-            break
-        if counts[s] < pair_count(n_features, s):
-            counts[s] += 1
-    return {s: k for s, k in counts.items() if k > 0}
+class _Pool:
+    """The unused pairs of one stratum (members bool (r, M)) with their herding criteria kept up to date.
+
+    quadratic (r,) is z^T R z up to a constant shared by the stratum (R's expectation part is the same for
+    every coalition of a size), updated by one rank-one term per draw of any stratum.
+    """
+
+    def __init__(self, n_features: int, s: int, seen: set[bytes], moments: np.ndarray):
+        everything = _all_pairs(n_features, s)
+        self.members = everything[[key not in seen for key in _row_keys(everything)]]
+        self.alive = np.ones(len(self.members), dtype=bool)
+        rows = self.members.astype(float)
+        self.quadratic = ((rows @ moments) * rows).sum(axis=1) if HERD_MOMENTS else np.zeros(len(rows))
+
+    def add_moment(self, weight: float, centred: np.ndarray) -> None:
+        """Account for a drawn pair with centred member a (M,): R += weight a a^T."""
+        if HERD_MOMENTS:
+            self.quadratic += weight * (self.members @ centred) ** 2
+
+    def draw(self, usage: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The unused pair of least usage (M,), then least z^T R z, ties at random; removed from the pool."""
+        candidates = np.flatnonzero(self.alive)
+        use = self.members[candidates] @ usage
+        candidates = candidates[use == use.min()]
+        quadratic = self.quadratic[candidates]
+        tolerance = 1e-9 * (np.abs(quadratic).max() + 1.0)
+        candidates = candidates[quadratic <= quadratic.min() + tolerance]
+        chosen = candidates[rng.integers(len(candidates))]
+        self.alive[chosen] = False
+        return self.members[chosen].copy()
 
 
 def _all_pairs(n_features: int, s: int) -> np.ndarray:
@@ -145,57 +221,6 @@ def _all_pairs(n_features: int, s: int) -> np.ndarray:
     return masks
 
 
-def _shuffled(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The rows (k, M) in a random order drawn from rng."""
-    return rows[rng.permutation(len(rows))]
-
-
-def _dense_pairs(n_features: int, s: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` > half of the pairs of stratum s, bool (count, M): all of them but a herded draw of the rest.
-
-    Leaving out a balanced set keeps a balanced set, and the draw never hunts for the last unused pairs.
-    """
-    everything = _all_pairs(n_features, s)
-    left_out = set(_row_keys(_herded_pairs(n_features, {s: pair_count(n_features, s) - count}, rng)[s]))
-    kept = np.array([key not in left_out for key in _row_keys(everything)], dtype=bool)
-    return _shuffled(everything[kept], rng)
-
-
-def _herded_pairs(n_features: int, counts: dict[int, int], rng: np.random.Generator) -> dict[int, np.ndarray]:
-    """{s: bool (counts[s], M)} distinct size-s members of pairs, drawn stratum by stratum in round-robin order.
-
-    Each new coalition z of stratum s minimises, lexicographically,
-    1. the use of its units so far in stratum s (when BALANCE_USAGE), then
-    2. a^T R a with a = z - s/M, R the gap between the weighted second moments of all pairs drawn so
-       far (this one included) and their expectation under uniform sampling (when HERD_MOMENTS),
-    greedily unit by unit, ties broken at random. A repeat is redrawn with growing random jitter.
-    """
-    basis = np.eye(n_features) - 1.0 / n_features
-    moments = np.zeros((n_features, n_features))
-    usage = {s: np.zeros(n_features) for s in counts}
-    seen: dict[int, set[bytes]] = {s: set() for s in counts}
-    drawn = {s: np.zeros((k, n_features), dtype=bool) for s, k in counts.items()}
-    for rank, s in sorted((r, s) for s, k in counts.items() for r in range(k)):
-        weight = _pair_weight(n_features, s, counts[s])
-        spread = s * (n_features - s) / (n_features * (n_features - 1))
-        moments -= weight * spread * basis
-        gap = moments / weight if HERD_MOMENTS else np.zeros_like(moments)
-        z = _herded_coalition(gap, usage[s] if BALANCE_USAGE else np.zeros(n_features), s, seen[s], rng)
-        drawn[s][rank] = z
-        seen[s].add(np.packbits(z).tobytes())
-        if 2 * s != n_features:
-            usage[s][z] += 1.0
-        centred = z - s / n_features
-        moments += weight * np.outer(centred, centred)
-    return drawn
-
-
-def _pair_weight(n_features: int, s: int, count: int) -> float:
-    """Regression weight of one pair of stratum s when `count` pairs are drawn (both members together)."""
-    mass = (n_features - 1) / (s * (n_features - s))
-    return mass / count if 2 * s == n_features else 2.0 * mass / count
-
-
 def _herded_coalition(gap: np.ndarray, usage: np.ndarray, s: int, seen: set[bytes],
                       rng: np.random.Generator) -> np.ndarray:
     """A size-s coalition bool (M,) not in `seen` (for s = M/2 the member with unit 0), see _herded_pairs.
@@ -203,7 +228,7 @@ def _herded_coalition(gap: np.ndarray, usage: np.ndarray, s: int, seen: set[byte
     gap (M, M) is R; as the centred coalitions sum to zero, a^T R a = z^T R z + const. The coalition
     is built unit by unit, each time adding the unit of least usage (M,), then least increase of
     z^T R z. Random jitter breaks ties; after a repeat it grows fourfold per attempt until the draw is
-    uniform, so at most half of a stratum is ever drawn this way (see _dense_pairs) and a new
+    uniform; at most half of a stratum is ever drawn this way (then _Pool takes over), so a new
     coalition comes up quickly.
     """
     n_features = len(usage)
@@ -227,25 +252,3 @@ def _herded_coalition(gap: np.ndarray, usage: np.ndarray, s: int, seen: set[byte
 def _row_keys(rows: np.ndarray) -> list[bytes]:
     """Packed-bit keys of bool rows (k, M)."""
     return [r.tobytes() for r in np.packbits(rows, axis=1)]
-
-
-def _assemble(n_features: int, strata: list[tuple[int, np.ndarray]]) -> CoalitionPlan:
-    """Plan from [(stratum s, size-s members bool (k, M))]: empty, full, then each member and its complement."""
-    lower = np.zeros((0, n_features), dtype=bool)
-    rank, stratum, complete = (np.zeros(0, dtype=int),) * 3
-    if strata:
-        lower = np.concatenate([rows for _, rows in strata])
-        rank = np.concatenate([np.arange(len(rows)) for _, rows in strata])
-        stratum = np.concatenate([np.full(len(rows), s) for s, rows in strata])
-        complete = np.concatenate([np.full(len(rows), len(rows) == pair_count(n_features, s)) for s, rows in strata])
-    position = np.empty(len(lower), dtype=int)
-    position[np.lexsort((stratum, rank))] = np.arange(len(lower))
-    masks = np.empty((2 + 2 * len(lower), n_features), dtype=bool)
-    masks[0], masks[1] = False, True
-    masks[2::2], masks[3::2] = lower, ~lower
-    return CoalitionPlan(
-        masks=masks,
-        position=np.concatenate([[-1, -1], np.repeat(position, 2)]).astype(int),
-        complete=np.concatenate([[True, True], np.repeat(complete, 2)]).astype(bool),
-    )
-
