@@ -1,8 +1,17 @@
-"""``segshap explain``: one explanation from the command line, with tqdm progress and resume."""
+"""``segshap explain``: one explanation from the command line, with progress (a tqdm bar, or JSON lines for a
+program that runs it: ``--progress json``, schema in ``explain.progress_stream``) and resume.
+
+An interrupt (SIGINT, Ctrl-C; on Windows also CTRL_BREAK) asks the run to stop at the next network batch, so
+every coalition evaluated so far is journaled; a second interrupt stops at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+import threading
 from pathlib import Path
 
 from SegSHAPLib.cli.predict import add_model_arguments
@@ -36,8 +45,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=1,
                         help="network patches per forward (1 reproduces nnU-Net bit for bit)")
     parser.add_argument("--cache", choices=("memo", "baseline", "none"), default="memo")
+    parser.add_argument("--case-cache", metavar="DIR|none",
+                        help="folder of the on-disk case cache (the CT's preprocessing and the model's full "
+                             "prediction, kept for the next run): default $SEGSHAP_CACHE_DIR, else the user's "
+                             "cache folder (~/.cache/segshap); 'none' turns it off")
     parser.add_argument("--verify", type=int, default=0, metavar="N",
                         help="check the baseline and N random coalitions against nnU-Net's own prediction")
+    parser.add_argument("--progress", choices=("bar", "json"), default="bar",
+                        help="bar: a tqdm bar (default); json: one JSON object per line on stdout for each batch "
+                             "and stage, then an 'end' line with the status (all other output goes to stderr)")
     parser.add_argument("--scene", type=Path, help="also write a Slicer scene (.mrb) with every result node")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.set_defaults(run=run)
@@ -53,7 +69,8 @@ def request_from_args(args: argparse.Namespace):
         score_region=args.score_region, dilate_mm=args.dilate_mm, units=args.units, organs=args.organs,
         fcc_scale_mm=args.fcc_scale_mm, grouping=args.grouping, value=args.value, budget=args.budget,
         seed=args.seed, mask_value=args.mask_value, batch_size=args.batch_size, device=args.device,
-        cache=args.cache, tta=args.tta, tile_step=args.tile_step, fold=args.fold, verify=args.verify)
+        cache=args.cache, tta=args.tta, tile_step=args.tile_step, fold=args.fold, verify=args.verify,
+        case_cache=args.case_cache)
 
 
 class TqdmProgress:
@@ -78,19 +95,76 @@ class TqdmProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+
+@contextlib.contextmanager
+def interrupt_sets(cancel: threading.Event):
+    """While inside: the first SIGINT (and SIGBREAK on Windows) sets ``cancel`` (the run stops at the next batch),
+    the next one raises KeyboardInterrupt. Only the main thread can install handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def on_interrupt(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("segshap explain: stopping after the current batch (interrupt again to stop now)", file=sys.stderr)
+
+    signals = [signal.SIGINT] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
+    previous = {number: signal.signal(number, on_interrupt) for number in signals}
+    try:
+        yield cancel
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _ending(error: BaseException) -> tuple[str, str]:
+    """(end status, one-line message) of an exception that ended the run."""
+    from SegSHAPLib.errors import Cancelled
+
+    if isinstance(error, (Cancelled, KeyboardInterrupt)):
+        return "cancelled", str(error) or "interrupted"
+    if isinstance(error, InputError):
+        return "error", str(error)
+    return "error", f"{type(error).__name__}: {error}"
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.progress == "json":
+        from SegSHAPLib.explain.progress_stream import JsonLinesProgress
+
+        stream = JsonLinesProgress(sys.stdout)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):          # stdout carries the JSON lines only
+                result = _explain(args, stream)
+        except BaseException as err:
+            status, message = _ending(err)
+            stream.end(status, args.out, message)
+            raise
+        stream.end("finished", result.out, f"explained {len(result.unit_names)} units")
+        return 0
+    progress = TqdmProgress()
+    try:
+        _explain(args, progress)
+    finally:
+        progress.close()
+    return 0
+
+
+def _explain(args: argparse.Namespace, progress):
+    """Run the explanation (and write --scene); print the result's summary; return the ExplainResult."""
     from SegSHAPLib.explain.run import run_explain
 
     request = request_from_args(args)
     if args.scene is not None and not str(args.scene).lower().endswith(".mrb"):
         raise InputError(f"--scene {args.scene}: give a .mrb file name")
-    progress = TqdmProgress()
-    try:
-        result = run_explain(request, progress=progress)
-    finally:
-        progress.close()
+    with interrupt_sets(threading.Event()) as cancel:
+        result = run_explain(request, progress=progress, cancel=cancel)
+    if isinstance(progress, TqdmProgress):
+        progress.close()                                  # the bar ends before the summary lines
     if args.scene is not None:
         from SegSHAPMRML import write_scene_from_output
 
@@ -103,4 +177,4 @@ def run(args: argparse.Namespace) -> int:
           f" naive) in {summary['timings_s']['total']:.1f} s -> {result.out}")
     for unit in ranked:
         print(f"  {unit['shap']:+.4f}  {unit['name']}")
-    return 0
+    return result

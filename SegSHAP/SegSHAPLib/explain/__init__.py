@@ -4,5 +4,7 @@
 - ``run``:          ``ExplainRequest``, ``run_explain``: the Python API behind ``segshap explain`` and the Slicer logic.
 - ``journal``:      the on-disk journal of evaluated coalitions (resume after Ctrl-C, crash or retry).
 - ``faithfulness``: MoRF / LeRF / random curves, AOPC, ABPC (``segshap evaluate``).
+- ``progress_stream``: the JSON-lines progress of ``segshap explain --progress json`` (written and read).
+- ``cost``:         ``cost_preview``: support patches, coalitions, counted patch forwards and time, before a run.
 The package is not imported eagerly here: its modules import torch and nnunetv2.
 """

@@ -19,9 +19,10 @@ import numpy as np
 
 from SegSHAPLib.inference.cached_inference import CachedSlidingWindow, SlidingWindowLayout
 from SegSHAPLib.inference.case_cache import cached_case, cached_predictor
+from SegSHAPLib.inference.case_store import open_store
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch, read_volume
-from SegSHAPLib.inference.model import Preprocessed, resolve_target
+from SegSHAPLib.inference.model import Preprocessed, check_model_folder, resolve_target
 from SegSHAPLib.inference.network_grid import Box, NetworkGrid
 from SegSHAPLib.scoring.roi import (REGION_KINDS, bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
                   roi_from_point, scoring_region)
@@ -52,8 +53,10 @@ class ExplanationContext:
     engine: CachedSlidingWindow
     mask_value_normalised: float
     region_net: np.ndarray             # bool (bz, by, bx)
-    baseline_pred_net: np.ndarray      # bool (bz, by, bx), P_0
+    baseline_pred_net: np.ndarray | None   # bool (bz, by, bx), P_0 (None when prepared without the baseline)
     value_name: str
+    case_source: str = "computed"      # where the CT's preprocessing came from: memory, disk or computed
+    full_predictions: int = 0          # full-volume predictions this preparation ran (0 or 1)
 
     @property
     def n_units(self) -> int:
@@ -143,11 +146,13 @@ def _units(request, ct: Volume, organs: Volume | None, names: dict[int, str] | N
 def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: Volume | None = None,
                     prediction_volume: Volume | None = None, roi_mask_volume: Volume | None = None,
                     organ_names: dict[int, str] | None = None, predictor=None,
-                    units_volume: Volume | None = None, unit_names: list[str] | None = None) -> ExplanationContext:
+                    units_volume: Volume | None = None, unit_names: list[str] | None = None,
+                    with_baseline: bool = True) -> ExplanationContext:
     """Build the explanation context of a request.
 
     In-memory volumes take precedence over the request's paths. ``units_volume``/``unit_names`` reuse a unit
-    map written by an earlier run (``segshap evaluate``) instead of building one.
+    map written by an earlier run (``segshap evaluate``) instead of building one. ``with_baseline=False`` stops
+    before the first network forward (for counting, ``explain.cost``): ``baseline_pred_net`` is then None.
     """
     check_request(request, roi_mask_volume is not None)
     ct = ct_volume if ct_volume is not None else read_volume(request.ct)
@@ -161,7 +166,10 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     given_prediction = _load_aligned(prediction_volume, getattr(request, "prediction", None), ct,
                                      "the prediction", "--prediction")
 
-    pre, own_prediction = cached_case(predictor, ct, with_prediction=given_prediction is None)
+    case = cached_case(predictor, ct, with_prediction=given_prediction is None,
+                       store=open_store(getattr(request, "case_cache", None)),
+                       model_key=model_settings(request, predictor))
+    pre, own_prediction = case.preprocessed, case.prediction
     grid = NetworkGrid.from_preprocessing(pre.properties, predictor.plans_manager.transpose_forward,
                                           pre.data.shape[1:], ct.shape_zyx)
     prediction = given_prediction if given_prediction is not None else own_prediction
@@ -183,13 +191,23 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     mask_value = normalised_mask_value(predictor, request.mask_value)
     engine = CachedSlidingWindow(predictor, layout, grid.to_network(units.labels), units.n_units, box_net,
                                  mask_value, cache_mode=request.cache, batch_size=request.batch_size)
-    baseline = engine.evaluate(np.ones((1, units.n_units), dtype=bool))[0]        # (C, bz, by, bx)
     box_slices = tuple(slice(a, b) for a, b in box_net)
     region_net = grid.to_network(region)[box_slices]
-    baseline_pred = baseline.argmax(axis=0) == target
-    check_value_on_region(request.value, region_net, baseline_pred)
+    baseline_pred = None
+    if with_baseline:
+        baseline = engine.evaluate(np.ones((1, units.n_units), dtype=bool))[0]        # (C, bz, by, bx)
+        baseline_pred = baseline.argmax(axis=0) == target
+        check_value_on_region(request.value, region_net, baseline_pred)
     return ExplanationContext(request, ct, predictor, pre, grid, prediction, target, ijk, roi, region, box_ct,
-                              support, units, engine, mask_value, region_net, baseline_pred, request.value)
+                              support, units, engine, mask_value, region_net, baseline_pred, request.value,
+                              case.source, case.full_predictions)
+
+
+def model_settings(request, predictor) -> dict:
+    """The model and inference settings that key the case cache and the patch timing
+    (``case_store.model_digest``'s arguments)."""
+    return {"model_dir": request.model, "folds": check_model_folder(request.model, request.fold),
+            "device_type": predictor.device.type, "tile_step": request.tile_step, "tta": request.tta}
 
 
 def resolve_path(path) -> str | None:

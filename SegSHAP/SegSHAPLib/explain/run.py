@@ -64,6 +64,25 @@ class ExplainRequest:
     tile_step: float = 0.5
     fold: list[str] | None = None
     verify: int = 0
+    case_cache: str | None = None
+
+    def command_line(self) -> list[str]:
+        """The ``segshap explain`` arguments (after the subcommand's name) that make this request again
+        (``cli.explain.request_from_args`` inverts it). Unset fields are left out, so the CLI's defaults apply."""
+        arguments = []
+        for name, value in asdict(self).items():
+            flag = "--" + name.replace("_", "-")
+            if value is None or value is False:
+                continue
+            if value is True:
+                arguments.append(flag)
+            elif name == "roi_point":
+                arguments.append(f"{flag}=" + ",".join(repr(float(v)) for v in value))
+            elif name == "fold":
+                arguments += [part for fold in value for part in (flag, str(fold))]
+            else:
+                arguments += [flag, str(value)]
+        return arguments
 
     def resolved_inputs(self) -> dict:
         """summary.json's "inputs": every argument under its flag name, paths absolute."""
@@ -76,14 +95,14 @@ class ExplainRequest:
         return inputs
 
     def journal_spec(self) -> dict:
-        """What the coalition values depend on: every input but budget, seed, verify and out, and but the
+        """What the coalition values depend on: every input but budget, seed, verify, out and case_cache, and but the
         settings this request does not use (the FCC scale for organ units, the organ map and grouping for FCC
         units, the dilation unless the score region is dilated)."""
         spec = self.resolved_inputs()
         unused = {"organs": ("fcc_scale_mm",), "fcc": ("organs", "grouping")}.get(self.units, ())
         if self.score_region != "dilated":
             unused += ("dilate_mm",)
-        for key in ("budget", "seed", "verify", "out") + unused:
+        for key in ("budget", "seed", "verify", "out", "case_cache") + unused:
             spec.pop(key)
         spec["segshap_version"] = __version__
         return spec
@@ -172,7 +191,8 @@ def _summary(request: ExplainRequest, context: ExplanationContext, res, counters
     inference = {k: counters[k] for k in ("patches_full_grid", "patches_in_support", "patch_forwards",
                                           "patch_cache_hits", "naive_patch_forwards")}
     inference.update(folds=counters["folds"], hit_rate=counters["hit_rate"], cache=request.cache,
-                     batch_size=request.batch_size, tta=request.tta)
+                     batch_size=request.batch_size, tta=request.tta, full_predictions=context.full_predictions,
+                     case_cache=context.case_source)
     if verify is not None:
         inference["verify"] = verify
     return {
@@ -245,6 +265,8 @@ def run_explain(request: ExplainRequest, *, ct_volume: Volume | None = None, org
                               organ_names=organ_names)
     claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
     prepared = time.perf_counter()
+    if progress is not None:
+        progress(ProgressEvent("prepare", 1, 1, f"prepared {context.n_units} units"))
     journal = CoalitionJournal(out, context.n_units)
     reporter = _CoalitionProgress(progress, context, request.budget)
     network_before = context.engine.counters.network_seconds
@@ -266,6 +288,8 @@ def run_explain(request: ExplainRequest, *, ct_volume: Volume | None = None, org
                "inference": round(context.engine.counters.network_seconds - network_before, 3),
                "solver": round(solved - prepared, 3)}
     summary = _summary(request, context, res, counters, verify, timings)
+    if progress is not None:
+        progress(ProgressEvent("write", 0, 1, f"writing the outputs to {out}"))
     volumes = write_outputs(out, context, res.phi, summary)
     return ExplainResult(out, context.ct, context.prediction, volumes["roi"], volumes["units"],
                          list(context.units.names), volumes["attribution"], res.phi, float(res.phi0),
