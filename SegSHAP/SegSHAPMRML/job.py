@@ -42,14 +42,37 @@ class JobMessage:
 
 # in-memory input (run_explain keyword) -> the request field naming its file -> file name in the inputs folder
 PERSISTED = (("ct_volume", "ct", "ct.nii.gz"), ("organ_volume", "organs", "organs.nii.gz"),
-             ("roi_mask_volume", "roi_mask", "roi_mask.nii.gz"))
+             ("roi_mask_volume", "roi_mask", "roi_mask.nii.gz"),
+             ("prediction_volume", "prediction", "prediction.nii.gz"))
 
 
 def input_files(request, run_kwargs: dict, folder) -> dict[str, Path]:
-    """Request field -> absolute file in ``folder`` for each in-memory input (CT, organ map, ROI mask) that the
-    request names no file for: where ``ExplainJob`` writes it, and so the paths the run's journal spec records."""
+    """Request field -> absolute file in ``folder`` for each in-memory input (CT, organ map, ROI mask, given
+    prediction) that the request names no file for: where ``persist_inputs`` writes it, and so the paths the run's
+    journal spec records."""
     return {field_name: (Path(folder) / file_name).resolve() for kwarg, field_name, file_name in PERSISTED
             if run_kwargs.get(kwarg) is not None and getattr(request, field_name, None) is None}
+
+
+def persist_inputs(request, run_kwargs: dict, folder):
+    """Write the in-memory inputs of ``run_kwargs`` (plain Volumes) to ``folder`` (file names: ``input_files``)
+    and return the request pointing at them. The organ map is written with its organ names
+    (``run_kwargs["organ_names"]``) as a CaretExtension label table, so a run that reads the file (another
+    process, ``segshap evaluate``) groups the same organs."""
+    files = input_files(request, run_kwargs, folder)
+    if not files:
+        return request
+    from SegSHAPLib.io.image_io import write_volume
+    from SegSHAPLib.units.organ_segmentation import write_named_label_map
+
+    for kwarg, field_name, _ in PERSISTED:
+        if field_name not in files:
+            continue
+        if field_name == "organs" and run_kwargs.get("organ_names"):
+            write_named_label_map(run_kwargs[kwarg], run_kwargs["organ_names"], files[field_name])
+        else:
+            write_volume(run_kwargs[kwarg], files[field_name])
+    return dataclasses.replace(request, **files)
 
 
 def _default_run():
@@ -64,7 +87,48 @@ def _default_evaluate():
     return evaluate_output
 
 
-class ExplainJob:
+class JobState:
+    """What a job's ``poll()`` messages tell the caller, kept on the job (shared by ``ExplainJob`` and
+    ``process_job.ProcessExplainJob``): ``state`` new -> running -> done | failed | cancelled, ``result``,
+    ``faithfulness``, ``error``/``error_text``/``error_traceback``, ``last_progress``, start and end times."""
+
+    def _reset_state(self) -> None:
+        self.state = "new"
+        self.result = None
+        self.faithfulness = None
+        self.error: BaseException | None = None
+        self.error_text = ""
+        self.error_traceback = ""
+        self.last_progress = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+    def _apply(self, messages: list[JobMessage]) -> list[JobMessage]:
+        """Update the state from ``messages`` (in order); return them."""
+        for message in messages:
+            if message.kind == "progress":
+                self.last_progress = message.event
+            elif message.kind == "result":
+                self.result, self.faithfulness, self.state = message.result, message.faithfulness, "done"
+            elif message.kind == "error":
+                self.error, self.error_text, self.state = message.error, message.text, "failed"
+                self.error_traceback = message.traceback
+            elif message.kind == "cancelled":
+                self.error_text, self.state = message.text, "cancelled"
+            if self.finished and self.finished_at is None:
+                self.finished_at = time.time()
+        return messages
+
+
+class ExplainJob(JobState):
     """One explanation on a worker thread.
 
     request:            ExplainRequest.
@@ -95,15 +159,7 @@ class ExplainJob:
         self.queue: queue.Queue[JobMessage] = queue.Queue()
         self.cancel_event = threading.Event()
         self.thread: threading.Thread | None = None
-        self.state = "new"                    # new -> running -> done | failed | cancelled
-        self.result = None
-        self.faithfulness = None
-        self.error: BaseException | None = None
-        self.error_text = ""
-        self.error_traceback = ""
-        self.last_progress = None
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
+        self._reset_state()
 
     # ----------------------------------------------------------------------------- main-thread API
     def start(self) -> "ExplainJob":
@@ -119,36 +175,16 @@ class ExplainJob:
         """Ask the run to stop at the next batch boundary (what it evaluated so far stays journaled)."""
         self.cancel_event.set()
 
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("done", "failed", "cancelled")
-
     def poll(self) -> list[JobMessage]:
         """Drain the queue (call on the main thread); updates ``state``/``result``/``error``; returns the
         messages in order."""
         messages = []
         while True:
             try:
-                message = self.queue.get_nowait()
+                messages.append(self.queue.get_nowait())
             except queue.Empty:
                 break
-            messages.append(message)
-            if message.kind == "progress":
-                self.last_progress = message.event
-            elif message.kind == "result":
-                self.result, self.faithfulness, self.state = message.result, message.faithfulness, "done"
-            elif message.kind == "error":
-                self.error, self.error_text, self.state = message.error, message.text, "failed"
-                self.error_traceback = message.traceback
-            elif message.kind == "cancelled":
-                self.error_text, self.state = message.text, "cancelled"
-            if self.finished and self.finished_at is None:
-                self.finished_at = time.time()
-        return messages
+        return self._apply(messages)
 
     def wait(self, timeout: float | None = None) -> list[JobMessage]:
         """Block until the thread ends (scripts, tests, the self-test), then ``poll()``."""
@@ -170,14 +206,7 @@ class ExplainJob:
             folder = out.parent / f"{out.name}_inputs"
         if not dataclasses.is_dataclass(request):
             return request
-        files = input_files(request, self.run_kwargs, folder)
-        if files:
-            from SegSHAPLib.io.image_io import write_volume
-
-            for kwarg, field_name, _ in PERSISTED:
-                if field_name in files:
-                    write_volume(self.run_kwargs[kwarg], files[field_name])
-        return dataclasses.replace(request, **files) if files else request
+        return persist_inputs(request, self.run_kwargs, folder)
 
     def _work(self) -> None:
         from SegSHAPLib.errors import Cancelled
@@ -220,4 +249,4 @@ def _stage_event(stage: str, done: int, total: int, message: str):
     return cls(stage, done, total, message, {})
 
 
-__all__ = ["ExplainJob", "JobMessage", "StageEvent", "PERSISTED", "input_files"]
+__all__ = ["ExplainJob", "JobState", "JobMessage", "StageEvent", "PERSISTED", "input_files", "persist_inputs"]
