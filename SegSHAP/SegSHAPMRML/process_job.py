@@ -10,15 +10,20 @@ Why a process: a crash or out-of-memory in torch ends the child, never Slicer; t
 exits; and no Python thread competes with Slicer's main thread for the interpreter lock.
 
 How the stream is read - no thread at all. The child's stdout (the JSON lines, ``explain.progress_stream``) goes
-to the file ``<out>.progress.jsonl`` and its stderr to ``<out>.log``, both next to the output folder; ``poll()``
+to the file ``<out>.progress.jsonl`` and its stderr to ``<out>.log`` (``segshap evaluate``'s output to
+``<out>.evaluate.log``), all next to the output folder; ``poll()``
 reads the bytes added since its last call on the caller's thread. In Slicer, PythonQt holds the interpreter lock
 on the main thread (SLICER-NOTES.md), so a reader thread would only run while the main thread runs Python, and a
 pipe that is not drained in time blocks the child once its buffer is full; a regular file never blocks the child,
 needs no thread, reads the same on Windows, and stays as the run's record.
 
-Cancel: SIGINT on POSIX; on Windows CTRL_BREAK_EVENT, which needs the child in its own process group (it is
-started so) and which the CLI handles as SIGBREAK like SIGINT (the Windows path is not exercised by CI). The CLI
-stops at the next network batch with every evaluated coalition journaled; if the child is still alive
+Cancel: on POSIX, SIGINT to the process that runs the explanation - the pid of the stream's ``start`` line,
+because PythonSlicer is a launcher that starts the real interpreter as its child and does not pass signals on
+(SlicerMONAIAuto3DSeg notes the same for kill); the launcher exits when its child does. On Windows,
+CTRL_BREAK_EVENT to the child's process group (it is started in its own group, with its console window hidden
+as ``slicer.util.launchConsoleProcess`` does), which the CLI handles as SIGBREAK like SIGINT; that path is not
+exercised by CI, and a launcher that exits on CTRL_BREAK before its child would end the job early. The CLI stops
+at the next network batch with every evaluated coalition journaled; if the child is still alive
 ``cancel_grace_s`` later, ``poll()`` terminates it (at most the batch in flight is lost). A rerun of the same
 request resumes from the journal.
 
@@ -28,6 +33,7 @@ on the caller's thread in ``start()``), to ``inputs_dir`` or ``<out>_inputs``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -75,12 +81,15 @@ class ProcessExplainJob(JobState):
         self.cancel_grace_s = float(cancel_grace_s)
         self.run_kwargs = run_kwargs
         self.process: subprocess.Popen | None = None
+        self.log_path = self._log_path_for("explain")  # the running (or last) child's stderr
         self.phase = ""                                # "explain" | "evaluate" while a child runs
         self.end_record: dict | None = None            # the explain stream's "end" line
+        self.worker_pid: int | None = None             # its "start" line's pid (the real interpreter)
         self.cancel_requested_at: float | None = None
         self._stream_offset = 0
         self._partial = b""
         self._log_offset = 0
+        self._unreported: list[JobMessage] = []        # read by cancel(), returned by the next poll()
         self._reset_state()
 
     # ---------------------------------------------------------------------------------------------- files
@@ -92,9 +101,9 @@ class ProcessExplainJob(JobState):
     def progress_path(self) -> Path:
         return self.out.parent / (self.out.name + PROGRESS_SUFFIX)
 
-    @property
-    def log_path(self) -> Path:
-        return self.out.parent / (self.out.name + LOG_SUFFIX)
+    def _log_path_for(self, phase: str) -> Path:
+        """``<out>.log`` for the explanation's stderr, ``<out>.evaluate.log`` for the evaluation's output."""
+        return self.out.parent / (self.out.name + ("" if phase == "explain" else f".{phase}") + LOG_SUFFIX)
 
     # ------------------------------------------------------------------------------------- caller's API
     def start(self) -> "ProcessExplainJob":
@@ -114,18 +123,31 @@ class ProcessExplainJob(JobState):
         if not self.running or self.cancel_requested_at is not None:
             return
         self.cancel_requested_at = time.monotonic()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.CTRL_BREAK_EVENT if os.name == "nt" else signal.SIGINT)
+        self._unreported += self._read_stream()        # the worker's pid, if it started since the last poll
+        self._signal(signal.CTRL_BREAK_EVENT if os.name == "nt" else signal.SIGINT)
+
+    def _signal(self, number) -> None:
+        """Send ``number`` to the worker (the launcher's group on Windows) while the child runs."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if os.name == "nt" or self.worker_pid is None:
+            self.process.send_signal(number)
+            return
+        try:
+            os.kill(self.worker_pid, number)
+        except ProcessLookupError:
+            pass
 
     def poll(self) -> list[JobMessage]:
         """The messages since the last call (never blocks); updates the state as ExplainJob.poll does."""
         if self.process is None or self.finished:
             return []
-        messages = self._read_stream()
+        messages, self._unreported = self._unreported + self._read_stream(), []
         code = self.process.poll()
         if code is None:
             if self.cancel_requested_at is not None \
                     and time.monotonic() - self.cancel_requested_at > self.cancel_grace_s:
+                self._signal(signal.SIGTERM)
                 self.process.terminate()
             return self._apply(messages)
         messages += self._read_stream()
@@ -158,16 +180,22 @@ class ProcessExplainJob(JobState):
         environment["PYTHONPATH"] = os.pathsep.join(
             [str(library_root())] + ([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []))
         command = [self.python, "-m", "SegSHAPLib.cli.main", phase, *arguments]
-        self._stream_offset, self._partial, self._log_offset = 0, b"", 0
-        with open(self.progress_path, "wb") as stdout, open(self.log_path, "wb") as stderr:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=environment,
-                creationflags=subprocess.CREATE_NEW_PROCESS_GROUP if os.name == "nt" else 0)
+        self._stream_offset, self._partial, self._log_offset, self.worker_pid = 0, b"", 0, None
+        self.log_path = self._log_path_for(phase)
+        windows = {}
+        if os.name == "nt":                            # own group (for CTRL_BREAK), console window hidden
+            startup = subprocess.STARTUPINFO()
+            startup.dwFlags, startup.wShowWindow = subprocess.STARTF_USESHOWWINDOW, 0
+            windows = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP, "startupinfo": startup}
+        with open(self.log_path, "wb") as stderr, \
+                open(self.progress_path, "wb") if phase == "explain" else contextlib.nullcontext(stderr) as stdout:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                            env=environment, **windows)
         self.phase = phase
 
     def _read_stream(self) -> list[JobMessage]:
         """Progress messages from the stream file's new complete lines (an explain phase's only)."""
-        from SegSHAPLib.explain.progress_stream import END, PROGRESS, event_from_record, parse_line
+        from SegSHAPLib.explain.progress_stream import END, PROGRESS, START, event_from_record, parse_line
 
         if self.phase != "explain" or not self.progress_path.is_file():
             return []
@@ -181,7 +209,9 @@ class ProcessExplainJob(JobState):
             record = parse_line(line.decode("utf-8", errors="replace"))
             if record is None:
                 continue
-            if record["event"] == PROGRESS:
+            if record["event"] == START:
+                self.worker_pid = int(record["pid"])
+            elif record["event"] == PROGRESS:
                 messages.append(JobMessage("progress", event=event_from_record(record)))
             elif record["event"] == END:
                 self.end_record = record

@@ -91,15 +91,28 @@ def test_in_memory_inputs_are_written_first_with_their_organ_names(cropped_cases
     assert {u["name"] for u in summary(out)["units"]} <= set(names.values())
 
 
-def test_cancel_mid_run_keeps_every_coalition_and_a_rerun_resumes(cropped_cases, tmp_path, fresh):
+@pytest.fixture
+def launcher(tmp_path) -> str:
+    """An interpreter behind a launcher, as PythonSlicer is: it runs the real interpreter as its child, passes no
+    signal on (an interrupt would end the launcher alone) and exits with the child's exit code."""
+    path = tmp_path / "launcher"
+    path.write_text(f"#!{sys.executable}\nimport signal, subprocess, sys\n"
+                    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+                    "sys.exit(subprocess.call([sys.executable, *sys.argv[1:]]))\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_cancel_mid_run_keeps_every_coalition_and_a_rerun_resumes(cropped_cases, tmp_path, fresh, launcher):
     _, finished, _ = fresh
     out = tmp_path / "explanation"
-    job = ProcessExplainJob(request(cropped_cases, out), python=sys.executable).start()
+    job = ProcessExplainJob(request(cropped_cases, out), python=launcher).start()
     run_until(job, lambda e: e.stage == "coalitions" and e.done >= 8)
     seen = job.last_progress.done
     job.cancel()
     messages = job.wait(TIMEOUT_S)
     assert job.state == "cancelled" and [m.kind for m in messages if m.kind != "progress"] == ["cancelled"]
+    assert job.worker_pid != job.process.pid and job.process.returncode == 130     # the worker was interrupted
     journaled = journaled_coalitions(out)
     assert seen <= journaled < finished["solver"]["coalitions"]
     assert f"{journaled} coalitions are journaled" in job.error_text
@@ -142,3 +155,14 @@ def test_the_childs_one_line_error_is_the_error_text(cropped_cases, tmp_path):
     assert job.process.returncode == 2
     assert job.error_text in job.log_path.read_text()                        # the same line the CLI printed
 
+
+def test_faithfulness_runs_in_a_second_child_after_the_explanation(fresh):
+    _, _, first = fresh
+    job = ProcessExplainJob(first.request, python=sys.executable, faithfulness_steps=2).start()
+    messages = job.wait(TIMEOUT_S)
+    assert job.state == "done", job.error_text
+    assert [(m.event.stage, m.event.done) for m in messages if m.kind == "progress"][-2:] == \
+        [("faithfulness", 0), ("faithfulness", 1)]
+    assert job.faithfulness["steps"] == 2
+    assert job.faithfulness == json.loads((job.out / "faithfulness.json").read_text())
+    assert summary(job.out)["solver"]["resumed_coalitions"] == summary(job.out)["solver"]["coalitions"]

@@ -29,7 +29,8 @@ def test_every_stdout_line_is_a_record_per_stage_and_batch_then_the_end(cropped_
     done = explain(*cropped_explain_args(cropped_cases, "spleen", out, "--progress", "json"))
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]       # stdout holds JSON lines only
-    progress, end = records[:-1], records[-1]
+    start, progress, end = records[0], records[1:-1], records[-1]
+    assert set(start) == {"event", "pid"} and start["event"] == "start" and start["pid"] > 0
     assert end == {"event": "end", "status": "finished", "out": str(out), "message": end["message"]}
     assert all(set(r) == PROGRESS_KEYS and r["event"] == "progress" for r in progress)
     stages = [r["stage"] for r in progress]

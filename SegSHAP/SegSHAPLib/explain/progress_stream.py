@@ -4,10 +4,13 @@ One JSON object per line. The CLI writes them (``JsonLinesProgress``); a process
 (the Slicer panel's ``SegSHAPMRML.process_job``) reads them back (``parse_line``, ``event_from_record``), so both
 sides use this one definition of the keys.
 
+    {"event": "start", "pid": int}
     {"event": "progress", "stage": "prepare" | "coalitions" | "verify" | "write", "done": int, "total": int,
      "forwards": int, "hits": int, "hit_rate": float, "eta_s": float | null, "elapsed_s": float, "message": str}
     {"event": "end", "status": "finished" | "cancelled" | "error", "out": str, "message": str}
 
+``start`` is the first line: ``pid`` is the process that runs the explanation (behind a launcher such as
+Slicer's PythonSlicer it is not the launcher's), the one to interrupt.
 ``forwards``/``hits`` are the run's patch forwards and patch-cache hits so far; ``eta_s`` is the estimated time
 left in the coalitions stage (null elsewhere and before the first batch). The ``end`` line is the last line.
 """
@@ -15,9 +18,10 @@ left in the coalitions stage (null elsewhere and before the first batch). The ``
 from __future__ import annotations
 
 import json
+import os
 import time
 
-PROGRESS, END = "progress", "end"
+START, PROGRESS, END = "start", "progress", "end"
 END_STATUSES = ("finished", "cancelled", "error")
 
 
@@ -41,11 +45,13 @@ def end_record(status: str, out, message: str) -> dict:
 
 
 class JsonLinesProgress:
-    """A ``run_explain`` progress callback that writes each event as one JSON line to ``stream`` (flushed)."""
+    """A ``run_explain`` progress callback that writes each event as one JSON line to ``stream`` (flushed),
+    after the ``start`` line."""
 
     def __init__(self, stream):
         self.stream = stream
         self.started = time.perf_counter()
+        self._write({"event": START, "pid": os.getpid()})
 
     def __call__(self, event) -> None:
         self._write(progress_record(event, time.perf_counter() - self.started))
@@ -64,7 +70,7 @@ def parse_line(line: str) -> dict | None:
         record = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return record if isinstance(record, dict) and record.get("event") in (PROGRESS, END) else None
+    return record if isinstance(record, dict) and record.get("event") in (START, PROGRESS, END) else None
 
 
 def event_from_record(record: dict):
