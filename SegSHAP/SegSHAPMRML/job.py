@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import queue
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from SegSHAPLib.progress import ProgressEvent
 
 from .panel import error_message
 
@@ -38,41 +39,6 @@ class JobMessage:
     error: BaseException | None = None
     traceback: str = ""
     time: float = field(default_factory=time.time)
-
-
-# in-memory input (run_explain keyword) -> the request field naming its file -> file name in the inputs folder
-PERSISTED = (("ct_volume", "ct", "ct.nii.gz"), ("organ_volume", "organs", "organs.nii.gz"),
-             ("roi_mask_volume", "roi_mask", "roi_mask.nii.gz"),
-             ("prediction_volume", "prediction", "prediction.nii.gz"))
-
-
-def input_files(request, run_kwargs: dict, folder) -> dict[str, Path]:
-    """Request field -> absolute file in ``folder`` for each in-memory input (CT, organ map, ROI mask, given
-    prediction) that the request names no file for: where ``persist_inputs`` writes it, and so the paths the run's
-    journal spec records."""
-    return {field_name: (Path(folder) / file_name).resolve() for kwarg, field_name, file_name in PERSISTED
-            if run_kwargs.get(kwarg) is not None and getattr(request, field_name, None) is None}
-
-
-def persist_inputs(request, run_kwargs: dict, folder):
-    """Write the in-memory inputs of ``run_kwargs`` (plain Volumes) to ``folder`` (file names: ``input_files``)
-    and return the request pointing at them. The organ map is written with its organ names
-    (``run_kwargs["organ_names"]``) as a CaretExtension label table, so a run that reads the file (another
-    process, ``segshap evaluate``) groups the same organs."""
-    files = input_files(request, run_kwargs, folder)
-    if not files:
-        return request
-    from SegSHAPLib.io.image_io import write_volume
-    from SegSHAPLib.units.organ_segmentation import write_named_label_map
-
-    for kwarg, field_name, _ in PERSISTED:
-        if field_name not in files:
-            continue
-        if field_name == "organs" and run_kwargs.get("organ_names"):
-            write_named_label_map(run_kwargs[kwarg], run_kwargs["organ_names"], files[field_name])
-        else:
-            write_volume(run_kwargs[kwarg], files[field_name])
-    return dataclasses.replace(request, **files)
 
 
 def _default_run():
@@ -132,30 +98,30 @@ class ExplainJob(JobState):
     """One explanation on a worker thread.
 
     request:            ExplainRequest.
-    run:                the function to run, ``run(request, progress=..., cancel=..., **run_kwargs)``;
+    run:                the function to run, ``run(request, inputs=..., progress=..., cancel=...)``;
                         default ``SegSHAPLib.explain.run.run_explain`` (imported when the job starts).
-    run_kwargs:         in-memory inputs for run_explain (ct_volume, organ_volume, prediction_volume,
-                        roi_mask_volume, organ_names) - plain Volumes, never MRML nodes.
+    inputs:             the in-memory inputs (``SegSHAPLib.explain.case_inputs.CaseInputs``: plain Volumes,
+                        never MRML nodes), or None.
     faithfulness_steps: when > 0, ``evaluate_output(request.out, steps)`` runs after the explanation (same
                         thread) and its dict comes with the result; ``evaluate`` overrides that function.
     inputs_dir:         where in-memory inputs (CT, organ map, ROI mask) are written as .nii.gz before the run,
                         and the request points at them - so summary.json records real files and the output folder
                         can be re-evaluated (``evaluate_output`` rebuilds the request from summary.json). Default:
                         ``<out>_inputs`` next to the output folder when faithfulness is asked for, else nothing.
-                        Written on the worker thread (file names: ``input_files``).
+                        Written on the worker thread (``CaseInputs.persist``).
     note:               what the panel keeps showing in front of the progress text (e.g. "resuming: 8 coalitions
                         already computed"); "" for none.
     """
 
     def __init__(self, request, *, run: Callable | None = None, faithfulness_steps: int = 0,
-                 evaluate: Callable | None = None, inputs_dir=None, note: str = "", **run_kwargs):
+                 evaluate: Callable | None = None, inputs_dir=None, note: str = "", inputs=None):
         self.request = request
         self.inputs_dir = inputs_dir
         self.note = note
         self._run = run
         self._evaluate = evaluate
         self.faithfulness_steps = int(faithfulness_steps)
-        self.run_kwargs = run_kwargs
+        self.inputs = inputs
         self.queue: queue.Queue[JobMessage] = queue.Queue()
         self.cancel_event = threading.Event()
         self.thread: threading.Thread | None = None
@@ -204,9 +170,9 @@ class ExplainJob(JobState):
                 return request
             out = Path(request.out)
             folder = out.parent / f"{out.name}_inputs"
-        if not dataclasses.is_dataclass(request):
+        if self.inputs is None or not dataclasses.is_dataclass(request):
             return request
-        return persist_inputs(request, self.run_kwargs, folder)
+        return self.inputs.persist(request, folder)
 
     def _work(self) -> None:
         from SegSHAPLib.errors import Cancelled
@@ -216,13 +182,13 @@ class ExplainJob(JobState):
         try:
             self.request = self._persist_inputs(self.request)
             run = self._run or _default_run()
-            result = run(self.request, progress=self._progress, cancel=self.cancel_event, **self.run_kwargs)
+            result = run(self.request, inputs=self.inputs, progress=self._progress, cancel=self.cancel_event)
             faithfulness = None
             if self.faithfulness_steps > 0 and not self.cancel_event.is_set():
-                self._progress(_stage_event("faithfulness", 0, 1, "MoRF/LeRF curves"))
+                self._progress(ProgressEvent("faithfulness", 0, 1, "MoRF/LeRF curves"))
                 evaluate = self._evaluate or _default_evaluate()
                 faithfulness = evaluate(result.out, steps=self.faithfulness_steps)
-                self._progress(_stage_event("faithfulness", 1, 1, "done"))
+                self._progress(ProgressEvent("faithfulness", 1, 1, "done"))
             self.queue.put(JobMessage("result", result=result, faithfulness=faithfulness))
         except (Cancelled, KeyboardInterrupt) as err:
             self.queue.put(JobMessage("cancelled", text=str(err) or "cancelled", error=err))
@@ -231,22 +197,4 @@ class ExplainJob(JobState):
                                       error=err, traceback=traceback.format_exc()))
 
 
-@dataclass
-class StageEvent:
-    """Same fields as SegSHAPLib.explain.run.ProgressEvent, for the stages the job adds itself."""
-
-    stage: str
-    done: int
-    total: int
-    message: str
-    counters: dict = field(default_factory=dict)
-
-
-def _stage_event(stage: str, done: int, total: int, message: str):
-    """A ProgressEvent when the pipeline module is loaded (it is, after run_explain), else a StageEvent."""
-    explain = sys.modules.get("SegSHAPLib.explain.run")
-    cls = getattr(explain, "ProgressEvent", StageEvent)
-    return cls(stage, done, total, message, {})
-
-
-__all__ = ["ExplainJob", "JobState", "JobMessage", "StageEvent", "PERSISTED", "input_files", "persist_inputs"]
+__all__ = ["ExplainJob", "JobMessage", "JobState"]

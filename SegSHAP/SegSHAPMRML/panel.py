@@ -10,17 +10,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from SegSHAPLib import options
+
 log = logging.getLogger(__name__)
 
-UNIT_TYPES = ("organs", "fcc", "hybrid")
-VALUE_FUNCTIONS = ("softdice", "tp", "fp", "dice")
-SCORE_REGIONS = ("box", "component", "dilated")
-ORGAN_UNIT_TYPES = ("organs", "hybrid")                  # the unit types built from an organ map
-GROUPING_FROM_FILE = "from file"
-BUILTIN_GROUPING_OF_CHOICE = {"individual organs": None, "default groups": "default"}   # choice -> --grouping
-GROUPING_CHOICES = (*BUILTIN_GROUPING_OF_CHOICE, GROUPING_FROM_FILE)
-DEVICE_CHOICES_FIXED = ("Auto", "CPU")
-MIN_BUDGET = 8
+UNIT_TYPES = options.UNIT_TYPES
+VALUE_FUNCTIONS = options.VALUE_FUNCTIONS
+SCORE_REGIONS = options.SCORE_REGIONS
+ORGAN_UNIT_TYPES = options.ORGAN_UNIT_TYPES
+GROUPING_FROM_FILE = options.GROUPING_FROM_FILE
+BUILTIN_GROUPING_OF_CHOICE = options.BUILTIN_GROUPING_OF_CHOICE
+GROUPING_CHOICES = options.GROUPING_CHOICES
+DEVICE_CHOICES_FIXED = options.DEVICE_CHOICES_FIXED
+MIN_BUDGET = options.MIN_BUDGET
 
 
 @dataclass
@@ -36,24 +38,24 @@ class PanelValues:
     has_prediction: bool = False
     has_organs: bool = False
     run_totalsegmentator: bool = False         # the organ map will come from TotalSegmentator
-    target: str = "1"
-    roi_mode: str = "point"
+    target: str = options.TARGET
+    roi_mode: str = options.ROI_MODE
     roi_point_ras: tuple[float, float, float] | None = None
     has_roi_segment: bool = False
-    units: str = "organs"
-    fcc_scale_mm: float = 30.0
-    grouping: str = "individual organs"        # one of GROUPING_CHOICES (organs/hybrid units only)
+    units: str = options.UNITS
+    fcc_scale_mm: float = options.FCC_SCALE_MM
+    grouping: str = options.GROUPING_CHOICE       # one of GROUPING_CHOICES (organs/hybrid units only)
     grouping_file: str = ""                    # the JSON file when grouping is "from file"
-    value: str = "softdice"
-    score_region: str = "box"
-    dilate_mm: float = 6.0
-    budget: int = 256
-    seed: int = 0
-    mask_value: float = -1024.0
-    device: str = "Auto"
-    batch_size: int = 1
-    tta: bool = False
-    faithfulness_steps: int = 10
+    value: str = options.VALUE
+    score_region: str = options.SCORE_REGION
+    dilate_mm: float = options.DILATE_MM
+    budget: int = options.BUDGET
+    seed: int = options.SEED
+    mask_value: float = options.MASK_VALUE
+    device: str = options.PANEL_DEVICE
+    batch_size: int = options.BATCH_SIZE
+    tta: bool = options.TTA
+    faithfulness_steps: int = options.FAITHFULNESS_STEPS
     extra: dict = field(default_factory=dict)
 
 
@@ -195,8 +197,8 @@ def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | 
 
 
 def build_request(values: PanelValues, out: str | Path, **kwargs):
-    """An ``SegSHAPLib.explain.run.ExplainRequest`` for the panel's values (see ``build_request_kwargs``)."""
-    from SegSHAPLib.explain.run import ExplainRequest
+    """An ``SegSHAPLib.explain.request.ExplainRequest`` for the panel's values (see ``build_request_kwargs``)."""
+    from SegSHAPLib.explain.request import ExplainRequest
 
     return ExplainRequest(**build_request_kwargs(values, out, **kwargs))
 

@@ -2,7 +2,7 @@
 (in Slicer: PythonSlicer), with the ``poll()``/``cancel()`` messages of ``job.ExplainJob`` (Qt-free, so CI tests it).
 
     job = ProcessExplainJob(request, python=shutil.which("PythonSlicer"), inputs_dir=plan.inputs_dir,
-                            note=plan.note, faithfulness_steps=steps, **run_kwargs).start()
+                            note=plan.note, faithfulness_steps=steps, inputs=case_inputs).start()
     ... every ~200 ms on the main thread: for message in job.poll(): ...     (kinds as in job.py)
     job.cancel()
 
@@ -27,8 +27,9 @@ at the next network batch with every evaluated coalition journaled; if the child
 ``cancel_grace_s`` later, ``poll()`` terminates it (at most the batch in flight is lost). A rerun of the same
 request resumes from the journal.
 
-In-memory inputs (``run_kwargs`` as ExplainJob takes them) are written as files first (``job.persist_inputs``,
-on the caller's thread in ``start()``), to ``inputs_dir`` or ``<out>_inputs``.
+In-memory inputs (``inputs``, a ``CaseInputs`` as ExplainJob takes it) are written as files first
+(``CaseInputs.persist``: CT, organ map with its names, ROI mask and a given prediction; on the caller's thread in
+``start()``), to ``inputs_dir`` or ``<out>_inputs``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ import sys
 import time
 from pathlib import Path
 
-from .job import JobMessage, JobState, persist_inputs
+from SegSHAPLib.progress import ProgressEvent
+
+from .job import JobMessage, JobState
 from .panel import is_out_of_memory_text, with_out_of_memory_advice
 
 CANCEL_GRACE_S = 30.0
@@ -68,18 +71,18 @@ class ProcessExplainJob(JobState):
     faithfulness_steps: > 0 runs ``segshap evaluate OUT --steps N`` after the explanation unless the output
                         folder already holds a faithfulness.json with N steps.
     cancel_grace_s:     seconds between the interrupt and terminate().
-    run_kwargs:         ct_volume, organ_volume, organ_names, prediction_volume, roi_mask_volume (plain Volumes).
+    inputs:             the in-memory inputs (``SegSHAPLib.explain.case_inputs.CaseInputs``), or None.
     """
 
     def __init__(self, request, *, python: str | os.PathLike | None = None, inputs_dir=None, note: str = "",
-                 faithfulness_steps: int = 0, cancel_grace_s: float = CANCEL_GRACE_S, **run_kwargs):
+                 faithfulness_steps: int = 0, cancel_grace_s: float = CANCEL_GRACE_S, inputs=None):
         self.request = request
         self.python = str(python or sys.executable)
         self.inputs_dir = inputs_dir
         self.note = note
         self.faithfulness_steps = int(faithfulness_steps)
         self.cancel_grace_s = float(cancel_grace_s)
-        self.run_kwargs = run_kwargs
+        self.inputs = inputs
         self.process: subprocess.Popen | None = None
         self.log_path = self._log_path_for("explain")  # the running (or last) child's stderr
         self.phase = ""                                # "explain" | "evaluate" while a child runs
@@ -112,8 +115,8 @@ class ProcessExplainJob(JobState):
         self.started_at = time.time()
         self.state = "running"
         folder = self.inputs_dir if self.inputs_dir is not None else self.out.parent / f"{self.out.name}_inputs"
-        if dataclasses.is_dataclass(self.request):
-            self.request = persist_inputs(self.request, self.run_kwargs, folder)
+        if self.inputs is not None and dataclasses.is_dataclass(self.request):
+            self.request = self.inputs.persist(self.request, folder)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._launch("explain", [*self.request.command_line(), "--progress", "json"])
         return self
@@ -223,11 +226,12 @@ class ProcessExplainJob(JobState):
         if self.phase == "explain" and code == 0 and end.get("status") == "finished":
             if self.faithfulness_steps > 0 and not self._stored_faithfulness():
                 self._launch("evaluate", [str(self.out), "--steps", str(self.faithfulness_steps)])
-                return [JobMessage("progress", event=_stage_event("faithfulness", 0, 1, "MoRF/LeRF curves"))]
+                return [JobMessage("progress", event=ProgressEvent("faithfulness", 0, 1, "MoRF/LeRF curves"))]
             return [self._result()]
         if self.phase == "evaluate" and code == 0:
-            return [JobMessage("progress", event=_stage_event("faithfulness", 1, 1, "done")), self._result()]
-        if self.cancel_requested_at is not None or end.get("status") == "cancelled" or code == 130:
+            return [JobMessage("progress", event=ProgressEvent("faithfulness", 1, 1, "done")), self._result()]
+        if self.cancel_requested_at is not None or end.get("status") in ("cancelled", "terminated") \
+                or code in (130, 143):
             self.phase = ""
             return [JobMessage("cancelled", text=end.get("message") or
                                f"cancelled; the coalitions evaluated so far are journaled in {self.out} - "
@@ -236,8 +240,10 @@ class ProcessExplainJob(JobState):
 
     def _failure_text(self, code: int, end: dict) -> str:
         """The child's one-line error: its end line's message, else its last stderr line, with how it ended."""
-        if end.get("status") == "error" and end.get("message"):
+        if end.get("status") in ("error", "output_error") and end.get("message"):
             text = end["message"]
+            if end["status"] == "output_error":
+                text += "; everything computed so far is kept - free space or fix the folder and run again"
         else:
             how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
                 else f"exit code {code}"
@@ -253,33 +259,28 @@ class ProcessExplainJob(JobState):
             if self.log_path.is_file() else []
 
     def _stored_faithfulness(self) -> bool:
-        from .results import load_faithfulness
+        from SegSHAPLib.explain.folder import ExplanationFolder
 
-        stored = load_faithfulness(self.out)
+        stored = ExplanationFolder(self.out).faithfulness()
         return stored is not None and stored.get("steps") == self.faithfulness_steps
 
     def _result(self) -> JobMessage:
         from SegSHAPLib.errors import InputError
 
-        from .results import load_faithfulness, load_output_dir
+        from SegSHAPLib.explain.folder import ExplanationFolder
 
         self.phase = ""
+        folder = ExplanationFolder(self.out)
         try:
-            result = load_output_dir(self.out)
+            result = folder.load()
         except (InputError, OSError, ValueError, json.JSONDecodeError) as err:
             return self._error(f"the run finished but its output folder cannot be read: {err}")
-        faithfulness = load_faithfulness(self.out) if self.faithfulness_steps > 0 else None
+        faithfulness = folder.faithfulness() if self.faithfulness_steps > 0 else None
         return JobMessage("result", result=result, faithfulness=faithfulness)
 
     def _error(self, text: str) -> JobMessage:
         self.phase = ""
         return JobMessage("error", text=text, traceback="\n".join(self._log_tail()[-40:]))
-
-
-def _stage_event(stage: str, done: int, total: int, message: str):
-    from SegSHAPLib.explain.run import ProgressEvent
-
-    return ProgressEvent(stage, done, total, message, {})
 
 
 __all__ = ["ProcessExplainJob", "CANCEL_GRACE_S", "library_root"]

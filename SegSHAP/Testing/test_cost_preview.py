@@ -10,7 +10,8 @@ import pytest
 
 from conftest import CROPPED_CASES, DEMO_MODEL
 from SegSHAPLib.explain.cost import cost_preview
-from SegSHAPLib.explain.run import ExplainRequest, run_explain
+from SegSHAPLib.explain.request import ExplainRequest
+from SegSHAPLib.explain.run import run_explain
 from SegSHAPLib.inference import patch_timing
 from SegSHAPLib.inference.case_store import CACHE_DIR_ENV
 

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import CROPPED_CASES, DEMO_MODEL
 from SegSHAPLib.explain.journal import journaled_coalitions
-from SegSHAPLib.explain.run import ExplainRequest
+from SegSHAPLib.explain.case_inputs import CaseInputs
+from SegSHAPLib.explain.request import ExplainRequest
 from SegSHAPLib.io.image_io import read_volume
 from SegSHAPLib.units.organs import organ_class_names
 from SegSHAPMRML.process_job import ProcessExplainJob
@@ -81,8 +82,8 @@ def test_in_memory_inputs_are_written_first_with_their_organ_names(cropped_cases
     out = tmp_path / "run" / "explanation"
     job = ProcessExplainJob(request(cropped_cases, out, ct=None, organs=None, budget=8, batch_size=8),
                             python=sys.executable, inputs_dir=tmp_path / "inputs",
-                            ct_volume=read_volume(cropped_cases / "spleen_ct.nii.gz"),
-                            organ_volume=read_volume(organs_file), organ_names=names).start()
+                            inputs=CaseInputs(ct=read_volume(cropped_cases / "spleen_ct.nii.gz"),
+                                              organs=read_volume(organs_file), organ_names=names)).start()
     job.wait(TIMEOUT_S)
     assert job.state == "done", job.error_text
     inputs = summary(out)["inputs"]

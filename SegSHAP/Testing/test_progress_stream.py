@@ -10,10 +10,9 @@ import sys
 import pytest
 
 from conftest import DEMO_MODEL, SAMPLE_CT, cropped_explain_args
-from SegSHAPLib.cli.explain import request_from_args
 from SegSHAPLib.cli.main import build_parser
 from SegSHAPLib.explain.progress_stream import END_STATUSES, event_from_record, parse_line
-from SegSHAPLib.explain.run import ExplainRequest
+from SegSHAPLib.explain.request import ExplainRequest
 
 PROGRESS_KEYS = {"event", "stage", "done", "total", "forwards", "hits", "hit_rate", "eta_s", "elapsed_s", "message"}
 
@@ -69,4 +68,21 @@ def test_a_request_as_command_line_arguments_parses_back_to_itself(tmp_path, cha
                                 "roi_point": (-127.0, 152.3, 142.3), "units": "fcc", "value": "dice", "budget": 12,
                                 **changes})
     args = build_parser().parse_args(["explain", *request.command_line()])
-    assert request_from_args(args) == request
+    assert ExplainRequest.from_args(args) == request
+
+
+def test_the_end_line_names_how_the_run_ended_as_the_exit_code_does():
+    """SIGTERM, an output not written whole, a cancel, bad input: each its own end status (cli.main's exit codes
+    143, 1, 130, 2), so a reader tells a terminated run from a failed one without the exit code."""
+    from SegSHAPLib.errors import Cancelled, InputError, OutputError, Terminated
+    from SegSHAPLib.explain.progress_stream import END_STATUSES, end_record, ending_of
+
+    endings = {ending_of(error)[0]: error for error in (
+        Terminated(), OutputError("cannot write out/units.nii.gz: No space left on device"),
+        Cancelled("cancelled; 8 coalitions are journaled"), KeyboardInterrupt(), InputError("--roi-point: bad"),
+        RuntimeError("boom"))}
+    assert set(endings) == set(END_STATUSES) - {"finished"}
+    assert ending_of(OutputError("cannot write x: disk full")) == ("output_error", "cannot write x: disk full")
+    assert ending_of(RuntimeError("boom")) == ("error", "RuntimeError: boom")
+    status, message = ending_of(Terminated())
+    assert end_record(status, "out", message)["status"] == "terminated" and "resume" in message

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
+from SegSHAPLib import options
+
+RESOURCES = Path(__file__).resolve().parents[2] / "Resources"   # SegSHAP/Resources, next to SegSHAPLib
 SAMPLE_CT = RESOURCES / "SampleData" / "example_ct_sm.nii.gz"
 SAMPLE_ORGANS = RESOURCES / "SampleData" / "example_ct_sm_totalseg.nii.gz"
 DEMO_MODEL = RESOURCES / "DemoModel"
@@ -32,7 +34,8 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="explain the bundled sample end to end and write report.html",
                                    description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
-    parser.add_argument("--budget", type=int, default=96, help="coalitions per explanation (default 96)")
+    parser.add_argument("--budget", type=int, default=options.DEMO_BUDGET,
+                        help=f"coalitions per explanation (default {options.DEMO_BUDGET})")
     parser.set_defaults(run=run)
 
 
@@ -57,8 +60,12 @@ def click_points(prediction: np.ndarray, reference: np.ndarray) -> dict[str, tup
 
 
 def run(args: argparse.Namespace) -> int:
-    from SegSHAPLib.explain.run import ExplainRequest, run_explain
+    from SegSHAPLib.explain.request import ExplainRequest
+    from SegSHAPLib.explain.run import run_explain
+    from SegSHAPLib.explain.case_inputs import CaseInputs
     from SegSHAPLib.explain.faithfulness import evaluate_output
+    from SegSHAPLib.explain.folder import ExplanationFolder
+    from SegSHAPLib.explain.output_check import check_output_folder
     from SegSHAPLib.io.image_io import read_volume, write_volume
     from SegSHAPLib.inference.model import load_predictor, predict_segmentation
     from SegSHAPLib.report.page import write_report
@@ -84,14 +91,16 @@ def run(args: argparse.Namespace) -> int:
                                  seed=0, batch_size=DEMO_BATCH)
         progress = TqdmProgress()
         try:
-            run_explain(request, ct_volume=ct, organ_volume=organs, prediction_volume=prediction,
-                        progress=progress)
+            run_explain(request, inputs=CaseInputs(ct=ct, organs=organs, prediction=prediction), progress=progress)
         finally:
             progress.close()
-        evaluate_output(folder, steps=10)
+        evaluate_output(folder, steps=options.FAITHFULNESS_STEPS)
         folders.append(folder)
+    for folder in folders:
+        check_output_folder(folder)              # the report shows only folders whose parts belong together
     wall = time.perf_counter() - started
-    report = write_report(folders, out / "report.html", "SegSHAP demo: why did the model call these voxels spleen?",
+    report = write_report([ExplanationFolder(folder) for folder in folders], out / "report.html",
+                          "SegSHAP demo: why did the model call these voxels spleen?",
                           extra={"wall time (s)": round(wall, 1)})
     (out / "demo.json").write_text(json.dumps({"wall_time_s": round(wall, 1), "clicked_ijk": points,
                                                "explanations": [str(f) for f in folders]}, indent=2) + "\n")

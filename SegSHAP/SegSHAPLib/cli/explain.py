@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.cli.predict import add_model_arguments
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.scoring.roi import parse_point
 
 
 def add_parser(subparsers) -> None:
@@ -29,48 +30,40 @@ def add_parser(subparsers) -> None:
     roi = parser.add_mutually_exclusive_group(required=True)
     roi.add_argument("--roi-point", help="a point on the component to explain, 'x,y,z' (RAS mm by default)")
     roi.add_argument("--roi-mask", type=Path, help="a binary ROI mask on the CT grid instead of a point")
-    parser.add_argument("--point-space", choices=("ras", "ijk"), default="ras")
+    parser.add_argument("--point-space", choices=options.POINT_SPACES, default=options.POINT_SPACE)
     parser.add_argument("--prediction", type=Path,
                         help="a label map on the CT grid to take the ROI from (default: the model's own prediction)")
-    parser.add_argument("--score-region", default="box", help="component | box (default) | dilated")
-    parser.add_argument("--dilate-mm", type=float, default=6.0, help="dilation for --score-region dilated")
-    parser.add_argument("--units", required=True, help="organs | fcc | hybrid")
+    parser.add_argument("--score-region", default=options.SCORE_REGION,
+                        help=f"{' | '.join(options.SCORE_REGIONS)} (default {options.SCORE_REGION})")
+    parser.add_argument("--dilate-mm", type=float, default=options.DILATE_MM,
+                        help="dilation for --score-region dilated")
+    parser.add_argument("--units", required=True, help=" | ".join(options.UNIT_TYPES))
     parser.add_argument("--organs", type=Path, help="organ label map (TotalSegmentator) on the CT grid")
-    parser.add_argument("--grouping", help="organ grouping: 'default' or a JSON file {group: [glob, ...]}")
-    parser.add_argument("--fcc-scale-mm", type=float, default=30.0, help="FCC cell centre spacing in mm")
-    parser.add_argument("--value", required=True, help="tp | fp | dice | softdice")
-    parser.add_argument("--budget", type=int, default=256, help="most coalitions to evaluate (default 256)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mask-value", type=float, default=-1024.0, help="HU given to removed units (air)")
-    parser.add_argument("--batch-size", type=int, default=1,
+    parser.add_argument("--grouping", help=f"organ grouping: '{options.GROUPING_DEFAULT_GROUPS}' or a JSON file "
+                                           "{group: [glob, ...]}")
+    parser.add_argument("--fcc-scale-mm", type=float, default=options.FCC_SCALE_MM,
+                        help="FCC cell centre spacing in mm")
+    parser.add_argument("--value", required=True, help=" | ".join(options.VALUE_FUNCTIONS))
+    parser.add_argument("--budget", type=int, default=options.BUDGET,
+                        help=f"most coalitions to evaluate (default {options.BUDGET})")
+    parser.add_argument("--seed", type=int, default=options.SEED)
+    parser.add_argument("--mask-value", type=float, default=options.MASK_VALUE,
+                        help="HU given to removed units (air)")
+    parser.add_argument("--batch-size", type=int, default=options.BATCH_SIZE,
                         help="network patches per forward (1 reproduces nnU-Net bit for bit)")
-    parser.add_argument("--cache", choices=("memo", "baseline", "none"), default="memo")
-    parser.add_argument("--case-cache", metavar="DIR|none",
+    parser.add_argument("--cache", choices=options.CACHE_MODES, default=options.CACHE)
+    parser.add_argument("--case-cache", metavar="DIR|none", default=options.CASE_CACHE,
                         help="folder of the on-disk case cache (the CT's preprocessing and the model's full "
                              "prediction, kept for the next run): default $SEGSHAP_CACHE_DIR, else the user's "
                              "cache folder (~/.cache/segshap); 'none' turns it off")
-    parser.add_argument("--verify", type=int, default=0, metavar="N",
+    parser.add_argument("--verify", type=int, default=options.VERIFY, metavar="N",
                         help="check the baseline and N random coalitions against nnU-Net's own prediction")
-    parser.add_argument("--progress", choices=("bar", "json"), default="bar",
+    parser.add_argument("--progress", choices=options.PROGRESS_FORMATS, default=options.PROGRESS_FORMAT,
                         help="bar: a tqdm bar (default); json: one JSON object per line on stdout for each batch "
                              "and stage, then an 'end' line with the status (all other output goes to stderr)")
     parser.add_argument("--scene", type=Path, help="also write a Slicer scene (.mrb) with every result node")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.set_defaults(run=run)
-
-
-def request_from_args(args: argparse.Namespace):
-    from SegSHAPLib.explain.run import ExplainRequest
-
-    return ExplainRequest(
-        model=args.model, out=args.out, ct=args.ct, target=args.target,
-        roi_point=parse_point(args.roi_point) if args.roi_point is not None else None,
-        point_space=args.point_space, roi_mask=args.roi_mask, prediction=args.prediction,
-        score_region=args.score_region, dilate_mm=args.dilate_mm, units=args.units, organs=args.organs,
-        fcc_scale_mm=args.fcc_scale_mm, grouping=args.grouping, value=args.value, budget=args.budget,
-        seed=args.seed, mask_value=args.mask_value, batch_size=args.batch_size, device=args.device,
-        cache=args.cache, tta=args.tta, tile_step=args.tile_step, fold=args.fold, verify=args.verify,
-        case_cache=args.case_cache)
 
 
 class TqdmProgress:
@@ -121,27 +114,26 @@ def interrupt_sets(cancel: threading.Event):
             signal.signal(number, handler)
 
 
-def _ending(error: BaseException) -> tuple[str, str]:
-    """(end status, one-line message) of an exception that ended the run."""
-    from SegSHAPLib.errors import Cancelled
-
-    if isinstance(error, (Cancelled, KeyboardInterrupt)):
-        return "cancelled", str(error) or "interrupted"
-    if isinstance(error, InputError):
-        return "error", str(error)
-    return "error", f"{type(error).__name__}: {error}"
+def check_scene_path(scene: Path) -> None:
+    """Refuse a --scene that could not be written, before the run rather than after it."""
+    if not str(scene).lower().endswith(".mrb"):
+        raise InputError(f"--scene {scene}: give a .mrb file name")
+    folder = Path(scene).absolute().parent
+    if scene.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        why = "it is a folder" if scene.is_dir() else f"{folder} is not a writable folder"
+        raise InputError(f"--scene {scene}: cannot be written ({why}); give a .mrb path in a writable folder")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.progress == "json":
-        from SegSHAPLib.explain.progress_stream import JsonLinesProgress
+        from SegSHAPLib.explain.progress_stream import JsonLinesProgress, ending_of
 
         stream = JsonLinesProgress(sys.stdout)
         try:
             with contextlib.redirect_stdout(sys.stderr):          # stdout carries the JSON lines only
                 result = _explain(args, stream)
         except BaseException as err:
-            status, message = _ending(err)
+            status, message = ending_of(err)
             stream.end(status, args.out, message)
             raise
         stream.end("finished", result.out, f"explained {len(result.unit_names)} units")
@@ -156,11 +148,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace, progress):
     """Run the explanation (and write --scene); print the result's summary; return the ExplainResult."""
+    from SegSHAPLib.explain.request import ExplainRequest
     from SegSHAPLib.explain.run import run_explain
 
-    request = request_from_args(args)
-    if args.scene is not None and not str(args.scene).lower().endswith(".mrb"):
-        raise InputError(f"--scene {args.scene}: give a .mrb file name")
+    request = ExplainRequest.from_args(args)
+    if args.scene is not None:
+        check_scene_path(args.scene)
     with interrupt_sets(threading.Event()) as cancel:
         result = run_explain(request, progress=progress, cancel=cancel)
     if isinstance(progress, TqdmProgress):

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import read_volume, write_volume
 
@@ -16,8 +17,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="nnU-Net v2 trained-model folder")
     parser.add_argument("--fold", action="append", default=None,
                         help="fold to use (repeatable; default: every fold_X with a final checkpoint)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    parser.add_argument("--tile-step", type=float, default=0.5, help="nnU-Net sliding-window step (default 0.5)")
+    parser.add_argument("--device", default=options.DEVICE,
+                        help=f"cpu, cuda, cuda:N or auto (default {options.DEVICE})")
+    parser.add_argument("--tile-step", type=float, default=options.TILE_STEP,
+                        help=f"nnU-Net sliding-window step (default {options.TILE_STEP})")
     parser.add_argument("--tta", action="store_true",
                         help="mirroring test-time augmentation as nnU-Net's default prediction (8x slower)")
 

@@ -1,7 +1,7 @@
 """What an explanation will cost, before it runs: support patches, coalitions, patch forwards (counted on the
 request's own coalition plan and cache mode, none run) and an estimated time from a measured patch forward.
 
-    preview = cost_preview(request, ct_volume=..., ...)       # the same inputs as run_explain
+    preview = cost_preview(request, inputs=CaseInputs(ct=...))       # the same inputs as run_explain
     preview.estimated_s, preview.warnings
 
 Preparing the request (model load, the CT's preprocessing and, for a clicked point without a given prediction,
@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from SegSHAPLib.explain.case_inputs import CaseInputs
 from SegSHAPLib.explain.context import model_settings, prepare_context
 from SegSHAPLib.explain.journal import journal_entries, read_spec
 from SegSHAPLib.inference.case_store import cache_folder, model_digest
@@ -50,9 +51,9 @@ class CostPreview:
         return asdict(self)
 
 
-def cost_preview(request, **run_kwargs) -> CostPreview:
-    """The cost of ``run_explain(request, **run_kwargs)`` (in-memory volumes as run_explain takes them)."""
-    context = prepare_context(request, with_baseline=False, **run_kwargs)
+def cost_preview(request, inputs: CaseInputs | None = None) -> CostPreview:
+    """The cost of ``run_explain(request, inputs=inputs)`` (the same in-memory ``CaseInputs``)."""
+    context = prepare_context(request, inputs=inputs, with_baseline=False)
     engine = context.engine
     plan = coalition_plan(context.n_units, request.budget, request.seed)
     known = _journaled(request, plan.masks)

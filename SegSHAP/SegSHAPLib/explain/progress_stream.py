@@ -7,12 +7,16 @@ sides use this one definition of the keys.
     {"event": "start", "pid": int}
     {"event": "progress", "stage": "prepare" | "coalitions" | "verify" | "write", "done": int, "total": int,
      "forwards": int, "hits": int, "hit_rate": float, "eta_s": float | null, "elapsed_s": float, "message": str}
-    {"event": "end", "status": "finished" | "cancelled" | "error", "out": str, "message": str}
+    {"event": "end", "status": "finished" | "cancelled" | "terminated" | "output_error" | "error", "out": str,
+     "message": str}
 
 ``start`` is the first line: ``pid`` is the process that runs the explanation (behind a launcher such as
 Slicer's PythonSlicer it is not the launcher's), the one to interrupt.
 ``forwards``/``hits`` are the run's patch forwards and patch-cache hits so far; ``eta_s`` is the estimated time
-left in the coalitions stage (null elsewhere and before the first batch). The ``end`` line is the last line.
+left in the coalitions stage (null elsewhere and before the first batch). The ``end`` line is the last line;
+its status matches the exit code (cli.main): finished 0, cancelled (Ctrl-C, SIGINT) 130, terminated (SIGTERM,
+``errors.Terminated``) 143, output_error (an output not written whole, ``errors.OutputError``) 1, error (bad input
+2, anything else 1). Cancelled, terminated and output_error runs keep every journaled coalition: rerun to resume.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import os
 import time
 
 START, PROGRESS, END = "start", "progress", "end"
-END_STATUSES = ("finished", "cancelled", "error")
+END_STATUSES = ("finished", "cancelled", "terminated", "output_error", "error")
 
 
 def progress_record(event, elapsed_s: float) -> dict:
@@ -42,6 +46,19 @@ def end_record(status: str, out, message: str) -> dict:
         raise ValueError(f"status {status!r} is not one of {END_STATUSES}")
     first_line = (message or "").strip().splitlines()
     return {"event": END, "status": status, "out": str(out), "message": first_line[0] if first_line else ""}
+
+
+def ending_of(error: BaseException) -> tuple[str, str]:
+    """(end status, one-line message) of the exception that ended a run."""
+    from SegSHAPLib.errors import Cancelled, InputError, OutputError, Terminated
+
+    if isinstance(error, Terminated):
+        return "terminated", "terminated (SIGTERM); rerun to resume"
+    if isinstance(error, (Cancelled, KeyboardInterrupt)):
+        return "cancelled", str(error) or "interrupted"
+    if isinstance(error, (InputError, OutputError)):
+        return ("output_error" if isinstance(error, OutputError) else "error"), str(error)
+    return "error", f"{type(error).__name__}: {error}"
 
 
 class JsonLinesProgress:
@@ -75,7 +92,7 @@ def parse_line(line: str) -> dict | None:
 
 def event_from_record(record: dict):
     """A progress record back as a ``ProgressEvent`` (counters under the names run_explain uses)."""
-    from SegSHAPLib.explain.run import ProgressEvent
+    from SegSHAPLib.progress import ProgressEvent
 
     counters = {"patch_forwards": record["forwards"], "patch_cache_hits": record["hits"],
                 "hit_rate": record["hit_rate"]}

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from SegSHAPLib.io.atomic_files import write_atomic
+from SegSHAPLib.errors import OutputError
+from SegSHAPLib.io.atomic_files import atomic_target
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,10 @@ class CaseStore:
         """Write an entry atomically, then evict the least recently used ones beyond the budget. A failure to
         write (disk full, no permission) only logs: the cache is an optimisation."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path(key), lambda stream: np.savez(stream, checksum=np.array(_checksum(arrays)),
-                                                                 **arrays))
+            with atomic_target(self.path(key)) as temporary, open(temporary, "wb") as stream:
+                np.savez(stream, checksum=np.array(_checksum(arrays)), **arrays)
             self.evict(keep=self.path(key))
-        except OSError as err:
+        except (OSError, OutputError) as err:
             log.warning("case cache: cannot write %s (%s); continuing without it", self.path(key), err)
 
     def evict(self, keep: Path | None = None) -> None:

@@ -21,6 +21,7 @@ from SegSHAPLib.io.image_io import Volume
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint_final.pth"
+MESSAGE_LIMIT = 600
 
 
 def resolve_device(name: str = "cpu"):
@@ -93,15 +94,46 @@ def load_predictor(model_dir: str | Path, folds: list[str] | None = None, device
         predictor.initialize_from_trained_model_folder(
             str(model_dir), tuple(int(f) if f != "all" else f for f in use_folds), CHECKPOINT_NAME)
     except Exception as err:  # noqa: BLE001 - any failure inside nnU-Net's loader means "not a usable model"
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{model_dir} could not be loaded as an nnU-Net v2 model ({type(err).__name__}: "
-                         f"{message})") from None
+                         f"{one_line(err)})") from None
     if predictor.network is None:
         raise InputError(f"{model_dir} could not be loaded as an nnU-Net v2 model")
+    check_embedded_dataset(Path(model_dir), use_folds[0], predictor.dataset_json)
     predictor.network.to(predictor.device).eval()
     log.info("loaded %s folds %s on %s", model_dir, use_folds, predictor.device)
     torch.set_grad_enabled(False)
     return predictor
+
+
+def one_line(err: BaseException, limit: int = MESSAGE_LIMIT) -> str:
+    """An exception's whole message on one line (PyTorch's state-dict errors say what mismatched only after the
+    first line), cut at ``limit`` characters."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_embedded_dataset(model_dir: Path, fold: str, dataset_json: dict) -> None:
+    """Refuse a dataset.json that disagrees with the dataset description nnU-Net embedded in the checkpoint
+    (``init_args["dataset_json"]``): the checkpoint is what the network was trained on, so renamed or
+    renumbered labels in dataset.json would silently change which class is explained. A checkpoint without an
+    embedded description is accepted as it is."""
+    import torch
+
+    checkpoint = model_dir / f"fold_{fold}" / CHECKPOINT_NAME
+    try:
+        embedded = torch.load(checkpoint, map_location="cpu", weights_only=False) \
+            .get("init_args", {}).get("dataset_json")
+    except Exception as err:  # noqa: BLE001 - nnU-Net just loaded it, so this is a damaged file
+        raise InputError(f"{checkpoint} cannot be read ({one_line(err)})") from None
+    if not isinstance(embedded, dict):
+        return
+    differing = sorted(key for key in ("labels", "channel_names", "regions_class_order")
+                       if embedded.get(key) != dataset_json.get(key))
+    if differing:
+        shown = "; ".join(f"{key}: dataset.json {dataset_json.get(key)} vs checkpoint {embedded.get(key)}"
+                          for key in differing)
+        raise InputError(f"{model_dir / 'dataset.json'} disagrees with the dataset description embedded in "
+                         f"{checkpoint.relative_to(model_dir)} ({shown}); restore the model's own dataset.json")
 
 
 @dataclass
@@ -118,9 +150,13 @@ class Preprocessed:
 
 
 def check_ct(ct: Volume) -> None:
-    """Refuse CT data that nnU-Net cannot preprocess meaningfully (NaN/inf voxels)."""
+    """Refuse CT data that nnU-Net cannot preprocess meaningfully (NaN/inf voxels, 8-bit or boolean data, which
+    cannot hold Hounsfield units: an image export, not the CT)."""
     if not np.issubdtype(ct.array.dtype, np.number):
         raise InputError(f"the CT has non-numeric voxels ({ct.array.dtype})")
+    if ct.array.dtype in (np.uint8, np.int8, np.bool_):
+        raise InputError(f"the CT is stored as {ct.array.dtype} (values {ct.array.min()}..{ct.array.max()}), which "
+                         "cannot hold Hounsfield units (air is -1000); give the original CT (int16 or float, HU)")
     if np.issubdtype(ct.array.dtype, np.floating) and not np.all(np.isfinite(ct.array)):
         bad = int((~np.isfinite(ct.array)).sum())
         raise InputError(f"the CT has {bad} NaN/inf voxel(s); fill them (e.g. with -1024 HU) before explaining")
@@ -171,6 +207,9 @@ def class_names(predictor) -> dict[int, str]:
 def resolve_target(predictor, target: str | int) -> int:
     """A target class given by label value or name -> label value; InputError lists the model's classes."""
     names = class_names(predictor)
+    if not any(value != 0 for value in names):
+        raise InputError(f"the model's dataset.json 'labels' ({predictor.dataset_json.get('labels')}) has no "
+                         "integer foreground label; nnU-Net v2 needs {name: integer} with classes above 0")
     by_name = {n.lower(): v for v, n in names.items()}
     text = str(target).strip()
     if text.lower() in by_name:

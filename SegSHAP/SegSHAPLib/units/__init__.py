@@ -1,4 +1,4 @@
-"""Interpretable units {U_j}, j = 1..M, partitioning part of the ROI's support (DESIGN.md, step 4).
+"""Interpretable units {U_j}, j = 1..M, partitioning part of the ROI's support (docs/method.md, section 4 "Units").
 
 The public entry point; each unit type lives in its own module:
 - ``unit_map``:      ``UnitMap`` and the common rule (support, fragments, numbering 1..M, no units -> error).
@@ -14,7 +14,7 @@ from SegSHAPLib.units.unit_map import UnitMap
 from SegSHAPLib.units.fcc import cell_volume_mm3, fcc_units
 from SegSHAPLib.units.hybrid import hybrid_units
 from SegSHAPLib.units.grouping import BUILTIN_GROUPINGS, load_grouping
-from SegSHAPLib.units.organs import DEFAULT_MIN_VOXELS, organ_class_names, organ_units
+from SegSHAPLib.units.organs import organ_class_names, organ_units
 
 __all__ = ["UnitMap", "organ_units", "organ_class_names", "load_grouping", "BUILTIN_GROUPINGS",
-           "DEFAULT_MIN_VOXELS", "fcc_units", "cell_volume_mm3", "hybrid_units"]
+           "fcc_units", "cell_volume_mm3", "hybrid_units"]
