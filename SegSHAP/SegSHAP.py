@@ -4,7 +4,8 @@ Three parts, as SlicerNNUNet splits its module: the widget (this file) only wire
 and calls two logics it is given, each behind a ``typing.Protocol``:
 
 - ``RunLogic`` (default ``SegSHAPMRML.run_logic.ExplainRunLogic``, Qt-free): validation, the run's request, the
-  background job (``SegSHAPMRML.job.ExplainJob``, injectable), results -> nodes, TotalSegmentator.
+  background job (injectable; default a child process, ``SegSHAPMRML.process_job.ProcessExplainJob``, whose
+  output the run log box shows), results -> nodes, TotalSegmentator.
 - ``InstallLogic`` (default ``SegSHAPInstallLogic`` below): the dependency status and the one-confirmation
   install through the PyTorch and NNUNet extensions and pip (its Qt-free parts in ``SegSHAPMRML.deps``).
 
@@ -153,7 +154,8 @@ class RunLogic(Protocol):
 
     def device_choices(self) -> list: ...
 
-    def start_explain(self, p, run=None) -> tuple: ...         # (job with poll()/cancel(), status note)
+    def start_explain(self, p, run=None) -> tuple: ...         # (job with poll()/cancel(), status note);
+    # the job may also have new_log_lines() -> list of str (a child process's output)
 
     def finish_explain(self, job, p) -> dict: ...
 
@@ -368,6 +370,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if running:
             self.ui.progressBar.value = 0
             self.ui.costLabel.text = ""
+            self.ui.runLogTextEdit.clear()
 
     def onApplyButton(self) -> None:
         if self._job is not None and self._job.running:
@@ -408,6 +411,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from SegSHAPMRML.panel import format_status, progress_percent
 
         progress = [m.event for m in job.poll() if m.kind == "progress"]
+        self._showRunLog(job)
         if progress:                        # many events per tick (one per patch forward): show the latest
             self.ui.progressBar.value = progress_percent(progress[-1])
             self.ui.statusLabel.text = format_status(progress[-1], job.note)
@@ -431,6 +435,12 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = None
             self._setRunning(False)
             self._updateGuiState()
+
+    def _showRunLog(self, job) -> None:
+        """Append what the run's process wrote since the last tick (``job.new_log_lines()``; a job that runs in
+        this process has no such log) to the run log box."""
+        for line in job.new_log_lines() if hasattr(job, "new_log_lines") else []:
+            self.ui.runLogTextEdit.appendPlainText(line)
 
     def _showError(self, error) -> None:
         from SegSHAPMRML.panel import error_message
@@ -518,7 +528,8 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
 
     runsFolder: where the runs live (``run-*/explanation`` output folders, ``inputs/``); default Slicer's temporary
     folder / SegSHAP, so a cancelled run is resumed even after a restart.
-    jobFactory: the background job class (default ``SegSHAPMRML.job.ExplainJob``)."""
+    jobFactory: the background job class (default ``SegSHAPMRML.run_logic.default_job``: a child process for new and
+    resumed runs, the in-process ``SegSHAPMRML.job.ExplainJob`` for a finished run shown again)."""
 
     def __init__(self, runsFolder=None, jobFactory=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)

@@ -17,6 +17,7 @@ BUDGET_AUTO = "auto"                             # --budget auto: run until conv
 SCORE_REGIONS = ("box", "component", "dilated")
 POINT_SPACES = ("ras", "ijk")
 CACHE_MODES = ("memo", "baseline", "none")
+PROGRESS_FORMATS = ("bar", "json")               # segshap explain --progress: a tqdm bar or JSON lines
 ROI_MODES = ("point", "segment")                 # the panel's ROI: a markups point or a segment
 
 # Organ grouping: the panel's choice -> the request's ``grouping`` (None: every organ label is a unit).
@@ -50,6 +51,8 @@ DEVICE = "cpu"                                   # the CLI's and the request's
 PANEL_DEVICE = "Auto"                            # the panel's
 ORGAN_MAP_DEVICE = "cpu"
 CACHE = "memo"
+CASE_CACHE = None                                # --case-cache: None = $SEGSHAP_CACHE_DIR, else ~/.cache/segshap
+PROGRESS_FORMAT = "bar"
 TTA = False
 TILE_STEP = 0.5                                  # nnU-Net's sliding-window step
 VERIFY = 0

@@ -14,6 +14,7 @@ Modules (imported on first use, so the Qt-free helpers ``panel``/``job``/``deps`
 - ``scene_io``:  ``new_scene``, ``save_scene`` (.mrb), ``load_scene``.
 - ``panel``:     input validation, ExplainRequest from panel values, progress text, device choice, OOM advice.
 - ``job``:       ``ExplainJob``: run_explain on a worker thread, messages through a queue, cancel.
+- ``process_job``: ``ProcessExplainJob``: the same messages from ``segshap explain`` in a child process.
 - ``run_logic``: ``ExplainRunLogic``, the panel's Qt-free run logic (validate, start, finish, TotalSegmentator),
                  given the scene, the runs folder and the job class.
 - ``runs``:      ``plan_run``: the panel's run folder for a request - new, the unfinished run it resumes, or the
@@ -55,7 +56,7 @@ _EXPORTS = {
     "format_progress": "panel", "progress_percent": "panel", "choose_device": "panel", "device_choices": "panel",
     "is_out_of_memory": "panel", "error_message": "panel", "model_labels": "panel",
     # job
-    "ExplainJob": "job", "JobMessage": "job",
+    "ExplainJob": "job", "JobMessage": "job", "ProcessExplainJob": "process_job",
     # runs
     "plan_run": "runs", "RunPlan": "runs",
     # deps

@@ -53,7 +53,48 @@ def _default_evaluate():
     return evaluate_output
 
 
-class ExplainJob:
+class JobState:
+    """What a job's ``poll()`` messages tell the caller, kept on the job (shared by ``ExplainJob`` and
+    ``process_job.ProcessExplainJob``): ``state`` new -> running -> done | failed | cancelled, ``result``,
+    ``faithfulness``, ``error``/``error_text``/``error_traceback``, ``last_progress``, start and end times."""
+
+    def _reset_state(self) -> None:
+        self.state = "new"
+        self.result = None
+        self.faithfulness = None
+        self.error: BaseException | None = None
+        self.error_text = ""
+        self.error_traceback = ""
+        self.last_progress = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+    def _apply(self, messages: list[JobMessage]) -> list[JobMessage]:
+        """Update the state from ``messages`` (in order); return them."""
+        for message in messages:
+            if message.kind == "progress":
+                self.last_progress = message.event
+            elif message.kind == "result":
+                self.result, self.faithfulness, self.state = message.result, message.faithfulness, "done"
+            elif message.kind == "error":
+                self.error, self.error_text, self.state = message.error, message.text, "failed"
+                self.error_traceback = message.traceback
+            elif message.kind == "cancelled":
+                self.error_text, self.state = message.text, "cancelled"
+            if self.finished and self.finished_at is None:
+                self.finished_at = time.time()
+        return messages
+
+
+class ExplainJob(JobState):
     """One explanation on a worker thread.
 
     request:            ExplainRequest.
@@ -84,15 +125,7 @@ class ExplainJob:
         self.queue: queue.Queue[JobMessage] = queue.Queue()
         self.cancel_event = threading.Event()
         self.thread: threading.Thread | None = None
-        self.state = "new"                    # new -> running -> done | failed | cancelled
-        self.result = None
-        self.faithfulness = None
-        self.error: BaseException | None = None
-        self.error_text = ""
-        self.error_traceback = ""
-        self.last_progress = None
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
+        self._reset_state()
 
     # ----------------------------------------------------------------------------- main-thread API
     def start(self) -> "ExplainJob":
@@ -108,36 +141,16 @@ class ExplainJob:
         """Ask the run to stop at the next batch boundary (what it evaluated so far stays journaled)."""
         self.cancel_event.set()
 
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("done", "failed", "cancelled")
-
     def poll(self) -> list[JobMessage]:
         """Drain the queue (call on the main thread); updates ``state``/``result``/``error``; returns the
         messages in order."""
         messages = []
         while True:
             try:
-                message = self.queue.get_nowait()
+                messages.append(self.queue.get_nowait())
             except queue.Empty:
                 break
-            messages.append(message)
-            if message.kind == "progress":
-                self.last_progress = message.event
-            elif message.kind == "result":
-                self.result, self.faithfulness, self.state = message.result, message.faithfulness, "done"
-            elif message.kind == "error":
-                self.error, self.error_text, self.state = message.error, message.text, "failed"
-                self.error_traceback = message.traceback
-            elif message.kind == "cancelled":
-                self.error_text, self.state = message.text, "cancelled"
-            if self.finished and self.finished_at is None:
-                self.finished_at = time.time()
-        return messages
+        return self._apply(messages)
 
     def wait(self, timeout: float | None = None) -> list[JobMessage]:
         """Block until the thread ends (scripts, tests, the self-test), then ``poll()``."""
@@ -184,4 +197,4 @@ class ExplainJob:
                                       error=err, traceback=traceback.format_exc()))
 
 
-__all__ = ["ExplainJob", "JobMessage"]
+__all__ = ["ExplainJob", "JobMessage", "JobState"]

@@ -342,8 +342,18 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     if type(error).__name__ in ("OutOfMemoryError", "OutOfMemory"):
         return True
-    text = str(error).lower()
-    return any(p in text for p in _OOM_PATTERNS)
+    return is_out_of_memory_text(str(error))
+
+
+def is_out_of_memory_text(text: str) -> bool:
+    """True for an error's text that reports running out of memory (e.g. the one line of a child process)."""
+    lowered = text.lower()
+    return "memoryerror" in lowered or any(p in lowered for p in _OOM_PATTERNS)
+
+
+def with_out_of_memory_advice(text: str, *, device: str = "cpu", batch_size: int = 1) -> str:
+    """An out-of-memory error's text with what to change."""
+    return f"Out of memory on {device}: {text}\n\nSuggestion: {out_of_memory_advice(device, batch_size)}."
 
 
 def out_of_memory_advice(device: str, batch_size: int = 1) -> str:
@@ -365,8 +375,7 @@ def error_message(error: BaseException, *, device: str = "cpu", batch_size: int 
     if isinstance(error, Cancelled):
         return f"Cancelled. {error}".strip()
     if is_out_of_memory(error):
-        return (f"Out of memory on {device}: {type(error).__name__}: {error}\n\n"
-                f"Suggestion: {out_of_memory_advice(device, batch_size)}.")
+        return with_out_of_memory_advice(f"{type(error).__name__}: {error}", device=device, batch_size=batch_size)
     if isinstance(error, InputError):
         return str(error)
     return f"{type(error).__name__}: {error}"
@@ -376,4 +385,5 @@ __all__ = ["PanelValues", "UNIT_TYPES", "VALUE_FUNCTIONS", "SCORE_REGIONS", "GRO
            "model_labels", "validate_panel", "organ_grouping_problem", "grouping_argument", "build_request_kwargs",
            "build_request", "format_duration", "format_progress", "format_status", "format_cost",
            "progress_percent", "parse_device", "device_request_name", "device_choices", "choose_device",
-           "is_out_of_memory", "out_of_memory_advice", "error_message"]
+           "is_out_of_memory", "is_out_of_memory_text", "with_out_of_memory_advice", "out_of_memory_advice",
+           "error_message"]

@@ -2,9 +2,9 @@
 
 ``ExplainRunLogic`` is what the SegSHAP widget calls to validate, start, poll and map an explanation. It takes the
 MRML scene and the runs folder as arguments (no ``slicer.app``, no Qt, no dialogs), so CI runs it on a slicer-core
-scene exactly as Slicer does. The job that runs the explanation is injected (``job_factory``; default the
-in-process ``ExplainJob``), so an out-of-process runner with the same ``start()/poll()/cancel()/wait()`` shape can
-replace it.
+scene exactly as Slicer does. The job that runs the explanation is injected (``job_factory``); the default runs
+new and resumed explanations out of process (``process_job.ProcessExplainJob`` under PythonSlicer) and replays a
+finished run in process (``job.ExplainJob``): both have the same ``start()/poll()/cancel()/wait()`` shape.
 
 ``p`` everywhere is the module's parameter node (``SegSHAPParameterNode`` in SegSHAP.py): an object with the
 attributes inputVolume, modelPath, runModel, predictionNode, target, organNode, roiMode, roiPoint, roiSegmentation,
@@ -15,6 +15,8 @@ faithfulnessSteps, maskValue, batchSize, tta, unitsAsSegmentation.
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,10 +30,27 @@ def path_text(path) -> str:
     return str(path) if path is not None and str(path) not in ("", ".") else ""
 
 
-def _job_factory():
-    from .job import ExplainJob
+def python_for_runs() -> str:
+    """The interpreter a panel run's child process uses: Slicer's ``PythonSlicer`` launcher when it is on the PATH
+    (it sets up Slicer's Python environment, as ``slicer.util.pip_install`` uses it), else this process's own."""
+    return shutil.which("PythonSlicer") or sys.executable
 
-    return ExplainJob
+
+def default_job(request, *, run: Callable | None = None, evaluate: Callable | None = None,
+                faithfulness_steps: int = 0, inputs_dir=None, note: str = "", inputs=None):
+    """The panel's job for a run: new and resumed runs compute in a child process (``ProcessExplainJob`` with
+    ``python_for_runs()``), so a crash or out-of-memory ends the child, never Slicer; a given ``run`` (a finished
+    run shown again, ``runs.replay_finished``, which only reads the folder back; or a script's own function) runs
+    in this process (``ExplainJob``)."""
+    if run is not None:
+        from .job import ExplainJob
+
+        return ExplainJob(request, run=run, evaluate=evaluate, faithfulness_steps=faithfulness_steps,
+                          inputs_dir=inputs_dir, note=note, inputs=inputs)
+    from .process_job import ProcessExplainJob
+
+    return ProcessExplainJob(request, python=python_for_runs(), inputs_dir=inputs_dir, note=note,
+                             faithfulness_steps=faithfulness_steps, inputs=inputs)
 
 
 class ExplainRunLogic:
@@ -41,7 +60,9 @@ class ExplainRunLogic:
     runs_folder:  where runs live (``runs.plan_run``: ``run-*/explanation`` output folders, ``inputs/``).
     versions:     extra name -> version pairs recorded with each run (e.g. the Slicer version).
     job_factory:  ``job_factory(request, run=..., evaluate=..., faithfulness_steps=..., inputs_dir=..., note=...,
-                  inputs=CaseInputs)`` -> a job with ``start() poll() cancel() wait()``; default ``ExplainJob``.
+                  inputs=CaseInputs)`` -> a job with ``start() poll() cancel() wait()``; default ``default_job``
+                  (``ProcessExplainJob``, a child process, for new and resumed runs; the in-process ``ExplainJob``
+                  when a ``run`` is given: a finished run shown again, or a script's function).
     """
 
     def __init__(self, scene, runs_folder, versions: dict | None = None, job_factory: Callable | None = None):
@@ -125,7 +146,7 @@ class ExplainRunLogic:
         plan, inputs, note = self.prepare_run(p)
         LOG.info("SegSHAP: %s; %s; output in %s", plan.note or "new run", note, plan.request.out)
         replay = plan.action == "show"
-        factory = self.job_factory or _job_factory()
+        factory = self.job_factory or default_job
         job = factory(plan.request, run=runs.replay_finished if replay else run,
                       evaluate=runs.stored_or_new_faithfulness, faithfulness_steps=p.faithfulnessSteps,
                       inputs_dir=plan.inputs_dir, note=plan.note, inputs=None if replay else inputs)
@@ -183,4 +204,4 @@ def _label_volume(node, ct_node, label_values):
     return volumes.node_to_volume(node), volumes.label_names_of_node(node)
 
 
-__all__ = ["ExplainRunLogic", "path_text"]
+__all__ = ["ExplainRunLogic", "default_job", "path_text", "python_for_runs"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,22 @@ DEMO_MODEL = RESOURCES / "DemoModel"
 # patches each. case_id -> (crop as x, y, z slices, a point on the demo model's "spleen" component, its space).
 CROPPED_CASES = {"spleen": ((slice(0, 64), slice(10, 58), slice(7, 23)), "-127,152.3,142.3", "ras"),
                  "liver_fp": ((slice(36, 100), slice(50, 98), slice(7, 23)), "21 24 8", "ijk")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def case_cache_folder(tmp_path_factory) -> Path:
+    """The on-disk case cache of every test and of the processes they start: a folder of this session (set as
+    $SEGSHAP_CACHE_DIR), never the user's cache."""
+    from SegSHAPLib.inference.case_store import CACHE_DIR_ENV
+
+    folder = tmp_path_factory.mktemp("case_cache")
+    previous = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(CACHE_DIR_ENV, None)
+    else:
+        os.environ[CACHE_DIR_ENV] = previous
 
 
 def write_dicom_series(volume, folder: Path, slices=None) -> list[Path]:
@@ -83,3 +100,13 @@ def cropped_cases(tmp_path_factory) -> Path:
         nibabel.save(ct.slicer[crop], str(folder / f"{case_id}_ct.nii.gz"))
         nibabel.save(organs.slicer[crop], str(folder / f"{case_id}_organs.nii.gz"))
     return folder
+
+
+def cropped_explain_args(folder: Path, case_id: str, out: Path, *extra: str, value: str = "softdice",
+                         budget: int = 8) -> list[str]:
+    """`segshap explain` arguments (after the subcommand's name) for an organ explanation of a cropped case."""
+    _, point, space = CROPPED_CASES[case_id]
+    return ["--ct", str(folder / f"{case_id}_ct.nii.gz"), "--model", str(DEMO_MODEL), "--target", "spleen",
+            f"--roi-point={point}", "--point-space", space, "--units", "organs",
+            "--organs", str(folder / f"{case_id}_organs.nii.gz"), "--value", value, "--budget", str(budget),
+            "--batch-size", "8", "--out", str(out), *extra]

@@ -1,9 +1,12 @@
-"""The per-process reuse of model, preprocessing and prediction across explanations of one CT (case_cache).
+"""The reuse of model, preprocessing and prediction across explanations of one CT (case_cache): in the process,
+and through the on-disk store when the process has forgotten them (a new process: test_case_store.py).
 
 The spies below wrap the real functions (they count calls and call through): nothing is faked.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -17,8 +20,12 @@ from conftest import CROPPED_CASES, DEMO_MODEL
 
 
 @pytest.fixture
-def calls(monkeypatch) -> dict[str, int]:
-    """Counts of model loads, preprocessings and full-volume predictions, from a cleared cache."""
+def calls(monkeypatch, tmp_path) -> dict[str, int]:
+    """Counts of model loads, preprocessings and full-volume predictions, from a cleared cache (and an empty
+    on-disk store of this test's own)."""
+    from SegSHAPLib.inference.case_store import CACHE_DIR_ENV
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "case_cache"))
     case_cache.clear()
     counts = {}
     for name in ("load_predictor", "preprocess", "predict_segmentation"):
@@ -45,12 +52,21 @@ def test_explanations_of_one_ct_share_model_preprocessing_and_prediction(cropped
     second = run_explain(request(cropped_cases, tmp_path / "b", "dice"))
     assert calls == {"load_predictor": 1, "preprocess": 1, "predict_segmentation": 1}
     assert first.phi.shape == second.phi.shape
+    assert [(r.summary["inference"]["case_cache"], r.summary["inference"]["full_predictions"])
+            for r in (first, second)] == [("computed", 1), ("memory", 0)]
+
+    case_cache.clear()                                     # forgotten in the process: the disk store answers
+    from_disk = run_explain(request(cropped_cases, tmp_path / "c", "dice"))
+    assert calls == {"load_predictor": 2, "preprocess": 1, "predict_segmentation": 1}
+    assert (from_disk.summary["inference"]["case_cache"], from_disk.summary["inference"]["full_predictions"]) \
+        == ("disk", 0)
 
     case_cache.clear()                                     # the same request from scratch: the same numbers
-    fresh = run_explain(request(cropped_cases, tmp_path / "c", "dice"))
-    assert calls == {"load_predictor": 2, "preprocess": 2, "predict_segmentation": 2}
-    np.testing.assert_array_equal(fresh.phi, second.phi)
-    np.testing.assert_array_equal(fresh.prediction.array, second.prediction.array)
+    fresh = run_explain(dataclasses.replace(request(cropped_cases, tmp_path / "d", "dice"), case_cache="none"))
+    assert calls == {"load_predictor": 3, "preprocess": 2, "predict_segmentation": 2}
+    for result in (fresh, from_disk):
+        np.testing.assert_array_equal(result.phi, second.phi)
+        np.testing.assert_array_equal(result.prediction.array, second.prediction.array)
 
 
 def test_another_ct_or_model_setting_is_computed_again(cropped_cases, calls):

@@ -74,8 +74,11 @@ def test_required_panel_elements(widgets):
                  "roiSegmentSelector", "unitsComboBox", "fccScaleSpinBox", "valueComboBox", "scoreRegionComboBox",
                  "budgetSpinBox", "seedSpinBox", "deviceComboBox", "applyButton", "progressBar", "statusLabel",
                  "costLabel", "resultsTableView", "legendLabel", "installButton", "wheelFolderPathLineEdit",
-                 "installLogTextEdit"):
+                 "installLogTextEdit", "runLogTextEdit"):
         assert name in widgets, name
+    assert widgets["runLogTextEdit"].get("class") == "QPlainTextEdit"
+    read_only = widgets["runLogTextEdit"].find("property[@name='readOnly']/bool")
+    assert read_only is not None and read_only.text == "true", "the run log box must be read-only"
     assert widgets["modelPathLineEdit"].get("class") == "ctkPathLineEdit"
     assert widgets["roiPointPlaceWidget"].get("class") == "qSlicerMarkupsPlaceWidget"
     assert widgets["groupingFilePathLineEdit"].get("class") == "ctkPathLineEdit"

@@ -4,7 +4,9 @@ Stand-ins, and why: see ``slicer_standins/__init__.py`` (PythonQt's ``qt`` as a 
 qMRML and qSlicer widget classes with their C++ headers' properties and signals; Slicer's parameterNodeWrapper
 rules; dialogs recorded instead of shown). Everything else is real: QUiLoader builds SegSHAP.ui, the widget's
 QTimer polls the real in-process ``ExplainJob`` running the real demo nnU-Net on a cropped CT
-(conftest.CROPPED_CASES, two sliding-window patches), the results become slicer-core nodes.
+(conftest.CROPPED_CASES, two sliding-window patches), the results become slicer-core nodes. One test leaves the job
+factory at its default: the real ``ProcessExplainJob`` runs ``segshap explain`` in a child process of this
+interpreter (PythonSlicer in Slicer), and its output reaches the run log box.
 
 The walk: set-up -> parameter node <-> widgets -> Apply -> progress -> Cancel after the first batch -> Apply again
 (resumes the journal) -> result nodes and table -> Apply with another seed -> scene closed during the run (no
@@ -185,6 +187,40 @@ def test_the_panel_from_set_up_to_scene_close(panel):
     assert fresh is not None and fresh.inputVolume is None and ui.ctSelector.currentNode() is None
     fresh.budget = 40
     assert ui.budgetSpinBox.value == 40
+
+
+def test_the_default_job_runs_out_of_process_and_shows_its_output(panel):
+    """No job factory injected: a new run computes in a child process (``run_logic.default_job`` ->
+    ``ProcessExplainJob``), the run log box shows what the child wrote, the result becomes nodes; Apply again with the
+    same inputs shows the finished run again in this process (``ExplainJob`` replaying the folder)."""
+    from SegSHAPMRML.job import ExplainJob
+    from SegSHAPMRML.process_job import ProcessExplainJob
+
+    widget, scene, session, gate, (ct, organs, point), app = panel
+    widget.runLogic.job_factory = None
+    ui = widget.ui
+    ui.organSelector.setCurrentNode(organs)
+    ui.roiPointSelector.setCurrentNode(point)
+    ui.budgetSpinBox.value = BUDGET
+    ui.faithfulnessStepsSpinBox.value = 0
+    ui.deviceComboBox.currentIndex = 1
+    ui.applyButton.click()
+    job = widget._job
+    assert isinstance(job, ProcessExplainJob) and ui.runLogTextEdit.toPlainText() == ""
+    _process_until(lambda: widget._job is None, app)
+    assert session.errors == [], session.errors
+    assert job.state == "done" and job.process.returncode == 0 and gate.runs == 0
+    assert ui.statusLabel.text.startswith("Done: SegSHAP organs softdice"), ui.statusLabel.text
+    log = ui.runLogTextEdit.toPlainText()
+    assert ui.runLogTextEdit.readOnly
+    assert f"-> {job.out}" in log, log                       # the CLI's summary line, written by the child
+    assert log.splitlines() == job.log_path.read_text().splitlines()
+    assert results.check_run(scene, widget._lastNodes["run_id"]) == []
+
+    ui.applyButton.click()
+    assert isinstance(widget._job, ExplainJob), type(widget._job)
+    _process_until(lambda: widget._job is None, app)
+    assert session.errors == [] and ui.statusLabel.text.startswith("Done"), ui.statusLabel.text
 
 
 def test_a_failed_run_shows_one_error_and_the_panel_recovers(panel, monkeypatch):

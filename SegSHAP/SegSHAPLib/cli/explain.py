@@ -1,9 +1,18 @@
-"""``segshap explain``: one explanation from the command line, with tqdm progress and resume."""
+"""``segshap explain``: one explanation from the command line, with progress (a tqdm bar, or JSON lines for a
+program that runs it: ``--progress json``, schema in ``explain.progress_stream``) and resume.
+
+An interrupt (SIGINT, Ctrl-C; on Windows also CTRL_BREAK) asks the run to stop at the next network batch, so
+every coalition evaluated so far is journaled; a second interrupt stops at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
 
 from SegSHAPLib import options
@@ -62,8 +71,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int,
                         help="network patches per forward (1 reproduces nnU-Net bit for bit)")
     parser.add_argument("--cache", choices=options.CACHE_MODES, help=f"default {options.CACHE}")
+    parser.add_argument("--case-cache", metavar="DIR|none",
+                        help="folder of the on-disk case cache (the CT's preprocessing and the model's full "
+                             "prediction, kept for the next run): default $SEGSHAP_CACHE_DIR, else the user's "
+                             "cache folder (~/.cache/segshap); 'none' turns it off")
     parser.add_argument("--verify", type=int, metavar="N",
                         help="check the baseline and N random coalitions against nnU-Net's own prediction")
+    parser.add_argument("--progress", choices=options.PROGRESS_FORMATS, default=options.PROGRESS_FORMAT,
+                        help="bar: a tqdm bar (default); json: one JSON object per line on stdout for each batch "
+                             "and stage, then an 'end' line with the status (all other output goes to stderr)")
     zoom = parser.add_argument_group("zoom (refine an organ-unit explanation)")
     zoom.add_argument("--refine", type=Path, metavar="PARENT_OUT",
                       help="a finished --units organs output folder: explain again with chosen organs split into "
@@ -144,6 +160,30 @@ class TqdmProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+
+@contextlib.contextmanager
+def interrupt_sets(cancel: threading.Event):
+    """While inside: the first SIGINT (and SIGBREAK on Windows) sets ``cancel`` (the run stops at the next batch),
+    the next one raises KeyboardInterrupt. Only the main thread can install handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def on_interrupt(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("segshap explain: stopping after the current batch (interrupt again to stop now)", file=sys.stderr)
+
+    signals = [signal.SIGINT] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
+    previous = {number: signal.signal(number, on_interrupt) for number in signals}
+    try:
+        yield cancel
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def check_scene_path(scene: Path) -> None:
@@ -157,19 +197,41 @@ def check_scene_path(scene: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.progress == "json":
+        from SegSHAPLib.explain.progress_stream import JsonLinesProgress, ending_of
+
+        stream = JsonLinesProgress(sys.stdout)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):          # stdout carries the JSON lines only
+                result = _explain(args, stream)
+        except BaseException as err:
+            status, message = ending_of(err)
+            stream.end(status, args.out, message)
+            raise
+        stream.end("finished", result.out, f"explained {len(result.unit_names)} units")
+        return 0
+    progress = TqdmProgress()
+    try:
+        _explain(args, progress)
+    finally:
+        progress.close()
+    return 0
+
+
+def _explain(args: argparse.Namespace, progress):
+    """Run the explanation (and write --scene); print the result's summary; return the ExplainResult."""
     from SegSHAPLib.explain.run import run_explain
 
     request = request_from_args(args)
     if args.scene is not None:
         check_scene_path(args.scene)
-    progress = TqdmProgress()
     auto = args.budget == options.BUDGET_AUTO
     if auto and args.cap < 2:
         raise InputError(f"--cap must be at least 2 (the empty and the full coalition), got {args.cap}")
-    try:
-        result = run_explain(request, progress=progress, tolerance=args.tolerance if auto else None)
-    finally:
-        progress.close()
+    with interrupt_sets(threading.Event()) as cancel:
+        result = run_explain(request, progress=progress, cancel=cancel, tolerance=args.tolerance if auto else None)
+    if isinstance(progress, TqdmProgress):
+        progress.close()                                  # the bar ends before the summary lines
     if args.scene is not None:
         from SegSHAPMRML import write_scene_from_output
 
@@ -189,4 +251,4 @@ def run(args: argparse.Namespace) -> int:
           f"{summary['value_functions'][0]}:")
     for unit in ranked:
         print(f"  {unit['shap']:+.4f}  {unit['name']}")
-    return 0
+    return result

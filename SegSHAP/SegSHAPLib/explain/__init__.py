@@ -7,5 +7,7 @@
 - ``journal``:      the on-disk journal of evaluated coalitions (resume after Ctrl-C, crash or retry).
 - ``folder``:       ``ExplanationFolder``: the one reader of an output folder ("finished" is defined there).
 - ``faithfulness``: MoRF / LeRF / random curves, AOPC, ABPC (``segshap evaluate``).
+- ``progress_stream``: the JSON-lines progress of ``segshap explain --progress json`` (written and read).
+- ``cost``:         ``cost_preview``: support patches, coalitions, counted patch forwards and time, before a run.
 The package is not imported eagerly here: its modules import torch and nnunetv2.
 """

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from SegSHAPLib.io.image_io import Volume, write_volume
+from SegSHAPLib.units.organ_segmentation import write_named_label_map
 
-PERSISTED = ("ct", "organs", "roi_mask")            # written as <name>.nii.gz, so summary.json names real files
+PERSISTED = ("ct", "organs", "roi_mask", "prediction")   # written as <name>.nii.gz: summary.json names real files
 HASHED = (("ct", "ct_volume"), ("organs", "organ_volume"), ("roi_mask", "roi_mask_volume"),
           ("prediction", "prediction_volume"))      # field -> its name in the digest (stable across versions)
 
@@ -53,10 +54,15 @@ class CaseInputs:
                 if getattr(self, name) is not None and getattr(request, name, None) is None}
 
     def persist(self, request, folder):
-        """Write the inputs of ``files`` into ``folder`` and return ``request`` pointing at them."""
+        """Write the inputs of ``files`` into ``folder`` and return ``request`` pointing at them. The organ map is
+        written with ``organ_names`` as a CaretExtension label table, so a run that reads the file (another
+        process, ``segshap evaluate``) groups the same organs."""
         files = self.files(request, folder)
         for name, path in files.items():
-            write_volume(getattr(self, name), path)
+            if name == "organs" and self.organ_names:
+                write_named_label_map(self.organs, self.organ_names, path)
+            else:
+                write_volume(getattr(self, name), path)
         return dataclasses.replace(request, **files) if files else request
 
 

@@ -22,9 +22,10 @@ from SegSHAPLib.explain.case_inputs import CaseInputs
 from SegSHAPLib.explain.refine import refined_unit_ids
 from SegSHAPLib.inference.cached_inference import CachedSlidingWindow, SlidingWindowLayout
 from SegSHAPLib.inference.case_cache import cached_case, cached_predictor
+from SegSHAPLib.inference.case_store import open_store
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch, read_volume
-from SegSHAPLib.inference.model import Preprocessed, class_names, resolve_target
+from SegSHAPLib.inference.model import Preprocessed, check_model_folder, class_names, resolve_target
 from SegSHAPLib.io.label_maps import label_values, shown
 from SegSHAPLib.inference.network_grid import Box, NetworkGrid
 from SegSHAPLib.scoring.roi import (bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
@@ -56,10 +57,12 @@ class ExplanationContext:
     engine: CachedSlidingWindow
     mask_value_normalised: float
     region_net: np.ndarray             # bool (bz, by, bx)
-    baseline_pred_net: np.ndarray      # bool (bz, by, bx), P_0
+    baseline_pred_net: np.ndarray | None   # bool (bz, by, bx), P_0 (None when prepared without the baseline)
     value_names: list[str]             # every value function defined here: the requested ones first, then the rest
     requested: list[str]               # the request's value functions (``--value``), in its order
     parent_unit_of: np.ndarray | None = None   # zoom: (M,) the parent organ unit id holding each unit
+    case_source: str = "computed"      # where the CT's preprocessing came from: memory, disk or computed
+    full_predictions: int = 0          # full-volume predictions this preparation ran (0 or 1)
 
     @property
     def n_units(self) -> int:
@@ -209,11 +212,13 @@ def _units(request, ct: Volume, organs: Volume | None, names: dict[int, str] | N
 
 
 def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None,
-                    units_volume: Volume | None = None, unit_names: list[str] | None = None) -> ExplanationContext:
+                    units_volume: Volume | None = None, unit_names: list[str] | None = None,
+                    with_baseline: bool = True) -> ExplanationContext:
     """Build the explanation context of a request.
 
     In-memory ``inputs`` take precedence over the request's paths. ``units_volume``/``unit_names`` reuse a unit
-    map written by an earlier run (``segshap evaluate``) instead of building one.
+    map written by an earlier run (``segshap evaluate``) instead of building one. ``with_baseline=False`` stops
+    before the first network forward (for counting, ``explain.cost``): ``baseline_pred_net`` is then None.
     """
     inputs = inputs or CaseInputs()
     check_request(request, inputs.roi_mask is not None)
@@ -232,7 +237,10 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
         label_values(organs.array, "the organ map (--organs)")
     if given_prediction is not None:
         _check_prediction_labels(given_prediction, predictor)
-    pre, own_prediction = cached_case(predictor, ct, with_prediction=given_prediction is None)
+    case = cached_case(predictor, ct, with_prediction=given_prediction is None,
+                       store=open_store(getattr(request, "case_cache", None)),
+                       model_key=model_settings(request, predictor))
+    pre, own_prediction = case.preprocessed, case.prediction
     grid = NetworkGrid.from_preprocessing(pre.properties, predictor.plans_manager.transpose_forward,
                                           pre.data.shape[1:], ct.shape_zyx)
     prediction = given_prediction if given_prediction is not None else own_prediction
@@ -255,17 +263,26 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
     mask_value = normalised_mask_value(predictor, request.mask_value)
     engine = CachedSlidingWindow(predictor, layout, grid.to_network(units.labels), units.n_units, box_net,
                                  mask_value, cache_mode=request.cache, batch_size=request.batch_size)
-    baseline = engine.evaluate(np.ones((1, units.n_units), dtype=bool))[0]        # (C, bz, by, bx)
     box_slices = tuple(slice(a, b) for a, b in box_net)
     region_net = grid.to_network(region)[box_slices]
-    baseline_pred = baseline.argmax(axis=0) == target
-    defined = defined_values(request, region_net, baseline_pred, clicked=ijk is not None)
-    requested = [name for name in requested_values(request.value) if name in defined]
-    if not requested:
-        raise InputError("every value function is identically 0 on this scoring region; choose another ROI or "
-                         "--score-region")
-    value_names = requested + [name for name in defined if name not in requested]
+    baseline_pred, value_names, requested = None, [], []
+    if with_baseline:
+        baseline = engine.evaluate(np.ones((1, units.n_units), dtype=bool))[0]        # (C, bz, by, bx)
+        baseline_pred = baseline.argmax(axis=0) == target
+        defined = defined_values(request, region_net, baseline_pred, clicked=ijk is not None)
+        requested = [name for name in requested_values(request.value) if name in defined]
+        if not requested:
+            raise InputError("every value function is identically 0 on this scoring region; choose another ROI or "
+                             "--score-region")
+        value_names = requested + [name for name in defined if name not in requested]
     return ExplanationContext(request, ct, predictor, pre, grid, prediction, target, ijk, roi, region, box_ct,
                               support, units, engine, mask_value, region_net, baseline_pred, value_names, requested,
-                              parent_of)
+                              parent_of, case.source, case.full_predictions)
+
+
+def model_settings(request, predictor) -> dict:
+    """The model and inference settings that key the case cache and the patch timing
+    (``case_store.model_digest``'s arguments)."""
+    return {"model_dir": request.model, "folds": check_model_folder(request.model, request.fold),
+            "device_type": predictor.device.type, "tile_step": request.tile_step, "tta": request.tta}
 

@@ -3,7 +3,8 @@
 - ``to_json`` / ``from_json``: plain JSON types (paths as strings, the ROI point as a list) and back; the cohort
   plan stores requests this way.
 - ``resolved_inputs``: summary.json's "inputs" (``to_json`` with every path absolute); ``from_json`` reads it back.
-- ``from_args``: the ``segshap explain`` argparse namespace (field names are the flag names with '-' -> '_').
+- ``from_args`` / ``command_line``: the ``segshap explain`` argparse namespace (field names are the flag names with
+  '-' -> '_') and the argument list that parses back to the same request (for a child process).
 - ``from_manifest_row``: the text cells of one cohort-manifest row (paths relative to the manifest's folder).
 - ``journal_spec`` / ``is_answered_by``: what the coalition values depend on, and whether a summary answers it.
 Defaults come from ``SegSHAPLib.options``.
@@ -55,6 +56,7 @@ class ExplainRequest:
     refine: Path | None = None                  # zoom: a finished organ-unit explanation folder (the parent)
     refine_organs: list[str] | None = None      # zoom: parent units to split into hybrid cells ...
     refine_top: int | None = None               # ... or the top K parent units by |phi| (resolved into the above)
+    case_cache: str | None = options.CASE_CACHE
 
     # ------------------------------------------------------------------------------------------ JSON
     def to_json(self) -> dict:
@@ -104,6 +106,24 @@ class ExplainRequest:
             base = replace(base, roi_point=None, roi_mask=None)
         return replace(base, **given)
 
+    def command_line(self) -> list[str]:
+        """The ``segshap explain`` arguments (after the subcommand's name) that make this request again
+        (``from_args`` inverts it). Unset fields are left out, so the CLI's defaults apply."""
+        arguments = []
+        for name, value in asdict(self).items():
+            flag = "--" + name.replace("_", "-")
+            if value is None or value is False:
+                continue
+            if value is True:
+                arguments.append(flag)
+            elif name == "roi_point":
+                arguments.append(f"{flag}=" + ",".join(repr(float(v)) for v in value))
+            elif name == "fold":
+                arguments += [part for fold in value for part in (flag, str(fold))]
+            else:
+                arguments += [flag, str(value)]
+        return arguments
+
     # ------------------------------------------------------------------------------------------ manifest
     @classmethod
     def from_manifest_row(cls, cells: dict[str, str], base: Path, **given) -> "ExplainRequest":
@@ -115,8 +135,8 @@ class ExplainRequest:
 
     # ------------------------------------------------------------------------------------------ resume
     def journal_spec(self) -> dict:
-        """What the coalition values depend on: every input but budget, seed, verify, out and value (every value
-        function defined for the region is journaled), and but the settings this request does not use (the FCC
+        """What the coalition values depend on: every input but budget, seed, verify, out, case_cache and value
+        (every value function defined for the region is journaled), and but the settings this request does not use (the FCC
         scale for organ units unless refined, the organ map and grouping for FCC units, the dilation unless the
         score region is dilated); a zoom's ``refine_top`` is resolved into ``refine_organs`` before this is asked
         (``explain.refine.resolve_refinement``)."""
@@ -126,7 +146,7 @@ class ExplainRequest:
         unused = {"organs": () if self.refine else ("fcc_scale_mm",), "fcc": ("organs", "grouping")}.get(self.units, ())
         if self.score_region != "dilated":
             unused += ("dilate_mm",)
-        for key in ("budget", "seed", "verify", "out", "value") + unused:
+        for key in ("budget", "seed", "verify", "out", "value", "case_cache") + unused:
             spec.pop(key)
         spec["segshap_version"] = __version__
         return spec

@@ -116,7 +116,8 @@ def _summary(request: ExplainRequest, context: ExplanationContext, results: dict
     inference = {k: counters[k] for k in ("patches_full_grid", "patches_in_support", "patch_forwards",
                                           "patch_cache_hits", "naive_patch_forwards")}
     inference.update(folds=counters["folds"], hit_rate=counters["hit_rate"], cache=request.cache,
-                     batch_size=request.batch_size, tta=request.tta)
+                     batch_size=request.batch_size, tta=request.tta, full_predictions=context.full_predictions,
+                     case_cache=context.case_source)
     if verify is not None:
         inference["verify"] = verify
     by_value = {name: _value_summary(context, res, request, tolerance, journal_skipped)
@@ -232,6 +233,8 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
     context = prepare_context(request, inputs=inputs)
     claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
     prepared = time.perf_counter()
+    if progress is not None:
+        progress(ProgressEvent("prepare", 1, 1, f"prepared {context.n_units} units"))
     with CoalitionJournal(out, context.n_units, context.value_names) as journal:   # holds the folder's lock
         store = journal if request.refine is None else ParentReuse(journal, request, context.parent_unit_of)
         reporter = _CoalitionProgress(progress, context, request.budget)
@@ -263,6 +266,8 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
         if request.refine is not None:
             summary["refine"] = {"parent": str(Path(request.refine).resolve()), "organs": request.refine_organs,
                                  "parent_units": int(context.parent_unit_of.max()), **store.summary()}
+        if progress is not None:
+            progress(ProgressEvent("write", 0, 1, f"writing the outputs to {out}"))
         volumes = write_outputs(out, context, {name: res.phi for name, res in results.items()}, summary)
     by_value = {name: ValueAttribution(res.phi, np.array([np.nan if e is None else e
                                                           for e in res.diagnostics["phi_std_error"]]),

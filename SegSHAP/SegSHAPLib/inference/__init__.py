@@ -6,6 +6,8 @@
 - ``patch_memo``:       the byte-budgeted memo of per-patch outputs.
 - ``cached_inference``: the engine (``CachedSlidingWindow``), restricted to the ROI's support and memoised per patch.
 - ``case_cache``:       the model, preprocessing and full prediction kept for the next explanation of the same CT.
+- ``case_store``:       the on-disk case cache shared by processes (key, integrity check, byte budget).
+- ``patch_timing``:     the measured seconds of one patch forward per model and device, kept in the cache folder.
 - ``verify``:           ``--verify N``: the engine against nnU-Net's own full prediction.
 The package is not imported eagerly here: its modules import torch and nnunetv2.
 """

@@ -262,6 +262,22 @@ class CachedSlidingWindow:
         self.counters.coalitions += n
         return logits.float().numpy()
 
+    def planned_forwards(self, keep: np.ndarray) -> int:
+        """The patch forwards ``evaluate(keep)`` would run on this engine as it is now (counted, none run):
+        keep bool (n, M). Assumes the memo keeps every result (it holds ``max_cache_bytes``), so a run can
+        only need more when that bound evicts."""
+        seen = set()
+        forwards = 0
+        for fold in range(len(self._fold_parameters)):
+            for row in np.asarray(keep, dtype=bool):
+                for sp in self.support:
+                    key = self._key(fold, sp, row)
+                    if key is None or (key not in seen and key not in self.memo):
+                        forwards += 1
+                        if key is not None:
+                            seen.add(key)
+        return forwards
+
     def _contributions(self, fold: int, keep: np.ndarray, cancel, progress) -> list[list]:
         """Per coalition, per support patch: the Gaussian-weighted box crop, from the memo or the network."""
         n = keep.shape[0]

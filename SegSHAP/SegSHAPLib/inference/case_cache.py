@@ -1,27 +1,44 @@
-"""The expensive per-CT steps, kept for the next explanation in the same process: the loaded model, nnU-Net's
-preprocessing of the CT and the model's full-volume prediction of it.
+"""The expensive per-CT steps, kept for the next explanation: the loaded model, nnU-Net's preprocessing of the
+CT and the model's full-volume prediction of it - in this process (below), and on disk for other processes
+(``case_store``: a new CLI run, a cohort worker, the panel's next child process).
 
 A planner explaining several components of one CT in Slicer, and a cohort worker running one case's unit
 types x value functions, ask for the same model on the same CT again and again. The last model (by folder,
 folds, device, tile step and mirroring) and the last CT it was run on (by a digest of the voxels and the
 geometry) are kept: one of each, so memory stays bounded. Everything kept is read-only for its users (the
-engine pads its own copy of the input), so reuse changes no value.
+engine pads its own copy of the input), so reuse changes no value. Lookup order: this process, the disk store,
+computing (and then storing) it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from SegSHAPLib.io.image_io import Volume
+from SegSHAPLib.inference.case_store import CaseStore, entry_key
 from SegSHAPLib.inference.model import Preprocessed, load_predictor, predict_segmentation, preprocess
 
 _lock = threading.Lock()
 _model: tuple[tuple, object] | None = None              # (settings, predictor)
 _case: dict | None = None               # {"predictor", "digest", "preprocessed", "prediction" (None until asked)}
+
+
+@dataclass
+class CaseData:
+    """One CT's model work for an explanation. ``prediction``: the model's segmentation (uint8/uint16 (z, y, x) on
+    the CT grid) or None when not asked for. ``source``: where the preprocessing came from ("memory", "disk",
+    "computed"); ``full_predictions``: full-volume predictions this call ran (0 or 1)."""
+
+    preprocessed: Preprocessed
+    prediction: Volume | None
+    source: str
+    full_predictions: int
 
 
 def cached_predictor(model_dir, folds, device: str, tile_step: float, tta: bool):
@@ -35,19 +52,49 @@ def cached_predictor(model_dir, folds, device: str, tile_step: float, tta: bool)
         return _model[1]
 
 
-def cached_case(predictor, ct: Volume, with_prediction: bool) -> tuple[Preprocessed, Volume | None]:
-    """nnU-Net's preprocessing of ``ct`` for ``predictor`` and, when asked for, the model's own segmentation of it
-    (uint8/uint16, (z, y, x) on the CT grid; else None): each computed once per model and CT."""
+def cached_case(predictor, ct: Volume, with_prediction: bool, store: CaseStore | None = None,
+                model_key: dict | None = None) -> CaseData:
+    """nnU-Net's preprocessing of ``ct`` for ``predictor`` and, when asked for, the model's own segmentation of it:
+    each computed once per model and CT. ``store`` (with ``model_key``: ``case_store.entry_key``'s model
+    arguments) keeps them on disk for other processes."""
     global _case
     digest = ct_digest(ct)
+    key = entry_key(digest, **model_key) if store is not None else None
     with _lock:
+        source, changed = "memory", False
         if _case is None or _case["predictor"] is not predictor or _case["digest"] != digest:
             _case = None                                 # free the old CT's arrays before making the next
-            _case = {"predictor": predictor, "digest": digest, "preprocessed": preprocess(predictor, ct),
-                     "prediction": None}
+            stored = store.load(key) if store is not None else None
+            if stored is not None:
+                source = "disk"
+                pre = Preprocessed(stored["data"], json.loads(str(stored["properties"])))
+                prediction = ct.with_array(stored["prediction"]) if "prediction" in stored else None
+            else:
+                source, changed = "computed", True
+                pre, prediction = preprocess(predictor, ct), None
+            _case = {"predictor": predictor, "digest": digest, "preprocessed": pre, "prediction": prediction}
+        full_predictions = 0
         if with_prediction and _case["prediction"] is None:
             _case["prediction"] = predict_segmentation(predictor, ct, _case["preprocessed"])
-        return _case["preprocessed"], (_case["prediction"] if with_prediction else None)
+            full_predictions, changed = 1, True
+        if changed and store is not None:
+            store.save(key, _entry_arrays(_case))
+        return CaseData(_case["preprocessed"], _case["prediction"] if with_prediction else None, source,
+                        full_predictions)
+
+
+def _entry_arrays(case: dict) -> dict:
+    """A kept case as the arrays of a store entry."""
+    arrays = {"data": case["preprocessed"].data,
+              "properties": np.array(json.dumps(case["preprocessed"].properties, default=_plain))}
+    if case["prediction"] is not None:
+        arrays["prediction"] = case["prediction"].array
+    return arrays
+
+
+def _plain(value):
+    """numpy scalars and arrays in nnU-Net's properties as JSON values."""
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else str(value)
 
 
 def clear() -> None:

@@ -29,6 +29,9 @@ class PatchMemo:
     def bytes_used(self) -> int:
         return self._lru_bytes + sum(t.element_size() * t.nelement() for t in self._pinned.values())
 
+    def __contains__(self, key) -> bool:
+        return key in self._pinned or key in self._lru
+
     def get(self, key):
         """The stored tensor or None; a hit refreshes the entry's recency."""
         if key in self._pinned:

@@ -42,7 +42,7 @@ from SegSHAPLib.shapley.fit import exact_shapley, fit
 from SegSHAPLib.shapley.plan import CoalitionPlan, exact_plan, sampled_plan
 from SegSHAPLib.shapley.store import CoalitionStore, coalition_keys
 
-__all__ = ["CoalitionStore", "KernelShapResult", "LiveEstimate", "coalition_keys", "kernel_shap",
+__all__ = ["CoalitionStore", "KernelShapResult", "LiveEstimate", "coalition_keys", "coalition_plan", "kernel_shap",
            "kernel_shap_many"]
 
 METHODS = ("auto", "exact", "kernelshap")
@@ -344,6 +344,12 @@ def _check_arguments(n_features: int, budget: int, batch_size: int, method: str)
     if method == "exact" and budget < 1 << n_features:
         raise ValueError(f"exact Shapley values for {n_features} units need 2^{n_features} = "
                          f"{1 << n_features} coalitions, the budget is {budget}")
+
+
+def coalition_plan(n_features: int, budget: int, seed: int) -> CoalitionPlan:
+    """The coalitions ``kernel_shap`` (method "auto") evaluates for (M, budget, seed), without evaluating any."""
+    _check_arguments(int(n_features), int(budget), 1, "auto")
+    return _make_plan(int(n_features), int(budget), seed, "auto")
 
 
 def _make_plan(n_features: int, budget: int, seed: int, method: str) -> CoalitionPlan:
