@@ -53,6 +53,7 @@ class PanelValues:
     device: str = "Auto"
     batch_size: int = 1
     tta: bool = False
+    checkpoint: str = "checkpoint_final.pth"   # the checkpoint in each fold_X (nnU-Net's -chk)
     faithfulness_steps: int = 10
     extra: dict = field(default_factory=dict)
 
@@ -62,8 +63,8 @@ def _sentence(text: str) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def model_folder_problem(model_dir: str) -> str | None:
-    """Why a folder is not an nnU-Net v2 trained-model folder (None when it looks like one)."""
+def model_folder_problem(model_dir: str, checkpoint: str = "checkpoint_final.pth") -> str | None:
+    """Why a folder is not an nnU-Net v2 trained-model folder with ``checkpoint`` (None when it looks like one)."""
     if not model_dir:
         return "choose the nnU-Net model folder (it holds dataset.json, plans.json and fold_X/)"
     path = Path(model_dir)
@@ -72,8 +73,12 @@ def model_folder_problem(model_dir: str) -> str | None:
     missing = [n for n in ("dataset.json", "plans.json") if not (path / n).is_file()]
     if missing:
         return f"model folder {path} has no {' or '.join(missing)}; choose an nnU-Net v2 trained-model folder"
-    if not any(p.is_file() for p in path.glob("fold_*/checkpoint_*.pth")):
-        return f"model folder {path} has no fold_X/checkpoint_final.pth (the model is not trained or not unpacked)"
+    if not any(p.is_file() for p in path.glob(f"fold_*/{checkpoint}")):
+        others = sorted({p.name for p in path.glob("fold_*/*.pth")})
+        if others:
+            return f"model folder {path} has no fold_X/{checkpoint}; its folds hold {', '.join(others)}: choose one " \
+                   "as the checkpoint"
+        return f"model folder {path} has no fold_X/{checkpoint} (the model is not trained or not unpacked)"
     return None
 
 
@@ -91,7 +96,7 @@ def validate_panel(values: PanelValues) -> list[str]:
     problems = []
     if not values.has_ct:
         problems.append("Select the CT volume to explain.")
-    model_problem = model_folder_problem(values.model_dir)
+    model_problem = model_folder_problem(values.model_dir, values.checkpoint)
     if model_problem:
         problems.append(_sentence(model_problem))
     if not values.run_model and not values.has_prediction:
@@ -191,6 +196,7 @@ def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | 
         grouping=grouping_argument(values), value=values.value, budget=int(values.budget), seed=int(values.seed),
         mask_value=float(values.mask_value), batch_size=int(values.batch_size),
         device=device or device_request_name(values.device), tta=bool(values.tta),
+        checkpoint=str(values.checkpoint).strip() or "checkpoint_final.pth",
     )
 
 

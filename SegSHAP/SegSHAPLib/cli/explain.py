@@ -53,7 +53,8 @@ def request_from_args(args: argparse.Namespace):
         score_region=args.score_region, dilate_mm=args.dilate_mm, units=args.units, organs=args.organs,
         fcc_scale_mm=args.fcc_scale_mm, grouping=args.grouping, value=args.value, budget=args.budget,
         seed=args.seed, mask_value=args.mask_value, batch_size=args.batch_size, device=args.device,
-        cache=args.cache, tta=args.tta, tile_step=args.tile_step, fold=args.fold, verify=args.verify)
+        cache=args.cache, tta=args.tta, tile_step=args.tile_step, fold=args.fold,
+        checkpoint=args.checkpoint, verify=args.verify)
 
 
 class TqdmProgress:

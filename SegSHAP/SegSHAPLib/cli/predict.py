@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from SegSHAPLib.errors import InputError
+from SegSHAPLib.inference.model import DEFAULT_CHECKPOINT
 from SegSHAPLib.io.image_io import read_volume, write_volume
 
 
@@ -15,7 +16,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ct", required=True, type=Path, help="CT image (NIfTI, NRRD or a DICOM series folder)")
     parser.add_argument("--model", required=True, type=Path, help="nnU-Net v2 trained-model folder")
     parser.add_argument("--fold", action="append", default=None,
-                        help="fold to use (repeatable; default: every fold_X with a final checkpoint)")
+                        help="fold to use (repeatable; default: every fold_X with the checkpoint)")
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                        help="checkpoint file in each fold_X, as nnU-Net's -chk (default checkpoint_final.pth; "
+                             "checkpoint_best.pth for an early-stopped training)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument("--tile-step", type=float, default=0.5, help="nnU-Net sliding-window step (default 0.5)")
     parser.add_argument("--tta", action="store_true",
@@ -39,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.out).lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha")):
         raise InputError(f"--out {args.out}: give a .nii.gz, .nii, .nrrd or .mha file name")
     ct = read_volume(args.ct)
-    predictor = load_predictor(args.model, args.fold, args.device, args.tile_step, use_mirroring=args.tta)
+    predictor = load_predictor(args.model, args.fold, args.device, args.tile_step, use_mirroring=args.tta,
+                               checkpoint=args.checkpoint)
     started = time.perf_counter()
     seg = predict_segmentation(predictor, ct)
     try:

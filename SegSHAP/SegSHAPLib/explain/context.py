@@ -21,8 +21,10 @@ from SegSHAPLib.inference.cached_inference import CachedSlidingWindow, SlidingWi
 from SegSHAPLib.inference.case_cache import cached_case, cached_predictor
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch, read_volume
+from SegSHAPLib.inference.mask_value import MaskValue, mask_value
 from SegSHAPLib.inference.model import Preprocessed, resolve_target
-from SegSHAPLib.inference.network_grid import Box, NetworkGrid
+from SegSHAPLib.box import Box
+from SegSHAPLib.inference.network_grid import NetworkGrid
 from SegSHAPLib.scoring.roi import (REGION_KINDS, bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
                   roi_from_point, scoring_region)
 from SegSHAPLib.units.unit_map import UnitMap
@@ -50,7 +52,7 @@ class ExplanationContext:
     support_mask: np.ndarray           # bool, B_RF on the CT grid
     units: UnitMap
     engine: CachedSlidingWindow
-    mask_value_normalised: float
+    mask_value: MaskValue              # b in the CT's units and normalised as nnU-Net normalises this CT
     region_net: np.ndarray             # bool (bz, by, bx)
     baseline_pred_net: np.ndarray      # bool (bz, by, bx), P_0
     value_name: str
@@ -73,16 +75,6 @@ def _load_aligned(volume: Volume | None, path, ct: Volume, what: str, flag: str)
     if not volume.same_grid(ct):
         raise InputError(f"{flag}: " + describe_grid_mismatch(ct, volume, "the CT", what))
     return volume
-
-
-def normalised_mask_value(predictor, hu: float) -> float:
-    """The mask value b (HU) passed through the model's own intensity normalisation (channel 0)."""
-    configuration = predictor.configuration_manager
-    preprocessor = configuration.preprocessor_class(verbose=False)
-    one_voxel = np.full((1, 1, 1, 1), hu, dtype=np.float32)
-    normalised = preprocessor._normalize(one_voxel, np.zeros((1, 1, 1, 1), dtype=np.int8), configuration,
-                                         predictor.plans_manager.foreground_intensity_properties_per_channel)
-    return float(normalised.reshape(-1)[0])
 
 
 def check_request(request, roi_mask_in_memory: bool) -> None:
@@ -120,7 +112,7 @@ def _support_mask(grid: NetworkGrid, layout: SlidingWindowLayout, box_net: Box) 
     """B_RF on the CT grid: every CT voxel that the support patches of ``box_net`` sample."""
     mask = np.zeros(grid.ct_shape, dtype=bool)
     for patch_box in layout.support_network_boxes(box_net):
-        mask[tuple(slice(a, b) for a, b in grid.network_box_to_ct(patch_box))] = True
+        mask[grid.network_box_to_ct(patch_box).slices] = True
     return mask
 
 
@@ -152,7 +144,7 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     check_request(request, roi_mask_volume is not None)
     ct = ct_volume if ct_volume is not None else read_volume(request.ct)
     predictor = predictor or cached_predictor(request.model, request.fold, request.device, request.tile_step,
-                                              request.tta)
+                                              request.tta, request.checkpoint)
     if predictor.label_manager.has_regions:
         raise InputError("region-based nnU-Net models (overlapping regions) are not supported; use a model "
                          "trained on plain labels")
@@ -180,16 +172,15 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
         units = UnitMap(units_volume.array.astype(np.int32), list(unit_names))
     else:
         units = _units(request, ct, organs, organ_names, support)
-    mask_value = normalised_mask_value(predictor, request.mask_value)
+    mask = mask_value(predictor, ct, request.mask_value)
     engine = CachedSlidingWindow(predictor, layout, grid.to_network(units.labels), units.n_units, box_net,
-                                 mask_value, cache_mode=request.cache, batch_size=request.batch_size)
+                                 mask.normalised, cache_mode=request.cache, batch_size=request.batch_size)
     baseline = engine.evaluate(np.ones((1, units.n_units), dtype=bool))[0]        # (C, bz, by, bx)
-    box_slices = tuple(slice(a, b) for a, b in box_net)
-    region_net = grid.to_network(region)[box_slices]
+    region_net = grid.to_network(region)[box_net.slices]
     baseline_pred = baseline.argmax(axis=0) == target
     check_value_on_region(request.value, region_net, baseline_pred)
     return ExplanationContext(request, ct, predictor, pre, grid, prediction, target, ijk, roi, region, box_ct,
-                              support, units, engine, mask_value, region_net, baseline_pred, request.value)
+                              support, units, engine, mask, region_net, baseline_pred, request.value)
 
 
 def resolve_path(path) -> str | None:

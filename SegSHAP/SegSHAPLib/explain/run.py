@@ -30,6 +30,7 @@ from SegSHAPLib.explain.journal import CoalitionJournal, claim_output_folder
 from SegSHAPLib.shapley.kernelshap import Cancelled as SolverCancelled
 from SegSHAPLib.shapley.kernelshap import kernel_shap
 from SegSHAPLib.scoring.roi import bbox_ijk, bounding_box
+from SegSHAPLib.inference.model import DEFAULT_CHECKPOINT
 from SegSHAPLib.inference.verify import verify_engine
 
 SOLVER_BATCH = 8
@@ -63,6 +64,7 @@ class ExplainRequest:
     tta: bool = False
     tile_step: float = 0.5
     fold: list[str] | None = None
+    checkpoint: str = DEFAULT_CHECKPOINT
     verify: int = 0
 
     def resolved_inputs(self) -> dict:
@@ -192,6 +194,7 @@ def _summary(request: ExplainRequest, context: ExplanationContext, res, counters
                    "resumed_coalitions": int(res.diagnostics.get("resumed_coalitions", 0)),
                    "diagnostics": _jsonable(res.diagnostics)},
         "inference": inference,
+        "mask_value": context.mask_value.as_summary(),
         "timings_s": timings,
     }
 
