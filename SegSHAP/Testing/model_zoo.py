@@ -28,6 +28,7 @@ import json
 import sys
 from pathlib import Path
 
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "DemoModel"
 CT_INTENSITIES = {"max": 1800.0, "mean": 60.0, "median": 55.0, "min": -1024.0, "percentile_00_5": -990.0,
                   "percentile_99_5": 1300.0, "std": 180.0}
 CT_SPACING = [3.0, 3.0, 3.0]
@@ -66,25 +67,12 @@ def _architecture(dims: int, n_stages: int, residual: bool = False) -> dict:
 
 def _configuration(patch_size: list[int], spacing: list[float], architecture: dict, identifier: str,
                    normalization: str = "CTNormalization", use_mask_for_norm: bool = False) -> dict:
-    resampling = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
-    return {
-        "data_identifier": identifier,
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": 2,
-        "patch_size": patch_size,
-        "median_image_size_in_voxels": [16.0, 48.0, 64.0][-len(patch_size):],
-        "spacing": spacing,
-        "normalization_schemes": [normalization],
-        "use_mask_for_norm": [use_mask_for_norm],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": resampling,
-        "resampling_fn_seg_kwargs": {**resampling, "is_seg": True, "order": 1},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {**resampling, "order": 1},
-        "architecture": architecture,
-        "batch_dice": False,
-    }
+    """The demo model's 3d_fullres configuration (nnU-Net's default resampling) with these changes."""
+    demo = json.loads((DEMO_MODEL / "plans.json").read_text())["configurations"]["3d_fullres"]
+    return {**demo, "data_identifier": identifier, "patch_size": patch_size,
+            "median_image_size_in_voxels": [16.0, 48.0, 64.0][-len(patch_size):], "spacing": spacing,
+            "normalization_schemes": [normalization], "use_mask_for_norm": [use_mask_for_norm],
+            "architecture": architecture}
 
 
 def _plans(name: str, configurations: dict, transpose=(0, 1, 2), plans_name: str = "nnUNetPlans") -> dict:
