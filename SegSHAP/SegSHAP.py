@@ -1,19 +1,23 @@
 """SegSHAP: explain an nnU-Net segmentation of a CT with Shapley values over organs / supervoxels.
 
-The widget only wires the panel to a parameter node and calls the logic; the logic converts nodes to plain
-volumes, runs the explanation on a worker thread (``SegSHAPMRML.ExplainJob``) and maps the result to nodes
-(``SegSHAPMRML.results_to_scene``). Input validation, progress text, device choice, error messages and every
-node the run creates are Qt-free code in SegSHAPMRML, tested in CI against the slicer-core wheel.
+Three parts, as SlicerNNUNet splits its module: the widget (this file) only wires the panel to the parameter node
+and calls two logics it is given, each behind a ``typing.Protocol``:
 
-SegSHAPLib (the core: torch, nnU-Net) is imported only when a run starts, after the dependency check, so the
-module loads in any Slicer even before its dependencies are installed.
+- ``RunLogic`` (default ``SegSHAPMRML.run_logic.ExplainRunLogic``, Qt-free): validation, the run's request, the
+  background job (``SegSHAPMRML.job.ExplainJob``, injectable), results -> nodes, TotalSegmentator.
+- ``InstallLogic`` (default ``SegSHAPInstallLogic`` below): the dependency status and the one-confirmation
+  install through the PyTorch and NNUNet extensions and pip (its Qt-free parts in ``SegSHAPMRML.deps``).
+
+SegSHAPLib (torch, nnU-Net) is imported only when a run starts, after the dependency check, so the module loads in
+any Slicer >= 5.10 before its dependencies are installed. This file keeps to Python 3.9 syntax (``Optional``, no
+``X | None``), so that an older Slicer reports the version problem instead of a syntax error.
 """
 
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Optional, Protocol, Union
 
 import qt
 import slicer
@@ -30,10 +34,20 @@ MODULE_DIR = Path(__file__).resolve().parent
 if str(MODULE_DIR) not in sys.path:            # SegSHAPLib and SegSHAPMRML live next to this file
     sys.path.insert(0, str(MODULE_DIR))
 
+from SegSHAPLib import options  # noqa: E402  (choices and defaults only: no torch, no nnU-Net)
+
 DEMO_MODEL = MODULE_DIR / "Resources" / "DemoModel"
 SAMPLE_CT = MODULE_DIR / "Resources" / "SampleData" / "example_ct_sm.nii.gz"
 SAMPLE_ORGANS = MODULE_DIR / "Resources" / "SampleData" / "example_ct_sm_totalseg.nii.gz"
+# name in the Sample Data module, file, node name, is a label map, SHA256 (SampleData checks it)
+SAMPLE_DATA = (
+    ("SegSHAP abdominal CT", SAMPLE_CT, "example_ct_sm", False,
+     "e50c00b2914e2cac0aaee8e7f3b5f57d44d9f21bfd5c0577271c54c0cb49e9fb"),
+    ("SegSHAP organ map (TotalSegmentator)", SAMPLE_ORGANS, "example_ct_sm_totalseg", True,
+     "8be652475a4aaae83103a66bfb3345314b1fc06742807a06cf5005f7a7913a2d"),
+)
 POLL_INTERVAL_MS = 200
+CONTRIBUTORS = ["R. Coimbra Brioso", "G. Sichili", "D. Dei", "N. Lambri", "P. Mancosu", "M. Scorsetti", "D. Loiacono"]
 
 LEGEND_HTML = _(
     "<p><b>Reading the result.</b> The attribution map is shown over the CT. "
@@ -55,7 +69,7 @@ class SegSHAP(ScriptedLoadableModule):
         self.parent.title = _("SegSHAP")
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
-        self.parent.contributors = ["SegSHAP developers"]
+        self.parent.contributors = list(CONTRIBUTORS)
         self.parent.helpText = _(
             "<p>Explains an nnU-Net segmentation of a CT: which organs or regions around a structure make the "
             "network segment it. Place a point on the structure (or pick a segment), choose the units "
@@ -69,6 +83,20 @@ class SegSHAP(ScriptedLoadableModule):
             "the image is from the TotalSegmentator CT dataset (Zenodo 10.5281/zenodo.6802613, CC BY 4.0). Cite: "
             "Wasserthal et al., \"TotalSegmentator: Robust Segmentation of 104 Anatomic Structures in CT Images\", "
             "Radiology: Artificial Intelligence 2023. nnU-Net: Isensee et al., Nature Methods 2021.</p>")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """The bundled sample CT and its organ map in the Sample Data module (category SegSHAP). The files ship with
+    the extension, so the URIs are file: URIs (SampleData downloads them into its cache with urllib, as its own
+    tests do with local files) and the checksums are verified."""
+    import SampleData
+
+    for name, path, nodeName, labelmap, sha256 in SAMPLE_DATA:
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category="SegSHAP", sampleName=name, uris=path.as_uri(), fileNames=path.name, nodeNames=nodeName,
+            checksums=f"SHA256:{sha256}", loadFileProperties={"labelmap": True} if labelmap else {},
+            thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "SegSHAP.png"))
 
 
 #
@@ -78,39 +106,73 @@ class SegSHAP(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class SegSHAPParameterNode:
-    """The panel's state (saved with the scene)."""
+    """The panel's state (saved with the scene).
+
+    Slicer's parameterNodeWrapper writes every parameter's default when the node is created; a node parameter's
+    default is None, so a union of node types must include None (``Optional[Union[...]]``), or creation raises."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     modelPath: Path = DEMO_MODEL
     runModel: bool = True
-    predictionNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
-    target: str = "1"
-    organNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
-    roiMode: Annotated[str, Choice(["point", "segment"])] = "point"
+    predictionNode: Optional[Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]]
+    target: str = options.TARGET
+    organNode: Optional[Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]]
+    roiMode: Annotated[str, Choice(list(options.ROI_MODES))] = options.ROI_MODE
     roiPoint: vtkMRMLMarkupsFiducialNode
     roiSegmentation: vtkMRMLSegmentationNode
     roiSegmentID: str = ""
-    scoreRegion: Annotated[str, Choice(["box", "component", "dilated"])] = "box"
-    dilateMm: Annotated[float, WithinRange(0.5, 100.0)] = 6.0
-    units: Annotated[str, Choice(["organs", "fcc", "hybrid"])] = "organs"
-    fccScaleMm: Annotated[float, WithinRange(5.0, 200.0)] = 30.0
-    grouping: Annotated[str, Choice(["individual organs", "default groups", "from file"])] = "individual organs"
+    scoreRegion: Annotated[str, Choice(list(options.SCORE_REGIONS))] = options.SCORE_REGION
+    dilateMm: Annotated[float, WithinRange(0.5, 100.0)] = options.DILATE_MM
+    units: Annotated[str, Choice(list(options.UNIT_TYPES))] = options.UNITS
+    fccScaleMm: Annotated[float, WithinRange(5.0, 200.0)] = options.FCC_SCALE_MM
+    grouping: Annotated[str, Choice(list(options.GROUPING_CHOICES))] = options.GROUPING_CHOICE
     groupingFile: Path
-    value: Annotated[str, Choice(["softdice", "tp", "fp", "dice"])] = "softdice"
-    budget: Annotated[int, WithinRange(8, 100000)] = 256
-    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
-    device: str = "Auto"
-    faithfulnessSteps: Annotated[int, WithinRange(0, 50)] = 10
-    maskValue: Annotated[float, WithinRange(-3000.0, 4000.0)] = -1024.0
-    batchSize: Annotated[int, WithinRange(1, 64)] = 1
-    tta: bool = False
+    value: Annotated[str, Choice(list(options.VALUE_FUNCTIONS))] = options.VALUE
+    budget: Annotated[int, WithinRange(options.MIN_BUDGET, 100000)] = options.BUDGET
+    seed: Annotated[int, WithinRange(0, 2147483647)] = options.SEED
+    device: str = options.PANEL_DEVICE
+    faithfulnessSteps: Annotated[int, WithinRange(0, 50)] = options.FAITHFULNESS_STEPS
+    maskValue: Annotated[float, WithinRange(-3000.0, 4000.0)] = options.MASK_VALUE
+    batchSize: Annotated[int, WithinRange(1, 64)] = options.BATCH_SIZE
+    tta: bool = options.TTA
+    checkpoint: str = options.CHECKPOINT
     unitsAsSegmentation: bool = False
     wheelFolder: Path
 
 
-def pathText(path) -> str:
-    """A path parameter as text; "" when unset (the parameter node holds None or Path("."))."""
-    return str(path) if path is not None and str(path) not in ("", ".") else ""
+#
+# The two logics the widget is given
+#
+
+
+class RunLogic(Protocol):
+    """What the widget asks of the run logic (``SegSHAPMRML.run_logic.ExplainRunLogic``; Qt-free)."""
+
+    def validate(self, p) -> list: ...
+
+    def model_labels(self, p) -> dict: ...
+
+    def device_choices(self) -> list: ...
+
+    def checkpoint_choices(self, p) -> list: ...
+
+    def start_explain(self, p, run=None) -> tuple: ...         # (job with poll()/cancel(), status note)
+
+    def finish_explain(self, job, p) -> dict: ...
+
+    def save_scene(self, path) -> Path: ...
+
+    def run_total_segmentator(self, ct_node, total_segmentator_logic, cpu: bool = False): ...
+
+
+class InstallLogic(Protocol):
+    """What the widget asks of the install logic (``SegSHAPInstallLogic``)."""
+
+    def statusText(self) -> str: ...
+
+    def missing(self) -> list: ...
+
+    def ensureDependencies(self, wheelFolder: str = "", log=None) -> bool: ...
 
 
 #
@@ -119,18 +181,25 @@ def pathText(path) -> str:
 
 
 class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Thin panel: parameter node <-> widgets, Apply/Cancel, progress from the job queue, results view."""
+    """Thin panel: parameter node <-> widgets, Apply/Cancel, progress from the job, results view.
 
-    def __init__(self, parent=None) -> None:
+    runLogic, installLogic: the logics to call (see the Protocols above); default the module's own. Slicer builds
+    the widget with ``SegSHAPWidget(parent)``; tests and scripts pass their own."""
+
+    def __init__(self, parent=None, runLogic: Optional[RunLogic] = None,
+                 installLogic: Optional[InstallLogic] = None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.runLogic = runLogic
+        self.installLogic = installLogic
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
         self._timer = None
         self._lastNodes = None
         self._observedPointNode = None
+        self._checkpointsOfModel = None        # the model folder the checkpoint combo was filled from
 
     _POINT_EVENTS = (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
                      slicer.vtkMRMLMarkupsNode.PointPositionUndefinedEvent,
@@ -144,6 +213,8 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SegSHAPLogic()
+        self.runLogic = self.runLogic or self.logic.runLogic
+        self.installLogic = self.installLogic or SegSHAPInstallLogic()
 
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -161,19 +232,25 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.roiPointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onRoiPointNodeChanged)
         self.ui.roiSegmentSelector.connect("currentSegmentChanged(QString)", self.onRoiSegmentChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        self.ui.checkpointComboBox.connect("currentTextChanged(QString)", self.onCheckpointChanged)
         self.ui.legendLabel.text = LEGEND_HTML
 
-        self.ui.deviceComboBox.clear()
-        for choice in self.logic.deviceChoices():
-            self.ui.deviceComboBox.addItem(choice)
-        self.ui.dependencyStatusLabel.text = self.logic.dependencyStatusText()
+        self._refreshDependencies()
         self.initializeParameterNode()
 
+    def _refreshDependencies(self) -> None:
+        """Dependency line and device list (GPUs appear once torch is installed)."""
+        self.ui.dependencyStatusLabel.text = self.installLogic.statusText()
+        wasBlocked = self.ui.deviceComboBox.blockSignals(True)
+        self.ui.deviceComboBox.clear()
+        for choice in self.runLogic.device_choices():
+            self.ui.deviceComboBox.addItem(choice)
+        self.ui.deviceComboBox.blockSignals(wasBlocked)
+        if self._parameterNode:
+            self._syncManualWidgets()
+
     def cleanup(self) -> None:
-        if self._job is not None and self._job.running:
-            self._job.cancel()
-        if self._timer is not None:
-            self._timer.stop()
+        self._dropJob()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -186,7 +263,21 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGuiState)
 
     def onSceneStartClose(self, caller, event) -> None:
+        """The scene is about to be emptied: a running job is cancelled (its journal keeps every computed
+        coalition; Apply on the same inputs resumes) and never mapped to nodes, so no error pops up."""
+        if self._job is not None and self._job.running:
+            self.ui.statusLabel.text = _("Scene closed: the run was cancelled (Explain again resumes it)")
+        self._dropJob()
         self.setParameterNode(None)
+
+    def _dropJob(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+        if self._job is not None:
+            self._job = None
+            self._setRunning(False)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -196,7 +287,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first:
+            if first and not first.IsA("vtkMRMLLabelMapVolumeNode"):
                 self._parameterNode.inputVolume = first
 
     def setParameterNode(self, inputParameterNode) -> None:
@@ -211,7 +302,8 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateGuiState()
 
     def _syncManualWidgets(self) -> None:
-        """Widgets the parameter node wrapper does not bind: ROI mode radios, segment selector, device combo."""
+        """Widgets the parameter node wrapper does not bind: ROI mode radios, segment selector, device and
+        checkpoint combos."""
         p = self._parameterNode
         self.ui.roiPointRadioButton.checked = p.roiMode == "point"
         self.ui.roiSegmentRadioButton.checked = p.roiMode == "segment"
@@ -222,6 +314,25 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.roiSegmentSelector.setCurrentSegmentID(p.roiSegmentID)
         index = self.ui.deviceComboBox.findText(p.device)
         self.ui.deviceComboBox.currentIndex = index if index >= 0 else 0
+        self._checkpointsOfModel = None
+        self._refreshCheckpointChoices()
+
+    def _refreshCheckpointChoices(self) -> None:
+        """Fill the editable checkpoint combo with the model folder's fold_X/*.pth names when the folder changed;
+        its text is the parameter node's checkpoint (a name not in the folder stays, validation names it)."""
+        p = self._parameterNode
+        model = str(p.modelPath or "")
+        combo = self.ui.checkpointComboBox
+        if model == self._checkpointsOfModel and combo.currentText == p.checkpoint:
+            return
+        wasBlocked = combo.blockSignals(True)
+        if model != self._checkpointsOfModel:
+            self._checkpointsOfModel = model
+            combo.clear()
+            for name in self.runLogic.checkpoint_choices(p):
+                combo.addItem(name)
+        combo.setCurrentText(p.checkpoint)
+        combo.blockSignals(wasBlocked)
 
     def _updateGuiState(self, caller=None, event=None) -> None:
         if self._parameterNode is None or (self._job is not None and self._job.running):
@@ -237,11 +348,12 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.groupingLabel.visible = self.ui.groupingComboBox.visible = organUnits
         self.ui.groupingFilePathLineEdit.visible = organUnits and p.grouping == "from file"
         self.ui.dilateSpinBox.enabled = p.scoreRegion == "dilated"
-        labels = self.logic.modelLabels(p)
+        self._refreshCheckpointChoices()
+        labels = self.runLogic.model_labels(p)
         self.ui.targetLineEdit.toolTip = (_("Classes of this model: ") + ", ".join(
             f"{v}={k}" for k, v in sorted(labels.items(), key=lambda kv: kv[1]) if v)) if labels else \
             _("The class to explain: its label value or its name in the model's dataset.json.")
-        problems = self.logic.validate(p)
+        problems = self.runLogic.validate(p)
         self.ui.applyButton.enabled = not problems
         self.ui.applyButton.toolTip = "\n".join(problems) if problems else _("Compute the Shapley attributions")
 
@@ -271,6 +383,10 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and index >= 0:
             self._parameterNode.device = self.ui.deviceComboBox.itemText(index)
 
+    def onCheckpointChanged(self, text) -> None:
+        if self._parameterNode:
+            self._parameterNode.checkpoint = text
+
     # ------------------------------------------------------------------------------------ running
     def _setRunning(self, running: bool) -> None:
         for name in ("inputsCollapsibleButton", "roiCollapsibleButton", "explanationCollapsibleButton",
@@ -291,9 +407,9 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         started = False
         try:
-            if not self.logic.ensureDependencies(interactive=True):
+            if not self._ensureDependencies():
                 return
-            self._job, note = self.logic.startExplain(self._parameterNode)
+            self._job, note = self.runLogic.start_explain(self._parameterNode)
             self.ui.statusLabel.text = note
             self._setRunning(True)
             self._timer.start()
@@ -304,6 +420,15 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not started:
                 self._setRunning(False)
                 self._updateGuiState()
+
+    def _ensureDependencies(self) -> bool:
+        """True when every dependency is there (installing them after one confirmation if not)."""
+        if not self.installLogic.missing():
+            return True
+        wheels = pathText(self._parameterNode.wheelFolder) if self._parameterNode else ""
+        ready = self.installLogic.ensureDependencies(wheelFolder=wheels, log=self._appendInstallLog)
+        self._refreshDependencies()
+        return ready
 
     def onPollJob(self) -> None:
         job = self._job
@@ -321,7 +446,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.stop()
         try:
             if job.state == "done":
-                self._lastNodes = self.logic.finishExplain(job, self._parameterNode)
+                self._lastNodes = self.runLogic.finish_explain(job, self._parameterNode)
                 self._showResults(self._lastNodes, job)
             elif job.state == "cancelled":
                 self.ui.statusLabel.text = _("Cancelled: ") + job.error_text + _(
@@ -369,7 +494,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not path:
             return
         try:
-            written = self.logic.saveScene(path)
+            written = self.runLogic.save_scene(path)
             self.ui.statusLabel.text = _("Saved ") + str(written)
         except Exception as error:
             self._showError(error)
@@ -377,27 +502,40 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRunTotalSegmentator(self) -> None:
         try:
             with slicer.util.tryWithErrorDisplay(_("TotalSegmentator failed."), waitCursor=True):
-                segmentation = self.logic.runTotalSegmentator(self._parameterNode.inputVolume)
-                self._parameterNode.organNode = segmentation
+                try:
+                    totalSegmentator = slicer.util.getModuleLogic("TotalSegmentator")
+                except Exception:
+                    raise RuntimeError(_("The TotalSegmentator extension is not installed: install it from the "
+                                         "Extensions Manager, or select an existing organ segmentation")) from None
+                totalSegmentator.setupPythonRequirements()
+                self._parameterNode.organNode = self.runLogic.run_total_segmentator(
+                    self._parameterNode.inputVolume, totalSegmentator, cpu=self._parameterNode.device == "CPU")
         finally:
             self._updateGuiState()
+
+    def _appendInstallLog(self, line) -> None:
+        self.ui.installLogTextEdit.appendPlainText(str(line))
+        slicer.app.processEvents()
 
     def onInstallDependencies(self) -> None:
         self.ui.installLogTextEdit.clear()
-
-        def log(line):
-            self.ui.installLogTextEdit.appendPlainText(str(line))
-            slicer.app.processEvents()
-
         try:
-            wheels = self._parameterNode.wheelFolder if self._parameterNode else None
-            self.logic.installDependencies(wheelFolder=wheels, log=log)
+            wheels = pathText(self._parameterNode.wheelFolder) if self._parameterNode else ""
+            if self.installLogic.ensureDependencies(wheelFolder=wheels, log=self._appendInstallLog):
+                self._appendInstallLog(_("All dependencies are installed."))
         except Exception as error:
-            log(f"ERROR: {error}")
+            self._appendInstallLog(f"ERROR: {error}")
             self._showError(error)
         finally:
-            self.ui.dependencyStatusLabel.text = self.logic.dependencyStatusText()
+            self._refreshDependencies()
             self._updateGuiState()
+
+
+def pathText(path) -> str:
+    """A path parameter as text; "" when unset (``SegSHAPMRML.run_logic.path_text``)."""
+    from SegSHAPMRML.run_logic import path_text
+
+    return path_text(path)
 
 
 #
@@ -406,217 +544,137 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class SegSHAPLogic(ScriptedLoadableModuleLogic):
-    """Everything the module does, usable without the panel (scripts, the self-test).
+    """The module's logic for scripts and the self-test: the parameter node and the run logic on Slicer's scene.
 
-    runsFolder: where the runs live (SegSHAPMRML.runs: ``run-*/explanation`` output folders, ``inputs/``);
-    default Slicer's temporary folder / SegSHAP, so a cancelled run is resumed even after a restart."""
+    runsFolder: where the runs live (``run-*/explanation`` output folders, ``inputs/``); default Slicer's temporary
+    folder / SegSHAP, so a cancelled run is resumed even after a restart.
+    jobFactory: the background job class (default ``SegSHAPMRML.job.ExplainJob``)."""
 
-    def __init__(self, runsFolder=None) -> None:
+    def __init__(self, runsFolder=None, jobFactory=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.runsFolder = Path(runsFolder) if runsFolder else Path(slicer.app.temporaryPath) / "SegSHAP"
+        from SegSHAPMRML.run_logic import ExplainRunLogic
+
+        self.runLogic = ExplainRunLogic(
+            slicer.mrmlScene, Path(runsFolder) if runsFolder else Path(slicer.app.temporaryPath) / "SegSHAP",
+            versions={"Slicer": slicer.app.applicationVersion, "SlicerRevision": slicer.app.repositoryRevision},
+            job_factory=jobFactory)
 
     def getParameterNode(self):
         return SegSHAPParameterNode(super().getParameterNode())
 
-    # ------------------------------------------------------------------------------- dependencies
-    def dependencyStatusText(self) -> str:
+
+class InstallError(RuntimeError):
+    """An install step that cannot go on; ``restartRequired`` when Slicer must restart first."""
+
+    def __init__(self, message: str, restartRequired: bool = False) -> None:
+        super().__init__(message)
+        self.restartRequired = restartRequired
+
+
+class SegSHAPInstallLogic:
+    """Installs what SegSHAP needs the way SlicerTotalSegmentator does: PyTorch only through the PyTorch extension
+    (``PyTorchUtils``), nnunetv2 through the NNUNet extension (``SlicerNNUNetLib.InstallLogic``), the rest of
+    ``Resources/requirements.txt`` with pip; one confirmation for all of it, and a restart prompt when a package
+    that was already imported was replaced. The plan and the checks are ``SegSHAPMRML.deps`` (Qt-free)."""
+
+    def statusText(self) -> str:
         from SegSHAPMRML.deps import status_text
 
         return status_text()
 
-    def missingDependencies(self) -> list:
+    def missing(self) -> list:
         from SegSHAPMRML.deps import missing_requirements
 
         return missing_requirements()
 
-    def ensureDependencies(self, interactive: bool = True) -> bool:
-        """True when everything is installed; otherwise (interactive) ask once and run the install step."""
-        missing = self.missingDependencies()
+    def ensureDependencies(self, wheelFolder: str = "", log=None) -> bool:
+        """Install what is missing after one confirmation -> True when everything is there; False when the user
+        declined or Slicer must restart first. Raises InstallError when an extension it needs is missing."""
+        from SegSHAPMRML import deps
+
+        log = log or logging.info
+        missing = deps.missing_requirements()
         if not missing:
             return True
-        names = ", ".join(r.name for r in missing)
-        if not interactive or slicer.app.testingEnabled():
-            raise RuntimeError(f"SegSHAP needs {names}; install them in the Dependencies section first")
-        if not slicer.util.confirmOkCancelDisplay(
-                _("SegSHAP needs Python packages that are not installed yet: {names}. Install them now? This "
-                  "downloads several hundred MB (PyTorch) and may take minutes; pip's output is shown in the "
-                  "Dependencies section.").format(names=names), _("Install dependencies")):
+        groups = deps.by_source(missing)
+        names = ", ".join(r.spec for r in missing)
+        if slicer.app.testingEnabled():
+            raise InstallError(f"SegSHAP needs {names}; the self-test never installs anything")
+        if deps.SLICER in groups:
+            raise InstallError(", ".join(r.spec for r in groups[deps.SLICER]) + " ship with Slicer but are "
+                               "missing or too old here: SegSHAP needs Slicer 5.10 or later")
+        torchLogic = self._torchLogic() if deps.TORCH in groups else None
+        nnunetLogic = self._nnunetLogic() if deps.NNUNET in groups else None
+        if not slicer.util.confirmOkCancelDisplay(deps.confirmation_text(missing), _("Install dependencies")):
             return False
-        self.installDependencies(log=logging.info)
-        still = self.missingDependencies()
+        before = deps.installed_versions()
+        for requirement in groups.get(deps.TORCH, []):
+            log(f"Installing {requirement.spec} through the PyTorch extension...")
+            if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=f">={requirement.minimum}") is None:
+                raise InstallError("PyTorch was not installed (see the PyTorch Util module)")
+        for requirement in groups.get(deps.NNUNET, []):
+            log(f"Installing {requirement.spec} through the NNUNet extension...")
+            if not nnunetLogic.setupPythonRequirements(requirement.spec):
+                raise InstallError("nnunetv2 was not installed (see the nnUNet module's install log)")
+            if nnunetLogic.needsRestart:
+                return self._askRestart([("nnunetv2", None, requirement.spec)])
+        if deps.PIP in groups:
+            self._pipInstall([r.spec for r in groups[deps.PIP]], wheelFolder, log)
+        replaced = deps.replaced_imported(before, deps.installed_versions())
+        if replaced:
+            return self._askRestart(replaced)
+        still = deps.missing_requirements()
         if still:
-            raise RuntimeError("still missing after installation: " + ", ".join(r.name for r in still))
+            raise InstallError("still missing after installation: " + ", ".join(r.spec for r in still))
+        log("Done.")
         return True
 
-    def installDependencies(self, wheelFolder=None, log=print, offline: bool = False) -> None:
-        """Install what is missing: PyTorch through the PyTorch extension when installed (it picks the right
-        CUDA build), the rest with pip (from ``wheelFolder`` when given), logging pip's output line by line."""
-        from SegSHAPMRML.deps import missing_requirements, pip_arguments
-
-        missing = missing_requirements()
-        if not missing:
-            log("All dependencies are installed.")
-            return
-        wheelFolder = pathText(wheelFolder) or None
-        if any(r.name == "torch" for r in missing) and not wheelFolder:
-            try:
-                import PyTorchUtils
-            except ImportError:
-                PyTorchUtils = None
-            if PyTorchUtils is not None:
-                log("Installing PyTorch through the PyTorch extension...")
-                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
-                                                                      torchVersionRequirement=">=2.1")
-                if torch is None:
-                    raise RuntimeError("PyTorch was not installed (cancelled or failed in the PyTorch extension)")
-                missing = [r for r in missing_requirements() if r.name != "torch"]
-        specs = [r.spec for r in missing]
-        if not specs:
-            return
-        args = pip_arguments(specs, wheelFolder, offline)
-        log("pip " + " ".join(args))
-        if wheelFolder is None and hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):
-            slicer.packaging.pip_ensure(specs, requester="SegSHAP", skip_packages=["SimpleITK"])
-        elif hasattr(slicer.util, "executePythonModule"):
-            slicer.util.executePythonModule("pip", args, blocking=True, logCallback=log)
-        else:
-            slicer.util.pip_install(" ".join(args[1:]))
-        log("Done.")
-
-    # ---------------------------------------------------------------------------------- validation
-    def panelValues(self, p):
-        """The parameter node as SegSHAPMRML.panel.PanelValues (no node is read here beyond presence)."""
-        from SegSHAPMRML.panel import PanelValues
-
-        point = None
-        if p.roiMode == "point" and p.roiPoint is not None and p.roiPoint.GetNumberOfControlPoints() > 0:
-            from SegSHAPMRML.volumes import markups_point_ras
-
-            point = markups_point_ras(p.roiPoint)
-        return PanelValues(
-            has_ct=p.inputVolume is not None, model_dir=pathText(p.modelPath), run_model=bool(p.runModel),
-            has_prediction=p.predictionNode is not None, has_organs=p.organNode is not None,
-            target=p.target, roi_mode=p.roiMode, roi_point_ras=point,
-            has_roi_segment=p.roiSegmentation is not None and bool(p.roiSegmentID),
-            units=p.units, fcc_scale_mm=p.fccScaleMm, grouping=p.grouping, grouping_file=pathText(p.groupingFile),
-            value=p.value, score_region=p.scoreRegion,
-            dilate_mm=p.dilateMm, budget=p.budget, seed=p.seed, mask_value=p.maskValue, device=p.device,
-            batch_size=p.batchSize, tta=p.tta, faithfulness_steps=p.faithfulnessSteps)
-
-    def modelLabels(self, p) -> dict:
-        from SegSHAPMRML.panel import model_labels
-
-        model = pathText(p.modelPath) if p is not None else ""
-        return model_labels(model) if model else {}
-
-    def validate(self, p) -> list:
-        from SegSHAPMRML.panel import validate_panel
-
-        if p is None:
-            return [_("no parameter node")]
-        return validate_panel(self.panelValues(p))
-
-    def deviceChoices(self) -> list:
-        from SegSHAPMRML.deps import installed_version
-        from SegSHAPMRML.panel import device_choices
-
-        # counting GPUs imports torch: only when it is installed (never at module import)
-        return device_choices(None if installed_version("torch") else 0)
-
-    # ------------------------------------------------------------------------------------- running
-    def prepareRun(self, p):
-        """Read the nodes into plain volumes (main thread) and choose the run folder -> (RunPlan, run_kwargs,
-        device note). The plan resumes an unfinished run of the same inputs, shows a finished one with the same
-        budget and seed again, or starts a new run folder (SegSHAPMRML.runs)."""
-        from SegSHAPLib.errors import InputError
-        from SegSHAPMRML import panel, runs, volumes
-
-        values = self.panelValues(p)
-        problems = panel.validate_panel(values)
-        if problems:
-            raise InputError("\n".join(problems))
-        device, note = panel.choose_device(values.device, logger=logging.getLogger("SegSHAP"))
-        ct = p.inputVolume
-        kwargs = {"ct_volume": volumes.node_to_volume(ct)}
-        point_local = None
-        if values.roi_mode == "point":
-            point_local = volumes.point_in_node_frame(ct, values.roi_point_ras)
-        else:
-            kwargs["roi_mask_volume"] = volumes.segment_to_mask_volume(p.roiSegmentation, p.roiSegmentID, ct)
-        if not values.run_model:
-            kwargs["prediction_volume"] = self._labelVolume(p.predictionNode, ct, panel.model_labels(values.model_dir))[0]
-        if p.organNode is not None and values.units in panel.ORGAN_UNIT_TYPES:
-            kwargs["organ_volume"], kwargs["organ_names"] = self._labelVolume(p.organNode, ct, None)
-        request = panel.build_request(values, self.runsFolder, device=device, roi_point_ras=point_local)
-        return runs.plan_run(self.runsFolder, request, kwargs), kwargs, note
+    @staticmethod
+    def _torchLogic():
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise InstallError("SegSHAP needs the PyTorch extension to install PyTorch: install 'PyTorch' from the "
+                               "Extensions Manager, restart Slicer, then click Install again") from None
+        return PyTorchUtils.PyTorchUtilsLogic()
 
     @staticmethod
-    def _labelVolume(node, ctNode, labelValues):
-        from SegSHAPMRML import volumes
-
-        if node.IsA("vtkMRMLSegmentationNode"):
-            return volumes.segmentation_to_label_volume(node, ctNode, label_values=labelValues)
-        return volumes.node_to_volume(node), volumes.label_names_of_node(node)
-
-    def startExplain(self, p, run=None):
-        """Start the explanation on a worker thread -> (ExplainJob, status note: resume/show note and device).
-        ``run`` replaces run_explain (scripting/tests); a finished run shown again is read back, never run."""
-        from SegSHAPMRML import runs
-        from SegSHAPMRML.job import ExplainJob
-
-        plan, kwargs, note = self.prepareRun(p)
-        logging.info("SegSHAP: %s; %s; output in %s", plan.note or "new run", note, plan.request.out)
-        replay = plan.action == "show"
-        job = ExplainJob(plan.request, run=runs.replay_finished if replay else run,
-                         evaluate=runs.stored_or_new_faithfulness, faithfulness_steps=p.faithfulnessSteps,
-                         inputs_dir=plan.inputs_dir, note=plan.note, **({} if replay else kwargs))
-        job.roi_point_ras = self.panelValues(p).roi_point_ras
-        return job.start(), "; ".join(text for text in (plan.note, note) if text)
-
-    def finishExplain(self, job, p) -> dict:
-        """Map a finished job's result to nodes (main thread)."""
-        from SegSHAPMRML.results import results_to_scene
-
-        if job.state != "done":
-            raise RuntimeError(job.error_text or f"the run ended as {job.state}")
-        return results_to_scene(
-            slicer.mrmlScene, job.result, job.faithfulness, ct_node=p.inputVolume,
-            prediction_node=None if p.runModel else p.predictionNode,
-            roi_point_ras=getattr(job, "roi_point_ras", None),
-            extra_versions={"Slicer": slicer.app.applicationVersion,
-                            "SlicerRevision": slicer.app.repositoryRevision},
-            units_segmentation=bool(p.unitsAsSegmentation))
-
-    def runBlocking(self, p, timeout: float | None = None, run=None) -> dict:
-        """Start, wait and map (scripts and the self-test; the panel uses the non-blocking path)."""
-        job, _note = self.startExplain(p, run=run)
-        job.wait(timeout)
-        if not job.finished:
-            job.cancel()
-            raise RuntimeError(f"SegSHAP did not finish within {timeout} s")
-        return self.finishExplain(job, p)
-
-    def saveScene(self, path) -> Path:
-        from SegSHAPMRML.scene_io import save_scene
-
-        return save_scene(slicer.mrmlScene, path)
-
-    def runTotalSegmentator(self, ctNode):
-        """Organ segmentation with the TotalSegmentator extension (fast mode); its segment names are organ names."""
-        if ctNode is None:
-            raise ValueError("select the CT first")
+    def _nnunetLogic():
         try:
-            logic = slicer.util.getModuleLogic("TotalSegmentator")
-        except Exception:
-            logic = None
-        if logic is None:
-            raise RuntimeError("the TotalSegmentator extension is not installed; install it from the Extensions "
-                               "Manager, or select an existing organ segmentation")
-        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                                          f"{ctNode.GetName()} TotalSegmentator")
-        logic.setupPythonRequirements()
-        logic.process(ctNode, segmentation, quality="fast", task="total")
-        return segmentation
+            import SlicerNNUNetLib
+        except ImportError:
+            raise InstallError("SegSHAP needs the NNUNet extension to install nnunetv2: install 'NNUNet' from the "
+                               "Extensions Manager, restart Slicer, then click Install again") from None
+        return SlicerNNUNetLib.InstallLogic(doAskConfirmation=False)
+
+    @staticmethod
+    def _pipInstall(specs: list, wheelFolder: str, log) -> None:
+        """pip through Slicer: ``slicer.packaging.pip_ensure`` (Slicer >= 5.12) unless installing from a wheel
+        folder, else ``slicer.util.pip_install`` with an argument list (each item quoted: paths with spaces)."""
+        from SegSHAPMRML.deps import pip_arguments
+
+        try:
+            import slicer.packaging as packaging                # a submodule: `import slicer` does not load it
+        except ImportError:
+            packaging = None
+        if not wheelFolder and packaging is not None and hasattr(packaging, "pip_ensure"):
+            log("pip_ensure " + " ".join(specs))
+            packaging.pip_ensure(specs, prompt_install=False, prompt_restart=False, requester="SegSHAP")
+        else:
+            args = pip_arguments(specs, wheelFolder or None)
+            log("pip install " + " ".join(args))
+            slicer.util.pip_install(args)
+
+    @staticmethod
+    def _askRestart(replaced) -> bool:
+        """Packages already imported were replaced: Slicer must restart before they can be used."""
+        detail = "\n".join(f"{name}: {old or '-'} -> {new}" for name, old, new in replaced)
+        logging.info("SegSHAP: restart needed after installing:\n%s", detail)
+        if slicer.util.confirmOkCancelDisplay(
+                _("The dependencies were installed, but packages that were already loaded changed. Slicer must "
+                  "restart to use them. Restart now?"), _("Restart Slicer"), detailedText=detail):
+            slicer.util.restart()
+        return False
 
 
 #
@@ -625,23 +683,71 @@ class SegSHAPLogic(ScriptedLoadableModuleLogic):
 
 
 class SegSHAPTest(ScriptedLoadableModuleTest):
-    """Self-test: bundled sample CT + demo model, organ units, budget 16, no network, no modal dialog, nothing
-    installed (skipped when the dependencies are missing). Runs in a fresh runs folder, so it always computes
-    (never shows an earlier run again). Seconds on a GPU; on a CPU the demo model's preparation dominates
-    (about 0.5-1.5 min on a 2-core machine)."""
+    """Self-test in two parts.
+
+    - ``test_SegSHAP_panel`` (no torch needed): the parameter node under Slicer's real wrapper, validation, the
+      widget's set-up and its binding to the parameter node, the Sample Data registration.
+    - ``test_SegSHAP_end_to_end`` (when the dependencies are installed; skipped, saying so, otherwise): bundled
+      sample CT + demo model, organ units, budget 16, no network, no modal dialog, in a fresh runs folder (so it
+      always computes). Seconds on a GPU; about 0.5-1.5 min on a 2-core CPU.
+    Nothing is ever installed."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
+        self.test_SegSHAP_panel()
+        self.setUp()
         self.test_SegSHAP_end_to_end()
+
+    def _loadSample(self):
+        ct = slicer.util.loadVolume(str(SAMPLE_CT))
+        organs = slicer.util.loadLabelVolume(str(SAMPLE_ORGANS))
+        return ct, organs
+
+    def test_SegSHAP_panel(self):
+        import tempfile
+
+        self.delayDisplay("Parameter node, validation and widget set-up (no dependencies needed)")
+        logic = SegSHAPLogic(runsFolder=tempfile.mkdtemp(prefix="SegSHAPTest-"))
+        p = logic.getParameterNode()
+        self.assertIsNone(p.predictionNode)
+        self.assertIsNone(p.organNode)
+        self.assertEqual((p.units, p.value, p.budget, p.modelPath), ("organs", "softdice", 256, DEMO_MODEL))
+        problems = logic.runLogic.validate(p)
+        self.assertTrue(any("CT" in problem for problem in problems), problems)
+        ct, organs = self._loadSample()
+        p.inputVolume, p.organNode = ct, organs
+        self.assertIs(p.organNode, organs)
+        p.organNode = None                                   # Optional[...]: None is a value like any other
+        self.assertIsNone(p.organNode)
+        with self.assertRaises(ValueError):
+            p.units = "voxels"
+
+        widget = SegSHAPWidget()
+        widget.setup()
+        widget.enter()
+        self.assertIs(widget._parameterNode.inputVolume, ct)
+        self.assertIs(widget.ui.ctSelector.currentNode(), ct)
+        widget._parameterNode.units = "hybrid"
+        self.assertEqual(widget.ui.unitsComboBox.currentText, "hybrid")
+        self.assertFalse(widget.ui.applyButton.enabled)      # no ROI point yet
+        widget.exit()
+        widget.cleanup()
+
+        registerSampleData()
+        import SampleData
+
+        sources = [source.sampleName for source in slicer.modules.sampleDataSources.get("SegSHAP", [])]
+        self.assertEqual(sources, [row[0] for row in SAMPLE_DATA])
+        self.delayDisplay("Panel part passed")
 
     def test_SegSHAP_end_to_end(self):
         import tempfile
 
         logic = SegSHAPLogic(runsFolder=tempfile.mkdtemp(prefix="SegSHAPTest-"))
-        missing = logic.missingDependencies()
+        missing = SegSHAPInstallLogic().missing()
         if missing:
             self.skipTest("dependencies not installed (" + ", ".join(r.name for r in missing) +
                           "); the self-test never installs anything")
@@ -651,8 +757,7 @@ class SegSHAPTest(ScriptedLoadableModuleTest):
         from SegSHAPMRML.volumes import array_from_node, node_ijk_to_ras
 
         self.delayDisplay("Loading the sample CT and its organ map")
-        ct = slicer.util.loadVolume(str(SAMPLE_CT))
-        organs = slicer.util.loadLabelVolume(str(SAMPLE_ORGANS))
+        ct, organs = self._loadSample()
         labels = array_from_node(organs)
         spleen = np.argwhere(labels == 1)                  # TotalSegmentator label 1 = spleen
         self.assertGreater(len(spleen), 0)
@@ -665,11 +770,11 @@ class SegSHAPTest(ScriptedLoadableModuleTest):
         p.inputVolume, p.modelPath, p.runModel = ct, DEMO_MODEL, True
         p.organNode, p.target, p.roiMode, p.roiPoint = organs, "spleen", "point", point
         p.units, p.value, p.budget, p.seed, p.device, p.faithfulnessSteps = "organs", "softdice", 16, 0, "Auto", 0
-        self.assertEqual(logic.validate(p), [])
+        self.assertEqual(logic.runLogic.validate(p), [])
 
         self.delayDisplay("Explaining (organ units, budget 16)")
         started = time.time()
-        nodes = logic.runBlocking(p, timeout=600)
+        nodes = logic.runLogic.run_blocking(p, timeout=600)
         logging.info("SegSHAP self-test run: %.1f s", time.time() - started)
 
         self.assertEqual(check_run(slicer.mrmlScene, nodes["run_id"]), [])

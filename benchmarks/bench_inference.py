@@ -27,7 +27,8 @@ ROIS = {"fp": ((-7.0, 236.3, 139.3), "fp"), "spleen": ((-127.0, 134.3, 151.3), "
 
 
 def measure(predictor, prediction, units: str, roi: str, mode: str, budget: int, out: Path) -> dict:
-    from SegSHAPLib.explain.run import ExplainRequest
+    from SegSHAPLib.explain.request import ExplainRequest
+    from SegSHAPLib.explain.case_inputs import CaseInputs
     from SegSHAPLib.explain.context import prepare_context
     from SegSHAPLib.shapley.kernelshap import kernel_shap
 
@@ -35,7 +36,7 @@ def measure(predictor, prediction, units: str, roi: str, mode: str, budget: int,
     request = ExplainRequest(model=MODEL, out=out, ct=SAMPLE / "example_ct_sm.nii.gz", target="1", roi_point=point,
                              units=units, organs=SAMPLE / "example_ct_sm_totalseg.nii.gz", grouping="default",
                              fcc_scale_mm=40.0, value=value, budget=budget, cache=mode)
-    context = prepare_context(request, predictor=predictor, prediction_volume=prediction)
+    context = prepare_context(request, predictor=predictor, inputs=CaseInputs(prediction=prediction))
     counters = context.engine.counters
     before_forwards, before_hits, before_coalitions = (counters.patch_forwards, counters.patch_cache_hits,
                                                        counters.coalitions)

@@ -1,180 +1,92 @@
-"""Benchmark: SegSHAP's KernelSHAP solver against shap.KernelExplainer on games with known Shapley values.
+"""Benchmark: SegSHAP's KernelSHAP solver against shap.KernelExplainer and every shapiq Shapley approximator.
 
-shap must never be installed into .venv (shap pulls in an unrelated PyPI package named `slicer` that
-overwrites slicer-core's `slicer`), so the comparison runs in its own environment. From the repo root:
+Games with exact Shapley values (benchmarks/solver_games.py), M = 12..32, budgets 64..2048, 10 seeds, in
+one run. shap must never be installed into .venv (it pulls in an unrelated PyPI package named `slicer`
+that overwrites slicer-core's `slicer`) and shapiq 1.8 needs Python >= 3.12, so each has its own
+environment: this script runs in .venv-shap (our solver and shap) and starts the shapiq worker
+(bench_shapiq_worker.py) in .venv-shapiq as subprocesses, which rebuild the same games from their specs.
+From the repo root:
 
-    python3 -m venv .venv-shap
-    .venv-shap/bin/pip install numpy scipy shap
-    .venv-shap/bin/pip install --no-deps -e .
-    .venv-shap/bin/python benchmarks/bench_solver.py                 # the table (about 3 min, 2 cores)
-    .venv-shap/bin/python benchmarks/bench_solver.py --ablation      # also the sampler variants
+    python3 benchmarks/bench_solver.py --setup            # creates .venv-shap and .venv-shapiq
+    .venv-shap/bin/python benchmarks/bench_solver.py      # the tables
+    .venv-shap/bin/python benchmarks/bench_solver.py --ablation   # plus the estimator variants and uniform draws
+    .venv-shap/bin/python benchmarks/bench_solver.py --sampler-ablation   # plus the sampler's other variants
 
-`python3 benchmarks/bench_solver.py --setup` runs the three set-up commands. Without shap the script
-prints the one line to run and exits with status 2.
+Without shap, or without .venv-shapiq, the script prints the one line to run and exits with status 2.
 
-For every game, budget and seed both solvers get the same budget: ours `budget` distinct coalitions
-(empty and full included), shap `nsamples=budget` (shap evaluates the empty and full coalition on top,
-so it gets 2 more), `l1_reg=False` (no feature selection), one all-zeros background row and the model
-game(X > 0.5) explained at the all-ones row. The score is the MSE against the exact Shapley values,
-averaged over units and seeds; the ratio is ours / shap, below 1 means ours is more accurate.
-Cells where a solver recovers the Shapley values to rounding are marked and left out of the average
-ratio: additive games (both exact) and pairwise games (ours exact thanks to complete pairing; shap
-leaves the middle size unpaired).
+Every solver gets the same budget per game, budget and seed: ours `budget` distinct coalitions (empty and
+full included); shapiq's approximators `approximate(budget, game)` (their budget counts the empty and full
+coalitions too); shap `nsamples=budget` (it evaluates the empty and full coalitions on top, so it gets 2
+more), `l1_reg=False`, one all-zeros background row and the model game(X > 0.5) explained at the all-ones
+row. The score is the MSE against the exact Shapley values, averaged over units and seeds; ratios are
+ours / theirs, below 1 means ours is more accurate. Cells where both recover the Shapley values to
+rounding are marked and left out of the counts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import math
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")  # one BLAS thread: the machine is shared, and threads only contend here
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHAP_VENV = REPO / ".venv-shap"
+SHAPIQ_VENV = REPO / ".venv-shapiq"
+PYTHON312 = os.environ.get("PYTHON312", "python3.12")
 sys.path.insert(0, str(REPO / "SegSHAP"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from SegSHAPLib.shapley import estimator as shapley_estimator  # noqa: E402
 from SegSHAPLib.shapley import plan as shapley_plan  # noqa: E402
 from SegSHAPLib.shapley.kernelshap import kernel_shap  # noqa: E402
+from solver_games import GameSpec, benchmark_specs, exact_phi, game_value  # noqa: E402
 
 BUDGETS = (64, 128, 256, 512, 1024, 2048)
 EXACT_MSE = 1e-20
 SETUP = (f"python3 -m venv {SHAP_VENV} && {SHAP_VENV}/bin/pip install numpy scipy shap "
-         f"&& {SHAP_VENV}/bin/pip install --no-deps -e {REPO}")
+         f"&& {SHAP_VENV}/bin/pip install --no-deps -e {REPO} && {PYTHON312} -m venv {SHAPIQ_VENV} "
+         f"&& {SHAPIQ_VENV}/bin/pip install 'shapiq==1.8.*' xgboost lightgbm")
+TIMING = (24, 2048)  # M and budget of the timing line
 
 
 @dataclass(frozen=True)
 class Game:
-    """A coalition game: value(Z bool (n, M)) -> (n,), with its exact Shapley values phi (M,)."""
+    """A benchmark game: its spec (rebuilds it in any environment), value(Z bool (n, M)) -> (n,), exact phi (M,)."""
 
-    name: str
+    spec: GameSpec
     value: Callable[[np.ndarray], np.ndarray]
     phi: np.ndarray
 
-
-# --- exact Shapley values -------------------------------------------------------------------------
-
-def enumerated_shapley(value: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
-    """Exact Shapley values (n,) from all 2^n coalitions: phi_j = sum_S w(|S|) (v(S + j) - v(S)), n <= 16."""
-    codes = np.arange(1 << n)
-    masks = ((codes[:, None] >> np.arange(n)) & 1).astype(bool)
-    values = value(masks)
-    sizes = masks.sum(axis=1)
-    weight = np.array([math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)])
-    phi = np.empty(n)
-    for j in range(n):
-        without = codes[~masks[:, j]]
-        phi[j] = weight[sizes[without]] @ (values[without | (1 << j)] - values[without])
-    return phi
-
-
-def weighted_majority_shapley(weights: np.ndarray, quota: int) -> np.ndarray:
-    """Exact Shapley values (n,) of v(S) = 1[sum_{j in S} weights_j >= quota], integer weights.
-
-    phi_j = sum_k k!(n-k-1)!/n! #{S not containing j : |S| = k, quota - w_j <= w(S) < quota}, with the
-    counts by size and weight from a dynamic programme over the other players.
-    """
-    n, top = len(weights), int(weights.sum())
-    phi = np.zeros(n)
-    for j in range(n):
-        counts = np.zeros((n, top + 1))
-        counts[0, 0] = 1.0
-        for w in np.delete(weights, j):
-            counts[1:, w:] += counts[:-1, :top + 1 - w].copy()
-        swing = counts[:, max(quota - weights[j], 0):quota].sum(axis=1)
-        phi[j] = sum(swing[k] * math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n))
-    return phi
-
-
-# --- games ----------------------------------------------------------------------------------------
-
-def additive(n: int, rng: np.random.Generator) -> Game:
-    """v(z) = a . z."""
-    a = rng.normal(size=n)
-    return Game(f"additive M={n}", lambda Z: Z @ a, a)
-
-
-def pairwise(n: int, rng: np.random.Generator) -> Game:
-    """v(z) = a . z + sum_{i<j} B_ij z_i z_j; phi = a + (row sums of B) / 2."""
-    a, b = rng.normal(size=n), np.triu(rng.normal(size=(n, n)) / n, 1)
-    b = b + b.T
-    return Game(f"pairwise M={n}", lambda Z: Z @ a + 0.5 * ((Z @ b) * Z).sum(axis=1), a + b.sum(axis=1) / 2)
-
-
-def unanimity(n: int, rng: np.random.Generator, terms: int = 40) -> Game:
-    """Sum of unanimity games of orders 3..6, v(z) = a . z + sum_T c_T prod_{j in T} z_j; phi_j = a_j + sum_{T ni j} c_T/|T|."""
-    a = rng.normal(size=n) * 0.1
-    sets = [rng.choice(n, size=rng.integers(3, 7), replace=False) for _ in range(terms)]
-    coef = rng.normal(size=terms)
-    phi = a.copy()
-    for members, c in zip(sets, coef):
-        phi[members] += c / len(members)
-    return Game(f"unanimity o3-6 M={n}",
-                lambda Z: Z @ a + sum(c * Z[:, members].all(axis=1) for members, c in zip(sets, coef)), phi)
-
-
-def majority(n: int, rng: np.random.Generator) -> Game:
-    """Weighted majority (threshold) game, integer weights 1..9, quota just over half the total."""
-    weights = rng.integers(1, 10, size=n)
-    quota = int(weights.sum()) // 2 + 1
-    return Game(f"weighted majority M={n}", lambda Z: (Z @ weights >= quota).astype(float),
-                weighted_majority_shapley(weights, quota))
-
-
-def sigmoid(n: int, rng: np.random.Generator) -> Game:
-    """Saturating logit: v(z) = sigmoid(8 (a . z + z^T B z / 4 + 3 (number of complete triples)) / sum(a) - 4).
-
-    Exact by enumeration; a > 0, B upper triangular N(0, 1), n random triples.
-    """
-    a = rng.gamma(2.0, size=n)
-    b = np.triu(rng.normal(size=(n, n)), 1)
-    triples = [rng.choice(n, size=3, replace=False) for _ in range(n)]
-
-    def value(Z: np.ndarray) -> np.ndarray:
-        logit = Z @ a + ((Z @ b) * Z).sum(axis=1) / 4 + sum(3 * Z[:, t].all(axis=1) for t in triples)
-        return 1.0 / (1.0 + np.exp(-(8.0 * logit / a.sum() - 4.0)))
-
-    return Game(f"sigmoid M={n}", value, enumerated_shapley(value, n))
-
-
-def dice(n: int, rng: np.random.Generator, voxels: int = 400) -> Game:
-    """Dice of a thresholded evidence map against the full-coalition map, exact by enumeration.
-
-    Each unit adds nonnegative evidence to a patch of voxels; a voxel is foreground when its evidence
-    exceeds a threshold, so units interact through the threshold and the Dice ratio.
-    """
-    evidence = rng.gamma(1.0, size=(n, voxels)) * (rng.random((n, voxels)) < 0.3)
-    threshold = np.quantile(evidence.sum(axis=0), 0.5)
-    reference = evidence.sum(axis=0) > threshold
-
-    def value(Z: np.ndarray) -> np.ndarray:
-        out = np.empty(len(Z))
-        for start in range(0, len(Z), 4096):
-            pred = Z[start:start + 4096].astype(float) @ evidence > threshold
-            out[start:start + 4096] = 2.0 * (pred & reference).sum(axis=1) / (pred.sum(axis=1) + reference.sum())
-        return out
-
-    return Game(f"dice M={n}", value, enumerated_shapley(value, n))
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 def games() -> list[Game]:
-    """The benchmark games, each from its own fixed generator."""
-    makers = [(additive, 24), (pairwise, 24), (unanimity, 20), (unanimity, 24), (majority, 20), (majority, 24),
-              (sigmoid, 12), (sigmoid, 16), (dice, 12), (dice, 16)]
-    return [make(n, np.random.default_rng(100 + k)) for k, (make, n) in enumerate(makers)]
+    """The benchmark games (solver_games.BENCHMARK), each from its own fixed generator."""
+    return [Game(spec, game_value(spec), exact_phi(spec)) for spec in benchmark_specs()]
 
 
 # --- solvers --------------------------------------------------------------------------------------
 
-def ours(game: Game, budget: int, seed: int) -> np.ndarray:
-    """phi (M,) from SegSHAP's kernel_shap."""
-    return kernel_shap(game.value, n_features=len(game.phi), budget=budget, seed=seed, batch_size=budget).phi
+def ours(game: Game, budget: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(phi (M,), reported standard errors (M,), NaN where not estimable) from SegSHAP's kernel_shap."""
+    result = kernel_shap(game.value, n_features=len(game.phi), budget=budget, seed=seed, batch_size=budget)
+    errors = result.diagnostics["phi_std_error"]
+    return result.phi, np.array([np.nan if e is None else e for e in errors])
 
 
 def shap_kernel(game: Game, budget: int, seed: int) -> np.ndarray:
@@ -187,99 +99,238 @@ def shap_kernel(game: Game, budget: int, seed: int) -> np.ndarray:
     return np.asarray(explainer.shap_values(np.ones((1, n)), nsamples=budget, l1_reg=False, silent=True)).reshape(n)
 
 
-def mse(solver: Callable[[Game, int, int], np.ndarray], game: Game, budget: int, seeds: int) -> float:
-    """MSE of the solver's phi against the exact one, averaged over units and seeds 0..seeds-1."""
-    return float(np.mean([np.mean((solver(game, budget, seed) - game.phi) ** 2) for seed in range(seeds)]))
+def measure_ours(all_games: list[Game], seeds: int) -> tuple[dict, dict]:
+    """({(game, budget): MSE}, {(game, budget): mean reported SE^2 (NaN when not estimable)}) of our solver."""
+    mse, variance = {}, {}
+    for game in all_games:
+        for budget in BUDGETS:
+            runs = [ours(game, budget, seed) for seed in range(seeds)]
+            mse[(game.name, budget)] = float(np.mean([np.mean((phi - game.phi) ** 2) for phi, _ in runs]))
+            variance[(game.name, budget)] = float(np.mean([np.mean(se ** 2) for _, se in runs]))
+    return mse, variance
+
+
+def measure_shap(all_games: list[Game], seeds: int) -> dict:
+    """{(game, budget): MSE} of shap.KernelExplainer."""
+    return {(g.name, b): float(np.mean([np.mean((shap_kernel(g, b, s) - g.phi) ** 2) for s in range(seeds)]))
+            for g in all_games for b in BUDGETS}
+
+
+def start_shapiq(all_games: list[Game], seeds: int, workers: int, folder: Path) -> list[tuple[subprocess.Popen, Path]]:
+    """Start the shapiq worker in .venv-shapiq on `workers` interleaved shares of the games (single-threaded BLAS)."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    started = []
+    for k in range(workers):
+        share = [[g.spec.kind, g.spec.n, g.spec.seed] for g in all_games[k::workers]]
+        request, result = folder / f"request-{k}.json", folder / f"result-{k}.json"
+        request.write_text(json.dumps({"games": share, "budgets": list(BUDGETS), "seeds": seeds}))
+        command = [str(SHAPIQ_VENV / "bin" / "python"), str(REPO / "benchmarks" / "bench_shapiq_worker.py"),
+                   str(request), str(result)]
+        started.append((subprocess.Popen(command, env=environment), result))
+    return started
+
+
+def shapiq_mse(all_games: list[Game], results: list[dict]) -> tuple[dict, dict]:
+    """({approximator: {(game, budget): MSE}} over the cells it could do, {approximator: CPU seconds})."""
+    merged: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
+    for result in results:
+        for name, record in result.items():
+            merged.setdefault(name, {}).update(record["phi"])
+            seconds[name] = seconds.get(name, 0.0) + record["seconds"]
+    table = {name: {} for name in merged}
+    for name, cells in merged.items():
+        for game in all_games:
+            for budget in BUDGETS:
+                runs = cells.get(f"{game.name}|{budget}")
+                if runs:
+                    table[name][(game.name, budget)] = float(np.mean([np.mean((np.array(p) - game.phi) ** 2) for p in runs]))
+    return table, seconds
+
+
+def best_per_cell(table: dict) -> dict:
+    """{(game, budget): (MSE, approximator)} of the most accurate shapiq approximator of each cell."""
+    cells = {key for results in table.values() for key in results}
+    return {key: min((results[key], name) for name, results in table.items() if key in results) for key in cells}
 
 
 # --- report ---------------------------------------------------------------------------------------
 
-def measure(all_games: list[Game], solver: Callable[[Game, int, int], np.ndarray], seeds: int) -> dict:
-    """{(game name, budget): MSE} of one solver over every game and budget."""
-    return {(game.name, budget): mse(solver, game, budget, seeds) for game in all_games for budget in BUDGETS}
-
-
-def ratios(mine: dict, theirs: dict) -> dict:
-    """{(game, budget): ours/shap} for the cells where neither solver is exact (an MSE of 0 up to rounding)."""
-    return {key: mine[key] / theirs[key] for key in mine if min(mine[key], theirs[key]) >= EXACT_MSE}
-
-
-def cell(mine: float, theirs: float) -> str:
-    """One table cell: the ratio, or which solver recovers the game to rounding."""
+def cell(mine: float, theirs: float, label: str = "") -> str:
+    """One table cell: the ratio (and the label of theirs), or which side recovers the game to rounding."""
     if max(mine, theirs) < EXACT_MSE:
         return "exact"
     if mine < EXACT_MSE:
         return "ours ex"
-    return "shap ex" if theirs < EXACT_MSE else f"{mine / theirs:.3f}"
+    return "them ex" if theirs < EXACT_MSE else f"{mine / theirs:.3f}{label}"
 
 
-def table(all_games: list[Game], mine: dict, theirs: dict) -> str:
-    """Ratio table (games x budgets) followed by the MSEs behind it."""
-    head = f"{'game':24s}" + "".join(f"{b:>8d}" for b in BUDGETS)
-    rows = [f"{g.name:24s}" + "".join(f"{cell(mine[(g.name, b)], theirs[(g.name, b)]):>8s}" for b in BUDGETS)
-            for g in all_games]
-    detail = [f"{g.name:24s} {b:5d}  {mine[(g.name, b)]:9.3e}  {theirs[(g.name, b)]:9.3e}"
-              for g in all_games for b in BUDGETS]
-    legend = ("ratio MSE(ours) / MSE(shap); 'exact': both recover the game to rounding (MSE < 1e-20), "
-              "'ours ex': only ours does")
-    return "\n".join([legend, head, *rows, "",
-                      f"{'game':24s} {'budget':>5s}  {'MSE ours':>9s}  {'MSE shap':>9s}", *detail])
+def ratio_table(all_games: list[Game], mine: dict, theirs: dict, labels: dict | None = None) -> str:
+    """Ratio table (games x budgets) of ours / theirs."""
+    head = f"{'game':22s}" + "".join(f"{b:>10d}" for b in BUDGETS)
+    rows = [f"{g.name:22s}" + "".join(
+        f"{cell(mine[(g.name, b)], theirs[(g.name, b)], (labels or {}).get((g.name, b), '')):>10s}" for b in BUDGETS)
+        for g in all_games]
+    return "\n".join([head, *rows])
 
 
-def summary(ratio: dict) -> str:
-    """One line: average, geometric mean and worst of the ratios, and how many cells ours wins."""
-    values = np.array(list(ratio.values()))
-    return (f"average ratio ours/shap {values.mean():.3f}, geometric mean {np.exp(np.log(values).mean()):.3f}, "
-            f"worst {values.max():.3f}, ours better in {(values < 1).sum()}/{len(values)} cells")
+def summary(mine: dict, theirs: dict, versus: str) -> str:
+    """One line: how many cells ours wins, the geometric mean and the worst ratio, cells worse than 1.5x."""
+    both = [k for k in mine if k in theirs and max(mine[k], theirs[k]) >= EXACT_MSE]
+    ratio = np.array([mine[k] / theirs[k] if theirs[k] >= EXACT_MSE else np.inf for k in both])
+    inexact = np.array([mine[k] >= EXACT_MSE and theirs[k] >= EXACT_MSE for k in both], dtype=bool)
+    return (f"ours / {versus}: ahead in {(ratio < 1).sum()}/{len(ratio)} cells, geometric mean "
+            f"{np.exp(np.log(ratio[inexact]).mean()):.3f} (cells neither side is exact in), worst {ratio.max():.3f}, "
+            f"{(ratio > 1.5).sum()} cells worse than 1.5x")
 
 
-def ablation(all_games: list[Game], seeds: int, theirs: dict) -> None:
-    """Summary line of each sampler variant: allocation exponent and the two balancing rules."""
+ABBREVIATIONS = {"KernelSHAP": "K", "kADD-SHAP": "A", "LeverageSHAP": "L", "PolySHAP-3": "P", "OddSHAP": "O",
+                 "RegressionMSR": "R", "ProxySHAP": "X", "SVARM": "S", "UnbiasedKernelSHAP": "U",
+                 "Permutation": "p", "Stratified": "s", "Owen": "w"}
+
+
+def report_shapiq(all_games: list[Game], mine: dict, table: dict, seconds: dict) -> dict:
+    """Print the table against the best shapiq approximator per cell and each approximator's standing."""
+    best = best_per_cell(table)
+    theirs = {key: mse for key, (mse, _) in best.items()}
+    labels = {key: ABBREVIATIONS.get(name, "?") for key, (_, name) in best.items()}
+    print("\nratio MSE(ours) / MSE(best shapiq approximator of the cell), its initial after the ratio: "
+          + ", ".join(f"{v}={k}" for k, v in ABBREVIATIONS.items()))
+    print(ratio_table(all_games, mine, theirs, labels))
+    print(summary(mine, theirs, "best shapiq"))
+    print("\nper approximator: cells it is best in, ours / it (geometric mean over cells), CPU seconds for all cells")
+    for name, results in table.items():
+        wins = sum(1 for _, (_, who) in best.items() if who == name)
+        keys = [k for k in results if min(mine[k], results[k]) >= EXACT_MSE]
+        mean = np.exp(np.mean([np.log(mine[k] / results[k]) for k in keys])) if keys else float("nan")
+        print(f"  {name:20s} best in {wins:3d}  ours/it {mean:8.3f}  {seconds.get(name, 0.0):8.1f} s")
+    return theirs
+
+
+def report_honesty(all_games: list[Game], mine: dict, variance: dict) -> None:
+    """Mean reported SE^2 / MSE per cell (>= 1: the standard errors are conservative)."""
+    print("\nreported standard errors: mean SE^2 / MSE per cell ('-': not estimable, fewer pairs than units)")
+    head = f"{'game':22s}" + "".join(f"{b:>10d}" for b in BUDGETS)
+    rows, ratios = [], []
+    for g in all_games:
+        row = f"{g.name:22s}"
+        for b in BUDGETS:
+            key = (g.name, b)
+            if not np.isfinite(variance[key]) or mine[key] < EXACT_MSE:
+                row += f"{'-' if not np.isfinite(variance[key]) else 'exact':>10s}"
+                continue
+            ratios.append(variance[key] / mine[key])
+            row += f"{ratios[-1]:10.2f}"
+        rows.append(row)
+    print("\n".join([head, *rows]))
+    ratios = np.array(ratios)
+    print(f"SE^2/MSE: {(ratios >= 1).sum()}/{len(ratios)} cells >= 1, min {ratios.min():.2f}, "
+          f"geometric mean {np.exp(np.log(ratios).mean()):.2f}")
+
+
+def timing(seeds: int) -> str:
+    """Seconds per kernel_shap call (plan, fit, diagnostics; the game is a cheap unanimity game) at TIMING."""
+    n, budget = TIMING
+    spec = GameSpec("unanimity", n, 0)
+    value = game_value(spec)
+    started = time.process_time()
+    for seed in range(seeds):
+        kernel_shap(value, n_features=n, budget=budget, seed=seed, batch_size=budget)
+    return f"our solver at M = {n}, budget {budget}: {(time.process_time() - started) / seeds:.2f} s CPU per call"
+
+
+def ablation(all_games: list[Game], seeds: int, shap_mse: dict, best_shapiq: dict, chosen: dict) -> None:
+    """Summary lines of the estimator's and the sampler's variants against shap and the best shapiq method
+    (the chosen solver's lines first, from the main measurement)."""
+    print(f"{'chosen':50s} {summary(chosen, shap_mse, 'shap')}\n{'':50s} {summary(chosen, best_shapiq, 'best shapiq')}")
+    variants = [({"SHRINKAGE": False, "TRIPLES": False}, {}, "plain paired regression (no shrinkage, no triples)"),
+                ({"TRIPLES": False}, {}, "shrinkage only"),
+                ({"SHRINKAGE": False}, {}, "odd triples only"),
+                ({"SURROGATE": True}, {}, "plus the boosted-tree control variate"),
+                ({}, {"BALANCE_USAGE": False, "HERD_MOMENTS": False}, "uniform draws (stratified Leverage SHAP)")]
+    for estimator_settings, plan_settings, label in variants:
+        saved = [(module, name, getattr(module, name))
+                 for module, settings in ((shapley_estimator, estimator_settings), (shapley_plan, plan_settings))
+                 for name in settings]
+        for module, settings in ((shapley_estimator, estimator_settings), (shapley_plan, plan_settings)):
+            for name, value in settings.items():
+                setattr(module, name, value)
+        mine, _ = measure_ours(all_games, seeds)
+        print(f"{label:50s} {summary(mine, shap_mse, 'shap')}\n{'':50s} {summary(mine, best_shapiq, 'best shapiq')}",
+              flush=True)
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def sampler_ablation(all_games: list[Game], seeds: int, shap_mse: dict, best_shapiq: dict) -> None:
+    """Summary lines of the sampler's variants (shapley.plan's constants: allocation exponent, usage balance,
+    moment herding) with the chosen estimator."""
     settings = ("ALLOCATION_EXPONENT", "BALANCE_USAGE", "HERD_MOMENTS")
     chosen = tuple(getattr(shapley_plan, name) for name in settings)
     variants = [((0.5, True, True), "sqrt allocation (Neyman, equal spreads)"),
                 ((1.0, True, True), "kernel-proportional allocation (as shap)"),
                 ((0.0, True, False), "usage balance only (no moment herding)"),
                 ((0.0, False, True), "moment herding only (no usage balance)"),
-                ((0.0, False, False), "uniform draws (stratified Leverage SHAP)"),
-                ((1.0, False, False), "kernel allocation, uniform draws"),
-                (chosen, "chosen (flat allocation, both rules)")]
+                ((1.0, False, False), "kernel allocation, uniform draws")]
     for values, label in variants:
         for name, value in zip(settings, values):
             setattr(shapley_plan, name, value)
-        print(f"{label:42s} {summary(ratios(measure(all_games, ours, seeds), theirs))}", flush=True)
+        mine, _ = measure_ours(all_games, seeds)
+        print(f"{label:50s} {summary(mine, shap_mse, 'shap')}\n{'':50s} {summary(mine, best_shapiq, 'best shapiq')}",
+              flush=True)
     for name, value in zip(settings, chosen):
         setattr(shapley_plan, name, value)
 
 
-def ensure_shap() -> None:
-    """Exit with status 2 and the set-up command when shap cannot be imported here."""
+def ensure_environments() -> None:
+    """Exit with status 2 and the set-up command when shap cannot be imported here or .venv-shapiq is missing."""
     try:
         import shap  # noqa: F401
     except ImportError:
         print(f"shap is missing: run `{SETUP}` then `{SHAP_VENV}/bin/python {Path(__file__)}`", file=sys.stderr)
+        raise SystemExit(2)
+    if not (SHAPIQ_VENV / "bin" / "python").exists():
+        print(f"{SHAPIQ_VENV} is missing: run `python3 {Path(__file__)} --setup`", file=sys.stderr)
         raise SystemExit(2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10, help="solver seeds per game and budget")
-    parser.add_argument("--ablation", action="store_true", help="also measure the sampler variants")
-    parser.add_argument("--setup", action="store_true", help=f"create {SHAP_VENV} with shap and exit")
+    parser.add_argument("--ablation", action="store_true", help="also measure the estimator variants and uniform draws")
+    parser.add_argument("--sampler-ablation", action="store_true", help="also measure the sampler's variants")
+    parser.add_argument("--workers", type=int, default=3, help="shapiq worker processes")
+    parser.add_argument("--setup", action="store_true", help=f"create {SHAP_VENV} and {SHAPIQ_VENV} and exit")
     args = parser.parse_args()
     if args.setup:
         raise SystemExit(subprocess.call(SETUP, shell=True))
-    ensure_shap()
+    ensure_environments()
     logging.getLogger("shap").setLevel(logging.ERROR)
     started = time.time()
     all_games = games()
-    print(f"MSE against exact Shapley values, averaged over units and {args.seeds} seeds", flush=True)
-    theirs = measure(all_games, shap_kernel, args.seeds)
-    mine = measure(all_games, ours, args.seeds)
-    print(table(all_games, mine, theirs))
-    print(summary(ratios(mine, theirs)))
+    compared = [g for g in all_games if g.spec.kind not in ("additive", "pairwise")]  # exact for every regression
+    with tempfile.TemporaryDirectory() as folder:
+        workers = start_shapiq(compared, args.seeds, args.workers, Path(folder))
+        print(f"MSE against exact Shapley values, averaged over units and {args.seeds} seeds", flush=True)
+        mine, variance = measure_ours(all_games, args.seeds)
+        shap_mse = measure_shap(all_games, args.seeds)
+        for process, _ in workers:
+            if process.wait() != 0:
+                raise SystemExit(f"the shapiq worker failed (exit {process.returncode}); see its messages above")
+        table, seconds = shapiq_mse(compared, [json.loads(path.read_text()) for _, path in workers])
+    print("\nratio MSE(ours) / MSE(shap.KernelExplainer); 'exact': both recover the game to rounding, "
+          "'ours ex': only ours does")
+    print(ratio_table(all_games, mine, shap_mse))
+    print(summary(mine, shap_mse, "shap"))
+    best_shapiq = report_shapiq(compared, mine, table, seconds)
+    report_honesty(all_games, mine, variance)
+    print("\n" + timing(min(args.seeds, 5)))
     if args.ablation:
-        ablation(all_games, args.seeds, theirs)
+        print()
+        ablation(compared, args.seeds, shap_mse, best_shapiq, mine)
+    if args.sampler_ablation:
+        print()
+        sampler_ablation(compared, args.seeds, shap_mse, best_shapiq)
     print(f"total {time.time() - started:.0f} s")
 
 

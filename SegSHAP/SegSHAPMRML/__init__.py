@@ -14,9 +14,12 @@ Modules (imported on first use, so the Qt-free helpers ``panel``/``job``/``deps`
 - ``scene_io``:  ``new_scene``, ``save_scene`` (.mrb), ``load_scene``.
 - ``panel``:     input validation, ExplainRequest from panel values, progress text, device choice, OOM advice.
 - ``job``:       ``ExplainJob``: run_explain on a worker thread, messages through a queue, cancel.
+- ``run_logic``: ``ExplainRunLogic``, the panel's Qt-free run logic (validate, start, finish, TotalSegmentator),
+                 given the scene, the runs folder and the job class.
 - ``runs``:      ``plan_run``: the panel's run folder for a request - new, the unfinished run it resumes, or the
                  finished run it shows again.
-- ``deps``:      dependency status and pip arguments for the explicit install step.
+- ``deps``:      what SegSHAP needs in Slicer and which installer each needs (PyTorch / NNUNet extension, pip from
+                 Resources/requirements.txt, Slicer's own), the one confirmation, the restart check.
 
 The CLI's ``segshap explain ... --scene scene.mrb`` calls
 ``SegSHAPMRML.write_scene_from_output(out_dir, scene_path)``.
@@ -30,7 +33,7 @@ _EXPORTS = {
     # volumes
     "node_to_volume": "volumes", "volume_to_node": "volumes", "update_node_from_volume": "volumes",
     "array_from_node": "volumes", "node_ijk_to_ras": "volumes", "same_voxel_grid": "volumes",
-    "segmentation_to_label_volume": "volumes", "segment_to_mask_volume": "volumes", "segment_names": "volumes",
+    "segmentation_to_label_volume": "volumes", "organ_segment_name": "volumes", "segment_to_mask_volume": "volumes", "segment_names": "volumes",
     "label_names_of_node": "volumes", "label_volume_to_segmentation": "volumes", "markups_point_ras": "volumes",
     "point_in_node_frame": "volumes",
     # display

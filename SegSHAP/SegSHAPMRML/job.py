@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import queue
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from SegSHAPLib.progress import ProgressEvent
 
 from .panel import error_message
 
@@ -38,18 +39,6 @@ class JobMessage:
     error: BaseException | None = None
     traceback: str = ""
     time: float = field(default_factory=time.time)
-
-
-# in-memory input (run_explain keyword) -> the request field naming its file -> file name in the inputs folder
-PERSISTED = (("ct_volume", "ct", "ct.nii.gz"), ("organ_volume", "organs", "organs.nii.gz"),
-             ("roi_mask_volume", "roi_mask", "roi_mask.nii.gz"))
-
-
-def input_files(request, run_kwargs: dict, folder) -> dict[str, Path]:
-    """Request field -> absolute file in ``folder`` for each in-memory input (CT, organ map, ROI mask) that the
-    request names no file for: where ``ExplainJob`` writes it, and so the paths the run's journal spec records."""
-    return {field_name: (Path(folder) / file_name).resolve() for kwarg, field_name, file_name in PERSISTED
-            if run_kwargs.get(kwarg) is not None and getattr(request, field_name, None) is None}
 
 
 def _default_run():
@@ -68,30 +57,30 @@ class ExplainJob:
     """One explanation on a worker thread.
 
     request:            ExplainRequest.
-    run:                the function to run, ``run(request, progress=..., cancel=..., **run_kwargs)``;
+    run:                the function to run, ``run(request, inputs=..., progress=..., cancel=...)``;
                         default ``SegSHAPLib.explain.run.run_explain`` (imported when the job starts).
-    run_kwargs:         in-memory inputs for run_explain (ct_volume, organ_volume, prediction_volume,
-                        roi_mask_volume, organ_names) - plain Volumes, never MRML nodes.
+    inputs:             the in-memory inputs (``SegSHAPLib.explain.case_inputs.CaseInputs``: plain Volumes,
+                        never MRML nodes), or None.
     faithfulness_steps: when > 0, ``evaluate_output(request.out, steps)`` runs after the explanation (same
                         thread) and its dict comes with the result; ``evaluate`` overrides that function.
     inputs_dir:         where in-memory inputs (CT, organ map, ROI mask) are written as .nii.gz before the run,
                         and the request points at them - so summary.json records real files and the output folder
                         can be re-evaluated (``evaluate_output`` rebuilds the request from summary.json). Default:
                         ``<out>_inputs`` next to the output folder when faithfulness is asked for, else nothing.
-                        Written on the worker thread (file names: ``input_files``).
+                        Written on the worker thread (``CaseInputs.persist``).
     note:               what the panel keeps showing in front of the progress text (e.g. "resuming: 8 coalitions
                         already computed"); "" for none.
     """
 
     def __init__(self, request, *, run: Callable | None = None, faithfulness_steps: int = 0,
-                 evaluate: Callable | None = None, inputs_dir=None, note: str = "", **run_kwargs):
+                 evaluate: Callable | None = None, inputs_dir=None, note: str = "", inputs=None):
         self.request = request
         self.inputs_dir = inputs_dir
         self.note = note
         self._run = run
         self._evaluate = evaluate
         self.faithfulness_steps = int(faithfulness_steps)
-        self.run_kwargs = run_kwargs
+        self.inputs = inputs
         self.queue: queue.Queue[JobMessage] = queue.Queue()
         self.cancel_event = threading.Event()
         self.thread: threading.Thread | None = None
@@ -168,16 +157,9 @@ class ExplainJob:
                 return request
             out = Path(request.out)
             folder = out.parent / f"{out.name}_inputs"
-        if not dataclasses.is_dataclass(request):
+        if self.inputs is None or not dataclasses.is_dataclass(request):
             return request
-        files = input_files(request, self.run_kwargs, folder)
-        if files:
-            from SegSHAPLib.io.image_io import write_volume
-
-            for kwarg, field_name, _ in PERSISTED:
-                if field_name in files:
-                    write_volume(self.run_kwargs[kwarg], files[field_name])
-        return dataclasses.replace(request, **files) if files else request
+        return self.inputs.persist(request, folder)
 
     def _work(self) -> None:
         from SegSHAPLib.errors import Cancelled
@@ -187,13 +169,13 @@ class ExplainJob:
         try:
             self.request = self._persist_inputs(self.request)
             run = self._run or _default_run()
-            result = run(self.request, progress=self._progress, cancel=self.cancel_event, **self.run_kwargs)
+            result = run(self.request, inputs=self.inputs, progress=self._progress, cancel=self.cancel_event)
             faithfulness = None
             if self.faithfulness_steps > 0 and not self.cancel_event.is_set():
-                self._progress(_stage_event("faithfulness", 0, 1, "MoRF/LeRF curves"))
+                self._progress(ProgressEvent("faithfulness", 0, 1, "MoRF/LeRF curves"))
                 evaluate = self._evaluate or _default_evaluate()
                 faithfulness = evaluate(result.out, steps=self.faithfulness_steps)
-                self._progress(_stage_event("faithfulness", 1, 1, "done"))
+                self._progress(ProgressEvent("faithfulness", 1, 1, "done"))
             self.queue.put(JobMessage("result", result=result, faithfulness=faithfulness))
         except (Cancelled, KeyboardInterrupt) as err:
             self.queue.put(JobMessage("cancelled", text=str(err) or "cancelled", error=err))
@@ -202,22 +184,4 @@ class ExplainJob:
                                       error=err, traceback=traceback.format_exc()))
 
 
-@dataclass
-class StageEvent:
-    """Same fields as SegSHAPLib.explain.run.ProgressEvent, for the stages the job adds itself."""
-
-    stage: str
-    done: int
-    total: int
-    message: str
-    counters: dict = field(default_factory=dict)
-
-
-def _stage_event(stage: str, done: int, total: int, message: str):
-    """A ProgressEvent when the pipeline module is loaded (it is, after run_explain), else a StageEvent."""
-    explain = sys.modules.get("SegSHAPLib.explain.run")
-    cls = getattr(explain, "ProgressEvent", StageEvent)
-    return cls(stage, done, total, message, {})
-
-
-__all__ = ["ExplainJob", "JobMessage", "StageEvent", "PERSISTED", "input_files"]
+__all__ = ["ExplainJob", "JobMessage"]

@@ -10,17 +10,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from SegSHAPLib import options
+
 log = logging.getLogger(__name__)
 
-UNIT_TYPES = ("organs", "fcc", "hybrid")
-VALUE_FUNCTIONS = ("softdice", "tp", "fp", "dice")
-SCORE_REGIONS = ("box", "component", "dilated")
-ORGAN_UNIT_TYPES = ("organs", "hybrid")                  # the unit types built from an organ map
-GROUPING_FROM_FILE = "from file"
-BUILTIN_GROUPING_OF_CHOICE = {"individual organs": None, "default groups": "default"}   # choice -> --grouping
-GROUPING_CHOICES = (*BUILTIN_GROUPING_OF_CHOICE, GROUPING_FROM_FILE)
-DEVICE_CHOICES_FIXED = ("Auto", "CPU")
-MIN_BUDGET = 8
+UNIT_TYPES = options.UNIT_TYPES
+VALUE_FUNCTIONS = options.VALUE_FUNCTIONS
+SCORE_REGIONS = options.SCORE_REGIONS
+ORGAN_UNIT_TYPES = options.ORGAN_UNIT_TYPES
+GROUPING_FROM_FILE = options.GROUPING_FROM_FILE
+BUILTIN_GROUPING_OF_CHOICE = options.BUILTIN_GROUPING_OF_CHOICE
+GROUPING_CHOICES = options.GROUPING_CHOICES
+DEVICE_CHOICES_FIXED = options.DEVICE_CHOICES_FIXED
+MIN_BUDGET = options.MIN_BUDGET
 
 
 @dataclass
@@ -36,25 +38,25 @@ class PanelValues:
     has_prediction: bool = False
     has_organs: bool = False
     run_totalsegmentator: bool = False         # the organ map will come from TotalSegmentator
-    target: str = "1"
-    roi_mode: str = "point"
+    target: str = options.TARGET
+    roi_mode: str = options.ROI_MODE
     roi_point_ras: tuple[float, float, float] | None = None
     has_roi_segment: bool = False
-    units: str = "organs"
-    fcc_scale_mm: float = 30.0
-    grouping: str = "individual organs"        # one of GROUPING_CHOICES (organs/hybrid units only)
+    units: str = options.UNITS
+    fcc_scale_mm: float = options.FCC_SCALE_MM
+    grouping: str = options.GROUPING_CHOICE       # one of GROUPING_CHOICES (organs/hybrid units only)
     grouping_file: str = ""                    # the JSON file when grouping is "from file"
-    value: str = "softdice"
-    score_region: str = "box"
-    dilate_mm: float = 6.0
-    budget: int = 256
-    seed: int = 0
-    mask_value: float = -1024.0
-    device: str = "Auto"
-    batch_size: int = 1
-    tta: bool = False
-    checkpoint: str = "checkpoint_final.pth"   # the checkpoint in each fold_X (nnU-Net's -chk)
-    faithfulness_steps: int = 10
+    value: str = options.VALUE
+    score_region: str = options.SCORE_REGION
+    dilate_mm: float = options.DILATE_MM
+    budget: int = options.BUDGET
+    seed: int = options.SEED
+    mask_value: float = options.MASK_VALUE
+    device: str = options.PANEL_DEVICE
+    batch_size: int = options.BATCH_SIZE
+    tta: bool = options.TTA
+    checkpoint: str = options.CHECKPOINT         # the checkpoint in each fold_X (nnU-Net's -chk)
+    faithfulness_steps: int = options.FAITHFULNESS_STEPS
     extra: dict = field(default_factory=dict)
 
 
@@ -63,7 +65,7 @@ def _sentence(text: str) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def model_folder_problem(model_dir: str, checkpoint: str = "checkpoint_final.pth") -> str | None:
+def model_folder_problem(model_dir: str, checkpoint: str = options.CHECKPOINT) -> str | None:
     """Why a folder is not an nnU-Net v2 trained-model folder with ``checkpoint`` (None when it looks like one)."""
     if not model_dir:
         return "choose the nnU-Net model folder (it holds dataset.json, plans.json and fold_X/)"
@@ -74,12 +76,22 @@ def model_folder_problem(model_dir: str, checkpoint: str = "checkpoint_final.pth
     if missing:
         return f"model folder {path} has no {' or '.join(missing)}; choose an nnU-Net v2 trained-model folder"
     if not any(p.is_file() for p in path.glob(f"fold_*/{checkpoint}")):
-        others = sorted({p.name for p in path.glob("fold_*/*.pth")})
+        others = checkpoint_choices(model_dir)
         if others:
             return f"model folder {path} has no fold_X/{checkpoint}; its folds hold {', '.join(others)}: choose one " \
                    "as the checkpoint"
         return f"model folder {path} has no fold_X/{checkpoint} (the model is not trained or not unpacked)"
     return None
+
+
+def checkpoint_name(values: PanelValues) -> str:
+    """The checkpoint to load: the panel's text, stripped; an emptied combo means the default."""
+    return str(values.checkpoint).strip() or options.CHECKPOINT
+
+
+def checkpoint_choices(model_dir: str) -> list[str]:
+    """The checkpoint file names (``*.pth``) in the model folder's fold_X folders, sorted ([] when none)."""
+    return sorted({p.name for p in Path(model_dir).glob("fold_*/*.pth") if p.is_file()})
 
 
 def model_labels(model_dir: str) -> dict[str, int]:
@@ -96,7 +108,7 @@ def validate_panel(values: PanelValues) -> list[str]:
     problems = []
     if not values.has_ct:
         problems.append("Select the CT volume to explain.")
-    model_problem = model_folder_problem(values.model_dir, values.checkpoint)
+    model_problem = model_folder_problem(values.model_dir, checkpoint_name(values))
     if model_problem:
         problems.append(_sentence(model_problem))
     if not values.run_model and not values.has_prediction:
@@ -196,13 +208,13 @@ def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | 
         grouping=grouping_argument(values), value=values.value, budget=int(values.budget), seed=int(values.seed),
         mask_value=float(values.mask_value), batch_size=int(values.batch_size),
         device=device or device_request_name(values.device), tta=bool(values.tta),
-        checkpoint=str(values.checkpoint).strip() or "checkpoint_final.pth",
+        checkpoint=checkpoint_name(values),
     )
 
 
 def build_request(values: PanelValues, out: str | Path, **kwargs):
-    """An ``SegSHAPLib.explain.run.ExplainRequest`` for the panel's values (see ``build_request_kwargs``)."""
-    from SegSHAPLib.explain.run import ExplainRequest
+    """An ``SegSHAPLib.explain.request.ExplainRequest`` for the panel's values (see ``build_request_kwargs``)."""
+    from SegSHAPLib.explain.request import ExplainRequest
 
     return ExplainRequest(**build_request_kwargs(values, out, **kwargs))
 

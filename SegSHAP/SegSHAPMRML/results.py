@@ -19,7 +19,7 @@ roi_point           markups point where the user clicked (when the ROI came from
 ==================  ==========================================================================================
 
 Every node carries ``SegSHAP.Role`` and ``SegSHAP.RunID`` attributes; the folder carries the run's record.
-``result`` is a ``SegSHAPLib.explain.run.ExplainResult`` or the ``ExplanationOutputs`` read from an output folder.
+``result`` is a ``SegSHAPLib.explain.folder.ExplainResult`` or the ``ExplanationOutputs`` read from an output folder.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.explain.run import ExplainResult
-from SegSHAPLib.io.image_io import Volume, read_volume
+from SegSHAPLib.explain.folder import ExplainResult, ExplanationFolder
+from SegSHAPLib.io.image_io import Volume
 
 from . import display, hierarchy, tables
 from .display import ROLE
@@ -45,7 +45,6 @@ RUN_ID = "SegSHAP.RunID"
 BACKGROUND_REFERENCE = "SegSHAPBackground"       # node reference attribution -> CT (kept on scene import)
 ROLES_ALWAYS = ("ct", "roi", "units", "units_colors", "attribution", "attribution_colors", "units_table")
 ROLES_FAITHFULNESS = ("curves_table", "chart")
-OUTPUT_FILES = ("attribution.nii.gz", "units.nii.gz", "roi.nii.gz", "summary.json")   # a finished explain folder
 VERSION_PACKAGES = ("segshap", "numpy", "scipy", "SimpleITK", "torch", "nnunetv2", "slicer-core", "vtk")
 
 
@@ -53,47 +52,9 @@ VERSION_PACKAGES = ("segshap", "numpy", "scipy", "SimpleITK", "torch", "nnunetv2
 ExplanationOutputs = ExplainResult
 
 
-def _existing(path) -> Path | None:
-    if not path:
-        return None
-    path = Path(path)
-    return path if path.exists() else None
-
-
 def load_output_dir(out_dir: str | os.PathLike, *, ct_path: str | os.PathLike | None = None) -> ExplanationOutputs:
-    """Read an explain output folder (attribution.nii.gz, units.nii.gz, roi.nii.gz, summary.json, and
-    prediction.nii.gz when present). The CT is ``ct_path`` or summary.json's inputs.ct when that file exists."""
-    out = Path(out_dir)
-    missing = [n for n in OUTPUT_FILES if not (out / n).is_file()]
-    if missing:
-        raise InputError(f"{out} is not a complete explain output folder (missing {', '.join(missing)}); "
-                         "run `segshap explain ... --out DIR` first")
-    summary = json.loads((out / "summary.json").read_text())
-    units_info = sorted(summary.get("units", []), key=lambda u: int(u["id"]))
-    ids = [int(u["id"]) for u in units_info]
-    if ids != list(range(1, len(ids) + 1)):
-        raise InputError(f"{out}/summary.json: unit ids must be 1..M, got {ids[:5]}...")
-    phi = np.array([float(u["shap"]) for u in units_info])
-    ct_file = _existing(ct_path) or _existing(summary.get("inputs", {}).get("ct"))
-    prediction_file = _existing(out / "prediction.nii.gz")
-    return ExplanationOutputs(
-        out=out,
-        ct=read_volume(ct_file) if ct_file else None,
-        prediction=read_volume(prediction_file) if prediction_file else None,
-        roi=read_volume(out / "roi.nii.gz"),
-        units=read_volume(out / "units.nii.gz"),
-        unit_names=[str(u["name"]) for u in units_info],
-        attribution=read_volume(out / "attribution.nii.gz"),
-        phi=phi,
-        phi0=float(summary.get("base_value", float("nan"))),
-        full_value=float(summary.get("full_value", float("nan"))),
-        summary=summary,
-    )
-
-
-def load_faithfulness(out_dir: str | os.PathLike) -> dict | None:
-    path = Path(out_dir) / "faithfulness.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """An explain output folder read back (``ExplanationFolder.load``): InputError when it is not finished."""
+    return ExplanationFolder(out_dir).load(ct_path)
 
 
 # ------------------------------------------------------------------------------------------ naming and records
@@ -451,7 +412,7 @@ def scene_for_output_dir(out_dir: str | os.PathLike, *, ct_path: str | os.PathLi
         ct_missing = True
     else:
         ct_missing = False
-    nodes = results_to_scene(scene, result, load_faithfulness(out_dir), extra_versions=extra_versions)
+    nodes = results_to_scene(scene, result, ExplanationFolder(out_dir).faithfulness(), extra_versions=extra_versions)
     if ct_missing:
         nodes["ct"].SetName(scene.GenerateUniqueName("CT missing (zeros on the CT grid)"))
         nodes["ct"].SetAttribute("SegSHAP.Warning", "the CT file named in summary.json was not found")
@@ -483,6 +444,6 @@ def verify_saved_scene(path: str | os.PathLike) -> list[str]:
     return [f"run {rid}: {p}" for rid in ids for p in check_run(scene, rid)]
 
 
-__all__ = ["ExplanationOutputs", "load_output_dir", "load_faithfulness", "roi_ijk", "run_name", "versions",
+__all__ = ["ExplanationOutputs", "load_output_dir", "roi_ijk", "run_name", "versions",
            "run_record", "model_class_names", "results_to_scene", "find_run_nodes", "run_ids", "check_run",
            "scene_for_output_dir", "write_scene_from_output", "verify_saved_scene"]

@@ -20,22 +20,16 @@ same; budget and seed are not part of it. ``plan_run`` applies this rule:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from SegSHAPLib.errors import InputError
+from SegSHAPLib.explain.folder import ExplanationFolder
 from SegSHAPLib.explain.journal import JOURNAL_FILE, SPEC_FILE, journaled_coalitions, read_spec
 
-from .job import input_files
-from .results import OUTPUT_FILES, load_faithfulness, load_output_dir
-
 EXPLANATION = "explanation"
-HASHED_VOLUMES = ("ct_volume", "organ_volume", "roi_mask_volume", "prediction_volume")
 
 
 @dataclass
@@ -67,40 +61,17 @@ class RunPlan:
         return ""
 
 
-def inputs_digest(run_kwargs: dict, grouping) -> str:
-    """sha256 (hex) of everything a run reads besides the model and its settings: the in-memory volumes
-    (voxels (z, y, x), dtype, geometry), the organ names and the content of a grouping file."""
-    digest = hashlib.sha256()
-    for name in HASHED_VOLUMES:
-        volume = run_kwargs.get(name)
-        if volume is not None:
-            _hash_volume(digest, name, volume)
-    digest.update(json.dumps(sorted((run_kwargs.get("organ_names") or {}).items())).encode())
-    if grouping is not None and Path(grouping).is_file():
-        digest.update(Path(grouping).read_bytes())
-    return digest.hexdigest()
-
-
-def _hash_volume(digest, name: str, volume) -> None:
-    """Feed one ``Volume`` (array (z, y, x), spacing/origin (x, y, z), direction 3x3) into ``digest``."""
-    array = np.ascontiguousarray(volume.array)
-    header = [name, array.dtype.str, list(array.shape), [float(v) for v in volume.spacing],
-              [float(v) for v in volume.origin], np.asarray(volume.direction, dtype=float).ravel().tolist()]
-    digest.update(json.dumps(header).encode())
-    digest.update(array.tobytes())
-
-
-def plan_run(base, request, run_kwargs: dict) -> RunPlan:
-    """Choose the folder for ``request`` (its ``out`` is ignored) by the module's rule. ``run_kwargs``: the
-    in-memory inputs as ExplainJob takes them. Creates the new run folder (and seeds its journal) when that is
-    the choice; writes nothing otherwise."""
+def plan_run(base, request, inputs) -> RunPlan:
+    """Choose the folder for ``request`` (its ``out`` is ignored) by the module's rule. ``inputs``: the
+    in-memory inputs (a ``CaseInputs``) as ExplainJob takes them. Creates the new run folder (and seeds its
+    journal) when that is the choice; writes nothing otherwise."""
     base = Path(base)
-    inputs_dir = base / "inputs" / inputs_digest(run_kwargs, request.grouping)[:16]
-    spec = dataclasses.replace(request, **input_files(request, run_kwargs, inputs_dir)).journal_spec()
+    inputs_dir = base / "inputs" / inputs.digest(request.grouping)[:16]
+    spec = dataclasses.replace(request, **inputs.files(request, inputs_dir)).journal_spec()
     matching = _explanations_with_spec(base, spec)
-    finished = [out for out in matching if _is_finished(out)]
+    finished = [out for out in matching if ExplanationFolder(out).finished()]
     for out in finished:
-        inputs = json.loads((out / "summary.json").read_text()).get("inputs", {})
+        inputs = ExplanationFolder(out).summary().get("inputs", {})
         if (inputs.get("budget"), inputs.get("seed")) == (request.budget, request.seed):
             return RunPlan("show", dataclasses.replace(request, out=out), inputs_dir)
     unfinished = [out for out in matching if out not in finished and journaled_coalitions(out)]
@@ -135,10 +106,6 @@ def _explanations_with_spec(base: Path, spec: dict) -> list[Path]:
     return found
 
 
-def _is_finished(out: Path) -> bool:
-    return all((out / name).is_file() for name in OUTPUT_FILES)
-
-
 def new_run_folder(base) -> Path:
     """A new, empty ``run-<YYYYmmdd-HHMMSS>-<n>`` folder under ``base`` (created)."""
     base = Path(base)
@@ -155,13 +122,13 @@ def new_run_folder(base) -> Path:
 def replay_finished(request, **_ignored):
     """The ``run`` of a job that shows a finished run again (same signature as run_explain): its output folder
     read back, nothing computed."""
-    return load_output_dir(request.out)
+    return ExplanationFolder(request.out).load()
 
 
 def stored_or_new_faithfulness(out_dir, steps: int) -> dict:
     """The ``evaluate`` of such a job: faithfulness.json when it has ``steps`` steps, else computed anew (its
     coalitions come from the journal where they are in it)."""
-    stored = load_faithfulness(out_dir)
+    stored = ExplanationFolder(out_dir).faithfulness()
     if stored is not None and stored.get("steps") == steps:
         return stored
     from SegSHAPLib.explain.faithfulness import evaluate_output
@@ -169,4 +136,4 @@ def stored_or_new_faithfulness(out_dir, steps: int) -> dict:
     return evaluate_output(out_dir, steps=steps)
 
 
-__all__ = ["RunPlan", "plan_run", "inputs_digest", "new_run_folder", "replay_finished", "stored_or_new_faithfulness"]
+__all__ = ["RunPlan", "plan_run", "new_run_folder", "replay_finished", "stored_or_new_faithfulness"]

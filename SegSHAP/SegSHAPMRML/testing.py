@@ -2,7 +2,7 @@
 
 ``synthetic_result()`` builds an ``ExplanationOutputs`` (same fields as ``ExplainResult``) on a small grid with a
 rotated direction and anisotropic spacing; ``write_synthetic_output(dir)`` writes it as an explain output folder
-(attribution/units/roi/prediction .nii.gz, summary.json with DESIGN.md's keys, faithfulness.json). The numbers
+(attribution/units/roi/prediction .nii.gz, summary.json with the keys of docs/architecture.md, faithfulness.json). The numbers
 are made up; only shapes, names and geometry matter here.
 """
 

@@ -14,6 +14,7 @@ Only MRML/VTK classes from the ``slicer-core`` wheel are used here (no Qt, no ``
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from vtkmodules.util import numpy_support
 
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import LPS_TO_RAS, Volume
+from SegSHAPLib.units.grouping import organ_name_key
 
 LABELMAP_CLASS = "vtkMRMLLabelMapVolumeNode"
 SCALAR_CLASS = "vtkMRMLScalarVolumeNode"
@@ -218,14 +220,27 @@ def _export_labelmap(segmentation_node, segment_ids: list[str], reference_node) 
                 scene.RemoveNode(node)
 
 
+_CLASS_NAME_ID = re.compile(r"^(?!(segment|label)_\d+$)(?=[a-z0-9_]*[a-z])[a-z0-9]+(_[a-z0-9]+)*$")
+
+
+def organ_segment_name(segment_id: str, segment_name: str) -> str:
+    """The organ name of a segment: its name, unless its ID is a lower-case class name (``kidney_left``) that the
+    name does not match, e.g. the TotalSegmentator extension's segments renamed to terminology names ("Left
+    kidney") when its ``useStandardSegmentNames`` is on: it keeps the class name as segment ID, and the organ
+    groupings are written in class names. Generated IDs ("Segment_1", "label_3", "2") never qualify."""
+    if _CLASS_NAME_ID.match(segment_id) and organ_name_key(segment_id) != organ_name_key(segment_name or ""):
+        return segment_id
+    return segment_name or segment_id
+
+
 def segmentation_to_label_volume(segmentation_node, reference_node, *, segment_ids: Sequence[str] | None = None,
                                  label_values: Mapping[str, int] | None = None) -> tuple[Volume, dict[int, str]]:
     """A segmentation node -> (label ``Volume`` on the reference volume's grid, {label value: segment name}).
 
     Each segment's label value: ``label_values[name]`` when its name is there (case-insensitive; e.g. the
     model's dataset.json labels, so a segment named 'spleen' becomes the model's spleen class), else its name if
-    it is an integer, else the next free value from 1. Names are the segments' own names (TotalSegmentator's
-    organ names stay organ names)."""
+    it is an integer, else the next free value from 1. Names are ``organ_segment_name``: the segments' own names,
+    except that a TotalSegmentator class name kept as segment ID wins over a terminology display name."""
     segmentation = segmentation_node.GetSegmentation()
     ids = _segment_ids(segmentation_node, segment_ids)
     if not ids:
@@ -234,7 +249,7 @@ def segmentation_to_label_volume(segmentation_node, reference_node, *, segment_i
     values: list[int | None] = []
     names: list[str] = []
     for segment_id in ids:
-        name = segmentation.GetSegment(segment_id).GetName() or segment_id
+        name = organ_segment_name(segment_id, segmentation.GetSegment(segment_id).GetName())
         names.append(name)
         if name.lower() in lookup:
             values.append(lookup[name.lower()])
@@ -325,5 +340,5 @@ def add_point_node(scene, ras: Sequence[float], name: str, label: str = "ROI"):
 
 __all__ = ["vtk_matrix", "numpy_matrix", "node_ijk_to_ras", "geometry_from_ijk_to_ras", "image_data_from_array",
            "array_from_node", "node_to_volume", "update_node_from_volume", "volume_to_node", "same_voxel_grid",
-           "label_names_of_node", "segmentation_to_label_volume", "segment_to_mask_volume", "segment_names",
+           "label_names_of_node", "organ_segment_name", "segmentation_to_label_volume", "segment_to_mask_volume", "segment_names",
            "label_volume_to_segmentation", "markups_point_ras", "point_in_node_frame", "add_point_node", "LPS_TO_RAS"]

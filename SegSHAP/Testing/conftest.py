@@ -16,6 +16,31 @@ CROPPED_CASES = {"spleen": ((slice(0, 64), slice(10, 58), slice(7, 23)), "-127,1
                  "liver_fp": ((slice(36, 100), slice(50, 98), slice(7, 23)), "21 24 8", "ijk")}
 
 
+def write_dicom_series(volume, folder: Path, slices=None) -> list[Path]:
+    """Write ``volume`` (io.image_io.Volume, axis-aligned) as a DICOM series, one file per slice k (ITK's
+    writer, real DICOM files with position, orientation and series tags); ``slices``: the k to write, in order,
+    repeats allowed (default every slice). Returns the files written."""
+    import SimpleITK as sitk
+
+    image = volume.to_sitk()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    files = []
+    for n, k in enumerate(range(image.GetDepth()) if slices is None else slices):
+        slice_k = image[:, :, k]
+        slice_k.SetMetaData("0020|000d", "1.2.826.0.1.3680043.2.1125.1")              # study
+        slice_k.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.2")              # series
+        slice_k.SetMetaData("0008|0018", f"1.2.826.0.1.3680043.2.1125.3.{n}")         # this file's instance
+        slice_k.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, k)))))
+        slice_k.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        slice_k.SetMetaData("0020|0013", str(n))
+        slice_k.SetMetaData("0008|0060", "CT")
+        files.append(folder / f"slice{n:03d}.dcm")
+        writer.SetFileName(str(files[-1]))
+        writer.Execute(slice_k)
+    return files
+
+
 @pytest.fixture(scope="session")
 def sample_ct():
     from SegSHAPLib.io.image_io import read_volume

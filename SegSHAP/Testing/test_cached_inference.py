@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from SegSHAPLib.inference.cached_inference import CachedSlidingWindow, SlidingWindowLayout
-from SegSHAPLib.io.image_io import Volume
+from SegSHAPLib.io.image_io import Volume, read_volume
 from SegSHAPLib.inference.model import predict_logits, preprocess
 from SegSHAPLib.inference.network_grid import NetworkGrid
 from SegSHAPLib.inference.perturbation import apply_coalition
@@ -68,8 +68,22 @@ def test_perturbed_coalitions_are_bit_identical_to_nnunet_full_recomputation(dem
     assert np.abs(ours[0] - baseline).max() > 0.1
 
 
-def test_memo_needs_fewer_forwards_than_baseline_cache_which_needs_fewer_than_none(demo_predictor, spleen_case):
-    pre, _, units_net, box = spleen_case
+@pytest.fixture(scope="module")
+def cropped_spleen_case(demo_predictor, cropped_cases):
+    """The spleen crop of the sample CT (two sliding-window patches) with its three largest organs as units."""
+    ct, organs = read_volume(cropped_cases / "spleen_ct.nii.gz"), read_volume(cropped_cases / "spleen_organs.nii.gz")
+    pre = preprocess(demo_predictor, ct)
+    grid = NetworkGrid.from_preprocessing(pre.properties, demo_predictor.plans_manager.transpose_forward,
+                                          pre.data.shape[1:], ct.shape_zyx)
+    units_ct = _organ_units(organs.array, [1, 86, 3])                   # spleen, colon, left kidney
+    box = grid.ct_box_to_network(bounding_box(organs.array == 1))
+    return pre, grid, grid.to_network(units_ct), box
+
+
+def test_memo_needs_fewer_forwards_than_baseline_cache_which_needs_fewer_than_none(demo_predictor,
+                                                                                    cropped_spleen_case):
+    """On a crop (the counts, not the CT's size, are what is compared)."""
+    pre, _, units_net, box = cropped_spleen_case
     m = int(units_net.max())
     rng = np.random.default_rng(0)
     keep = np.concatenate([np.ones((1, m), dtype=bool), rng.random((12, m)) < 0.5])

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from SegSHAPLib.inference import case_cache
-from SegSHAPLib.explain.run import ExplainRequest, run_explain
+from SegSHAPLib.explain.request import ExplainRequest
+from SegSHAPLib.explain.run import run_explain
 from SegSHAPLib.io.image_io import read_volume
 
 from conftest import CROPPED_CASES, DEMO_MODEL

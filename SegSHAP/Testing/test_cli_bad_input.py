@@ -1,4 +1,7 @@
-"""Bad input to `segshap explain` gives one clear line and exit code 2, never a traceback, and loses nothing."""
+"""Bad input to `segshap explain` gives one clear line and exit code 2, never a traceback, and loses nothing.
+
+Arguments refused before anything is read run in the fast tier; the cases that read the full sample CT, its
+prediction or the model are in the slow tier."""
 
 from __future__ import annotations
 
@@ -48,31 +51,50 @@ def _argv(files, out, **changes):
     return argv
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"--organs": "{files}/organs_cropped.nii.gz"}, "not on the same voxel grid"),
-    ({"--prediction": "{files}/organs_cropped.nii.gz"}, "not on the same voxel grid"),
-    ({"--roi-point": "900,900,900"}, "outside"),
-    ({"--roi-point": "0,0,0", "--point-space": "ijk"}, "nearest"),
+# Refused by the argument checks before any image is read or the model loaded: the fast tier.
+EARLY = [
     ({"--roi-point": "1,2"}, "three comma-separated numbers"),
-    ({"--roi-point": None, "--roi-mask": "{files}/empty.nii.gz"}, "empty"),
-    ({"--model": "{files}/no_model"}, "does not exist"),
     ({"--units": "voxels"}, "unknown unit type"),
     ({"--value": "auc"}, "not one of"),
     ({"--units": "fcc", "--fcc-scale-mm": "0"}, "must be > 0"),
     ({"--budget": "1"}, "at least 2"),
     ({"--value": "fp", "--score-region": "component"}, "identically 0"),
+]
+# Refused once the full sample CT, its prediction or the model are read: the slow tier.
+LATE = [
+    ({"--organs": "{files}/organs_cropped.nii.gz"}, "not on the same voxel grid"),
+    ({"--prediction": "{files}/organs_cropped.nii.gz"}, "not on the same voxel grid"),
+    ({"--roi-point": "900,900,900"}, "outside"),
+    ({"--roi-point": "0,0,0", "--point-space": "ijk"}, "nearest"),
+    ({"--roi-point": None, "--roi-mask": "{files}/empty.nii.gz"}, "empty"),
+    ({"--model": "{files}/no_model"}, "does not exist"),
     ({"--ct": "{files}/nan_ct.nii.gz"}, "NaN"),
     ({"--units": "hybrid", "--organs": None}, "needs --organs"),
-])
-def test_bad_input_is_one_clear_line(tmp_path, capsys, files, changes, message):
-    changes = {k: (v.format(files=files) if isinstance(v, str) else v) for k, v in changes.items()}
-    code, err = _run(capsys, _argv(files, tmp_path / "out", **changes))
+]
+
+
+def _assert_one_clear_line(tmp_path, capsys, folder, changes, message):
+    changes = {k: (v.format(files=folder) if isinstance(v, str) else v) for k, v in changes.items()}
+    code, err = _run(capsys, _argv(folder, tmp_path / "out", **changes))
     assert code == 2
     assert len(err) == 1 and message in err[0], err
     assert "Traceback" not in "\n".join(err)
     assert not (tmp_path / "out").exists()          # a corrected rerun into the same --out is not refused
 
 
+@pytest.mark.parametrize("changes, message", EARLY)
+def test_bad_arguments_are_one_clear_line_before_anything_is_read(tmp_path, capsys, changes, message):
+    """``--prediction`` names a file that does not exist: these arguments are refused before it is looked at."""
+    _assert_one_clear_line(tmp_path, capsys, tmp_path / "never_read", changes, message)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("changes, message", LATE)
+def test_bad_input_is_one_clear_line(tmp_path, capsys, files, changes, message):
+    _assert_one_clear_line(tmp_path, capsys, files, changes, message)
+
+
+@pytest.mark.slow
 def test_an_existing_folder_of_another_command_or_request_is_never_overwritten(tmp_path, capsys, files):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -91,6 +113,7 @@ def test_an_existing_folder_of_another_command_or_request_is_never_overwritten(t
     assert json.loads(before)["inputs"]["value"] == "softdice"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders, so the case cannot arise")
 def test_unwritable_output_folder_is_refused(tmp_path, capsys, files):
     locked = tmp_path / "locked"
@@ -100,6 +123,7 @@ def test_unwritable_output_folder_is_refused(tmp_path, capsys, files):
     assert code == 2 and "cannot write" in err[0]
 
 
+@pytest.mark.slow
 def test_unwritable_output_path_is_refused_even_for_root(tmp_path, capsys, files):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,14 @@ def local_study(cases, tmp_path_factory):
     return out, code
 
 
+def copy_of_study(local_study, tmp_path: Path) -> Path:
+    """A copy of the local study for a test that reruns it: a rerun rewrites the plan (and may change folders),
+    so the shared study stays as the first run left it and the tests do not depend on their order."""
+    copy = tmp_path / "study"
+    shutil.copytree(local_study[0], copy)
+    return copy
+
+
 @pytest.mark.slow
 def test_local_study_matches_single_explains_and_records_the_failure(local_study, single_runs, capsys):
     out, code = local_study
@@ -108,8 +117,8 @@ def test_local_study_matches_single_explains_and_records_the_failure(local_study
 
 
 @pytest.mark.slow
-def test_rerunning_a_finished_study_does_no_work(local_study, cases, capsys):
-    out, _ = local_study
+def test_rerunning_a_finished_study_does_no_work(local_study, cases, tmp_path, capsys):
+    out = copy_of_study(local_study, tmp_path)
     journals = {p: p.stat().st_mtime_ns for p in (out / "explanations").glob("*/journal.tsv")}
     summaries = {p: p.read_bytes() for p in (out / "explanations").glob("*/summary.json")}
     worker_files = {p: p.read_bytes() for p in [*(out / "status").iterdir(), *(out / "logs").iterdir()]}
@@ -142,9 +151,8 @@ def test_gather_writes_one_row_per_explanation_and_unit(local_study):
 
 
 @pytest.mark.slow
-def test_changed_request_is_refused_unless_restart(local_study, cases, capsys):
-    """Runs after the others on this study: it leaves the plan holding the changed manifest."""
-    out, _ = local_study
+def test_changed_request_is_refused_unless_restart(local_study, cases, tmp_path, capsys):
+    out = copy_of_study(local_study, tmp_path)
     changed = cases / "changed.csv"
     changed.write_text((cases / "study.csv").read_text().replace(",8,0,8,60", ",8,0,8,45", 1))   # spleen: fcc 45 mm
     assert main(["cohort", "run", str(changed), "--out", str(out), "--dry-run"]) == 1

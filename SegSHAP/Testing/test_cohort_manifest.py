@@ -69,11 +69,20 @@ def test_extra_columns_name_explain_options_and_tasks_round_trip_through_json(fo
     (good_row().replace('"-7,236.3,139.3"', ""), HEADER, "give roi_point or roi_mask"),
     (good_row(values="fp").replace(",,64,", ",component,64,"), HEADER, "identically 0"),
     (good_row(), HEADER.replace(",values", ""), "missing columns values"),
+    (good_row().replace('"-7,236.3,139.3"', "-7,236.3,139.3"), HEADER, "quote a roi_point that holds commas"),
 ])
 def test_bad_manifests_are_refused_with_the_line_and_the_reason(folder, row, header, message):
     with pytest.raises(InputError, match="manifest") as error:
         read_manifest(write(folder, row, header=header), folder / "out")
     assert message in str(error.value)
+
+
+def test_a_manifest_that_is_not_utf8_is_refused_with_the_byte(folder):
+    path = folder / "manifest.csv"
+    path.write_bytes((HEADER + "\n" + good_row("patient_M\u00fcller") + "\n").encode("latin-1"))
+    with pytest.raises(InputError, match="is not UTF-8 text \\(byte 0xfc at offset") as error:
+        read_manifest(path, folder / "out")
+    assert "save it as UTF-8" in str(error.value)
 
 
 def test_every_problem_is_reported_at_once(folder):

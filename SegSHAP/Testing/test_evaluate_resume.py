@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from SegSHAPLib.explain.run import SOLVER_BATCH, ExplainRequest, run_explain
+from SegSHAPLib.explain.request import ExplainRequest
+from SegSHAPLib.explain.run import SOLVER_BATCH, run_explain
 from SegSHAPLib.explain.faithfulness import evaluate_output
 from SegSHAPLib.explain.journal import JOURNAL_FILE, journaled_coalitions
 

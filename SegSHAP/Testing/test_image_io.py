@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
+from conftest import write_dicom_series
 from SegSHAPLib.io.image_io import ImageReadError, Volume, describe_grid_mismatch, read_volume, write_volume
 
 
@@ -35,19 +35,7 @@ def test_round_trip_keeps_voxels_and_geometry(tmp_path, suffix):
 def test_dicom_series_folder_is_read_with_its_geometry(tmp_path):
     volume = _oblique_volume()
     volume = Volume(volume.array, (0.8, 0.8, 2.5), (10.0, -20.0, 30.0), np.diag([1.0, 1.0, 1.0]))
-    image = volume.to_sitk()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(image.GetDepth()):
-        slice_k = image[:, :, k]
-        slice_k.SetMetaData("0020|000d", "1.2.826.0.1.3680043.2.1125.1")              # study
-        slice_k.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.2")              # series
-        slice_k.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, k)))))
-        slice_k.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
-        slice_k.SetMetaData("0020|0013", str(k))
-        slice_k.SetMetaData("0008|0060", "CT")
-        writer.SetFileName(str(tmp_path / f"slice{k:03d}.dcm"))
-        writer.Execute(slice_k)
+    write_dicom_series(volume, tmp_path)
     back = read_volume(tmp_path)
     assert np.array_equal(back.array, volume.array)
     assert np.allclose(back.spacing, volume.spacing, atol=1e-4)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from SegSHAPLib.explain.journal import JOURNAL_FILE, CoalitionJournal, journal_entries
+from SegSHAPLib.explain.journal import (JOURNAL_FILE, CoalitionJournal, journal_entries, journal_line, read_journal,
+                                        spec_digest)
 
 
 def _journal_with_three(folder) -> np.ndarray:
@@ -35,5 +36,25 @@ def test_a_torn_value_is_dropped_not_misread(tmp_path):
     assert known.tolist() == [True, True, False] and journal.loaded == 2
     # the torn tail is cut, so the next record starts on its own line and is read back
     journal.record(Z[2:], np.array([0.5]))
+    journal.close()
     values, known = CoalitionJournal(tmp_path, 5).lookup(Z)
     assert known.all() and values[2] == 0.5
+
+
+def test_line_format_and_every_skip_reason(tmp_path):
+    """<key>\\t<values>\\t<spec digest>\\t<crc32>: each kind of bad line is skipped and counted, never trusted."""
+    digest = spec_digest({"ct": "a"})
+    line = journal_line("a0", [0.5, -0.25], digest)
+    key, values, line_digest, checksum = line.rstrip("\n").split("\t")
+    assert (key, values, line_digest, len(checksum)) == ("a0", "0.5,-0.25", digest, 8)
+    lines = [line,
+             journal_line("b0", 1.0, "0" * 16),                       # another request's
+             journal_line("c0", float("inf"), digest),                 # non-finite
+             line.replace("0.5", "0.6"),                              # checksum no longer matches
+             journal_line("d0", 0.1, digest), journal_line("d0", 0.2, digest),      # conflicting
+             journal_line("e0", 0.3, digest), journal_line("e0", 0.3, digest),      # a harmless repeat
+             "f0\t0.75"]                                               # a journal of an earlier version
+    (tmp_path / JOURNAL_FILE).write_text("".join(text if text.endswith("\n") else text + "\n" for text in lines))
+    report = read_journal(tmp_path, digest, n_units=8)
+    assert report.entries == {"a0": (0.5, -0.25), "e0": (0.3,), "f0": (0.75,)}
+    assert report.skipped_counts() == {"damaged": 1, "foreign": 1, "non_finite": 1, "conflicting": 2}

@@ -12,8 +12,8 @@ import threading
 import numpy as np
 import pytest
 
-from SegSHAPLib import errors
-from SegSHAPLib.shapley.kernelshap import Cancelled, CoalitionStore, coalition_keys, kernel_shap
+from SegSHAPLib.errors import Cancelled
+from SegSHAPLib.shapley.kernelshap import CoalitionStore, coalition_keys, kernel_shap
 
 
 # --- games and reference Shapley values -----------------------------------------------------------
@@ -202,7 +202,8 @@ def test_sampled_diagnostics_are_complete_and_json_ready():
     json.dumps(info, allow_nan=False)
     expected = {"efficiency_residual", "condition_number", "design_rank", "heldout_mae", "heldout_r2",
                 "coefficient_change", "phi_std_error", "std_error_estimable", "converged",
-                "coalitions_needed_forecast", "resumed_coalitions", "method"}
+                "coalitions_needed_forecast", "resumed_coalitions", "method", "abs_phi_lower_bound",
+                "confidence_z", "separated_top_units", "estimator"}
     assert expected <= set(info)
     assert info["condition_number"] >= 1.0 and info["design_rank"] == 15
     assert len(info["phi_std_error"]) == 16 and 0.0 < info["coefficient_change"] < 1.0
@@ -216,6 +217,107 @@ def test_too_few_pairs_are_never_reported_converged():
     assert res.diagnostics["converged"] is False
     assert res.diagnostics["std_error_estimable"] is False                # 5 pairs for 16 units
     assert res.diagnostics["phi_std_error"] == [None] * 16
+
+
+def test_sampled_diagnostics_give_what_a_ui_needs_to_lead_with_non_convergence():
+    res = kernel_shap(sigmoid_game(16, 1), n_features=16, budget=256, seed=0)
+    info = res.diagnostics
+    json.dumps(info, allow_nan=False)
+    z, errors, bounds = info["confidence_z"], np.array(info["phi_std_error"]), np.array(info["abs_phi_lower_bound"])
+    assert z == pytest.approx(1.96)
+    np.testing.assert_allclose(bounds, np.maximum(np.abs(res.phi) - z * errors, 0.0))
+    order = np.argsort(-np.abs(res.phi))
+    k = info["separated_top_units"]
+    assert 0 <= k < 16                                                     # not converged: not all resolved
+    for rank in range(k):                                                  # each resolved unit's lower bound clears the rest
+        later = order[rank + 1:]
+        assert bounds[order[rank]] > (np.abs(res.phi[later]) + z * errors[later]).max()
+    assert info["estimator"]["odd_triples"] >= 0 and info["estimator"]["linear_ridge_pairs"] >= 0.0
+
+
+def test_exact_mode_ranks_every_unit_by_its_exact_value():
+    res = kernel_shap(additive_game(6, 2)[0], n_features=6, budget=64)
+    info = res.diagnostics
+    assert info["abs_phi_lower_bound"] == pytest.approx(np.abs(res.phi).tolist())
+    assert info["separated_top_units"] == 6 and info["estimator"] == {"linear_ridge_pairs": 0.0, "odd_triples": 0,
+                                                                "tree_surrogate": False}
+
+
+def test_too_few_pairs_give_no_ranking():
+    info = kernel_shap(sigmoid_game(16, 1), n_features=16, budget=12, seed=0).diagnostics
+    assert info["abs_phi_lower_bound"] == [0.0] * 16 and info["separated_top_units"] == 0
+
+
+# --- the estimator's pieces (shapley.estimator) ---------------------------------------------------
+
+def unanimity_game(n: int, seed: int, orders=(3,), terms: int = 12):
+    """a . z + sum_T c_T prod_{j in T} z_j with |T| in `orders`; Shapley values a_j + sum_{T ni j} c_T / |T|."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n) * 0.3
+    sets = [rng.choice(n, size=rng.choice(orders), replace=False) for _ in range(terms)]
+    coef = rng.normal(size=terms)
+    phi = a.copy()
+    for members, c in zip(sets, coef):
+        phi[members] += c / len(members)
+    return (lambda Z: Z @ a + sum(c * Z[:, m].all(axis=1) for m, c in zip(sets, coef))), phi
+
+
+def planned(game, n: int, budget: int, seed: int):
+    """(interior masks (n, M), gains (n,), Delta) of the sampled plan for (n, budget, seed)."""
+    from SegSHAPLib.shapley.plan import sampled_plan
+
+    plan = sampled_plan(n, budget, np.random.default_rng(seed))
+    values = game(plan.masks)
+    return plan.masks[2:], values[2:] - values[0], float(values[1] - values[0])
+
+
+def test_shrinkage_rescues_near_square_designs_and_vanishes_as_pairs_grow():
+    from SegSHAPLib.shapley.estimator import LINEAR, estimate
+
+    game, phi = unanimity_game(24, 0, orders=(3, 4, 5, 6), terms=30)
+    plain, shrunk, change = [], [], []
+    for budget in (52, 400, 2000):                                         # 25 pairs for 24 units, then 8 M, 40 M
+        for seed in range(3):
+            masks, gains, delta = planned(game, 24, budget, seed)
+            chosen, linear = estimate(masks, gains, delta), estimate(masks, gains, delta, LINEAR)
+            if budget == 52:
+                assert chosen.settings.linear_ridge > 0.0
+                plain.append(np.mean((linear.phi - phi) ** 2))
+                shrunk.append(np.mean((chosen.phi - phi) ** 2))
+            linear_only = estimate(masks, gains, delta, type(chosen.settings)(chosen.settings.linear_ridge, LINEAR.triples, 0.0))
+            change.append(np.abs(linear_only.phi - linear.phi).sum() / np.abs(linear.phi).sum())
+    assert np.mean(shrunk) < 0.6 * np.mean(plain)                          # measured: 0.38 times
+    by_budget = np.array(change).reshape(3, 3).mean(axis=1)
+    assert by_budget[0] > by_budget[1] > by_budget[2] and by_budget[2] < 0.01
+
+
+def test_odd_triples_recover_a_known_odd_interaction():
+    from SegSHAPLib.shapley.estimator import LINEAR, Settings, estimate
+
+    game, phi = unanimity_game(10, 1, orders=(3,), terms=3)               # order-3 terms: odd part linear + triples
+    masks, gains, delta = planned(game, 10, 700, 0)
+    triples = np.array([(a, b, c) for a in range(10) for b in range(a + 1, 10) for c in range(b + 1, 10)])
+    with_triples = estimate(masks, gains, delta, Settings(0.0, triples, 0.0))
+    np.testing.assert_allclose(with_triples.phi, phi, rtol=0, atol=1e-9)
+    assert np.abs(estimate(masks, gains, delta, LINEAR).phi - phi).max() > 1e-4
+    assert abs(with_triples.phi.sum() - delta) < 1e-12                     # efficiency holds with the triples too
+
+
+def test_any_triples_leave_full_enumeration_exact():
+    from SegSHAPLib.shapley.estimator import Settings, estimate
+    from SegSHAPLib.shapley.fit import exact_shapley
+    from SegSHAPLib.shapley.plan import sampled_plan
+
+    game = table_game(8, 4)
+    plan = sampled_plan(8, 256, np.random.default_rng(0))                 # every stratum complete
+    values = game(plan.masks)
+    exact = exact_shapley(plan.masks, values)
+    rng = np.random.default_rng(1)
+    triples = np.array([(a, b, c) for a in range(8) for b in range(a + 1, 8) for c in range(b + 1, 8)])
+    for count in (5, 20, 56):
+        chosen = Settings(0.0, triples[np.sort(rng.choice(len(triples), count, replace=False))], 1e-2)
+        phi = estimate(plan.masks[2:], values[2:] - values[0], float(values[1] - values[0]), chosen).phi
+        np.testing.assert_allclose(phi, exact, rtol=0, atol=1e-10)          # Shapley(surrogate) + Shapley(residual)
 
 
 # --- budget, batching, arguments ------------------------------------------------------------------
@@ -295,7 +397,7 @@ def test_resume_after_cancel_gives_the_uninterrupted_result():
 def test_cancel_before_the_first_batch_evaluates_nothing():
     recorder, cancel, store = Recorder(table_game(6, 0)), threading.Event(), CoalitionStore()
     cancel.set()
-    with pytest.raises(errors.Cancelled):  # the project-wide class catches the solver's too
+    with pytest.raises(Cancelled):
         kernel_shap(recorder, n_features=6, budget=20, cancel=cancel, store=store)
     assert recorder.batches == [] and len(store) == 0
 

@@ -1,7 +1,8 @@
 """The core's packages form layers, and no module imports upward (every file, every import, lazy ones too).
 
-A newcomer reads the tree bottom-up: ``errors`` -> ``io`` / ``shapley`` -> ``scoring`` / ``inference`` / ``report``
--> ``units`` -> ``explain`` -> ``cohort`` -> the MRML adapters (``SegSHAPMRML``) -> ``cli`` -> the Slicer module.
+A newcomer reads the tree bottom-up: ``errors`` / ``options`` / ``progress`` (no imports) -> ``io`` / ``shapley``
+-> ``scoring`` / ``inference`` / ``report`` -> ``units`` -> ``explain`` -> ``cohort`` -> the MRML adapters
+(``SegSHAPMRML``) -> ``cli`` -> the Slicer module.
 A module may import its own package and any lower layer, never a higher one. The CLI sits above the MRML adapters
 because ``segshap explain --scene`` writes an MRML scene; nothing else in the core reaches them.
 """
@@ -19,6 +20,8 @@ LAYERS = {
     "SegSHAPLib": 0,  # the package's own __init__ (version only)
     "SegSHAPLib.errors": 0,
     "SegSHAPLib.box": 0,
+    "SegSHAPLib.options": 0,
+    "SegSHAPLib.progress": 0,
     "SegSHAPLib.io": 1,
     "SegSHAPLib.shapley": 1,
     "SegSHAPLib.scoring": 2,

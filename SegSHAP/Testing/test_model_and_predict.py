@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -24,6 +25,7 @@ def test_demo_model_folder_loads_through_nnunet(demo_predictor):
     assert (DEMO_MODEL / "fold_0" / "checkpoint_final.pth").stat().st_size < 5 * 1024 * 1024
 
 
+@pytest.mark.slow                     # two full predictions of the sample CT (the CLI's and nnU-Net's)
 def test_predict_cli_equals_nnunet_own_prediction(tmp_path, demo_predictor):
     out = tmp_path / "seg.nii.gz"
     assert main(["predict", "--ct", str(SAMPLE_CT), "--model", str(DEMO_MODEL), "--out", str(out)]) == 0
@@ -84,6 +86,10 @@ def test_target_by_name_or_value(demo_predictor):
     assert resolve_target(demo_predictor, "1") == 1
     with pytest.raises(InputError, match="1=spleen"):
         resolve_target(demo_predictor, "liver")
+    string_labels = copy.copy(demo_predictor)                     # the real predictor, its labels as strings
+    string_labels.dataset_json = {**demo_predictor.dataset_json, "labels": {"background": "0", "spleen": "1"}}
+    with pytest.raises(InputError, match="has no integer foreground label"):
+        resolve_target(string_labels, "spleen")
 
 
 @pytest.mark.parametrize("argv, message", [

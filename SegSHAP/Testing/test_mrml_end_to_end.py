@@ -16,6 +16,7 @@ slicer = pytest.importorskip("slicer")
 pytest.importorskip("torch")
 pytest.importorskip("nnunetv2")
 
+from SegSHAPLib.explain.case_inputs import CaseInputs  # noqa: E402
 from SegSHAPLib.io.image_io import read_volume  # noqa: E402
 from SegSHAPMRML import hierarchy, panel, results, scene_io, tables, volumes  # noqa: E402
 from SegSHAPMRML.job import ExplainJob  # noqa: E402
@@ -45,9 +46,9 @@ def finished_job(tmp_path_factory):
     assert panel.validate_panel(values) == []
     device, _ = panel.choose_device(values.device)
     request = panel.build_request(values, tmp_path_factory.mktemp("e2e") / "out", device=device)
-    job = ExplainJob(request, faithfulness_steps=1, ct_volume=volumes.node_to_volume(ct_node),
-                     organ_volume=volumes.node_to_volume(organs_node),
-                     organ_names=volumes.label_names_of_node(organs_node)).start()
+    inputs = CaseInputs(ct=volumes.node_to_volume(ct_node), organs=volumes.node_to_volume(organs_node),
+                        organ_names=volumes.label_names_of_node(organs_node))
+    job = ExplainJob(request, faithfulness_steps=1, inputs=inputs).start()
     messages = job.wait(3600)
     assert job.state == "done", job.error_text + "\n" + job.error_traceback
     return scene, ct_node, job, messages

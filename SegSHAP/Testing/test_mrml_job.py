@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from SegSHAPLib.explain.case_inputs import CaseInputs
 from SegSHAPMRML.job import ExplainJob
 
 pytestmark = pytest.mark.mrml
@@ -28,7 +29,7 @@ def _request(**kw):
     return SimpleNamespace(**{"out": "out", "device": "cpu", "batch_size": 1, **kw})
 
 
-def fake_run_explain(request, *, progress=None, cancel=None, ct_volume=None, **kwargs):
+def fake_run_explain(request, *, inputs=None, progress=None, cancel=None):
     """Stand-in for run_explain: reports 4 batches, returns a result object, sees the in-memory inputs."""
     for done in range(1, 5):
         if cancel is not None and cancel.is_set():
@@ -36,11 +37,11 @@ def fake_run_explain(request, *, progress=None, cancel=None, ct_volume=None, **k
 
             raise Cancelled(f"cancelled; {done - 1} coalitions are journaled")
         progress(_event(done, 4))
-    return SimpleNamespace(out=request.out, ct=ct_volume, thread=threading.current_thread().name)
+    return SimpleNamespace(out=request.out, ct=inputs and inputs.ct, thread=threading.current_thread().name)
 
 
 def test_progress_then_result():
-    job = ExplainJob(_request(), run=fake_run_explain, ct_volume="CT volume").start()
+    job = ExplainJob(_request(), run=fake_run_explain, inputs=CaseInputs(ct="CT volume")).start()
     messages = job.wait(10)
     kinds = [m.kind for m in messages]
     assert kinds == ["progress"] * 4 + ["result"]
@@ -156,7 +157,7 @@ def test_in_memory_inputs_are_written_for_re_evaluation(tmp_path):
 
     from SegSHAPLib.io.image_io import Volume, read_volume
 
-    explain = pytest.importorskip("SegSHAPLib.explain.run")
+    explain = pytest.importorskip("SegSHAPLib.explain.request")
     ct = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
     request = explain.ExplainRequest(model=tmp_path / "model", out=tmp_path / "run" / "explanation",
                                      roi_point=(0.0, 0.0, 0.0))
@@ -167,13 +168,14 @@ def test_in_memory_inputs_are_written_for_re_evaluation(tmp_path):
         seen["request"] = request
         return SimpleNamespace(out=request.out)
 
-    job = ExplainJob(request, run=record, faithfulness_steps=2, evaluate=lambda out, steps: {}, ct_volume=ct)
+    job = ExplainJob(request, run=record, faithfulness_steps=2, evaluate=lambda out, steps: {},
+                     inputs=CaseInputs(ct=ct))
     job.start().wait(10)
     assert job.state == "done"
     written = tmp_path / "run" / "explanation_inputs" / "ct.nii.gz"
     assert seen["request"].ct == written.resolve() and seen["request"].organs is None
     np.testing.assert_array_equal(read_volume(written).array, ct.array)
     assert request.ct is None                                   # the caller's request is not mutated
-    no_faith = ExplainJob(request, run=record, ct_volume=ct).start()
+    no_faith = ExplainJob(request, run=record, inputs=CaseInputs(ct=ct)).start()
     no_faith.wait(10)
     assert seen["request"].ct is None                           # nothing written without faithfulness

@@ -1,16 +1,14 @@
-"""SegSHAP.py's logic and module classes, run against a slicer-core scene.
+"""SegSHAP.py's logics and module classes, run against a slicer-core scene.
 
-Desktop Slicer (Qt) cannot run here, so ``qt``, ``ctk``, ``slicer.i18n``, ``slicer.ScriptedLoadableModule`` and
-``slicer.parameterNodeWrapper`` are replaced by minimal stand-ins for the duration of each test (the widget class
-is defined but never instantiated); everything MRML is the real slicer-core. This exercises the glue the widget
-calls - validation from the parameter node, nodes -> volumes, the request, the job, results -> nodes - and, with
-the real pipeline (marked slow), the module's own self-test ``SegSHAPTest``.
+The module is loaded in the stand-in Slicer environment of ``slicer_standins`` (its docstring lists what is real
+and what stands in: the MRML scene is slicer-core's, the parameter node follows Slicer's parameterNodeWrapper
+rules). This exercises what the widget calls - validation from the parameter node, nodes -> volumes, the request,
+the job, results -> nodes, the install logic - and, with the real pipeline (marked slow), the module's own
+self-test ``SegSHAPTest``. The widget itself runs under real Qt in test_slicer_widget.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
 import sys
 import types
@@ -25,6 +23,7 @@ pytestmark = pytest.mark.mrml
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
+import slicer_standins  # noqa: E402
 from SegSHAPLib.errors import InputError  # noqa: E402
 from SegSHAPLib.io.image_io import read_volume  # noqa: E402
 from SegSHAPMRML import display, results, scene_io, volumes  # noqa: E402
@@ -38,71 +37,14 @@ DEMO_MODEL = RESOURCES / "DemoModel"
 RESUME_BUDGET = 16                 # two solver batches of 8: cancelled after the first, resumed for the second
 
 
-def _stub_modules(scene, tmp_path) -> dict:
-    """Stand-ins for the Qt-side modules SegSHAP.py imports (see the module docstring)."""
-    qt = types.ModuleType("qt")
-    qt.QTimer = qt.QFileDialog = object
-    ctk = types.ModuleType("ctk")
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    i18n.translate = lambda context, text: text
-
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent):
-            self.parent = parent
-
-    class ScriptedLoadableModuleWidget:
-        def __init__(self, parent=None):
-            self.parent = parent
-
-    class ScriptedLoadableModuleLogic:
-        def getParameterNode(self):
-            return None
-
-    class ScriptedLoadableModuleTest(unittest.TestCase):
-        def delayDisplay(self, message, msec=0):
-            print(message)
-
-    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic,
-                ScriptedLoadableModuleTest):
-        setattr(slm, cls.__name__, cls)
-
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-
-    def parameterNodeWrapper(cls):
-        """Plain attributes with the declared defaults (the real wrapper stores them in a parameter node)."""
-        names = list(cls.__annotations__)
-
-        def __init__(self, node=None):
-            for name in names:
-                setattr(self, name, getattr(cls, name, None))
-
-        cls.__init__ = __init__
-        return cls
-
-    wrapper.parameterNodeWrapper = parameterNodeWrapper
-    wrapper.Choice = lambda choices: ("Choice", tuple(choices))
-    wrapper.WithinRange = lambda low, high: ("WithinRange", low, high)
-    return {"qt": qt, "ctk": ctk, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": slm,
-            "slicer.parameterNodeWrapper": wrapper}
-
-
 @pytest.fixture
 def module(monkeypatch, tmp_path):
-    """SegSHAP.py loaded with the stand-ins, ``slicer.mrmlScene`` a fresh slicer-core scene."""
+    """SegSHAP.py loaded in the stand-in Slicer environment (``slicer_standins``: real MRML and Qt, Slicer's
+    parameterNodeWrapper rules), ``slicer.mrmlScene`` a fresh slicer-core scene."""
     scene = scene_io.new_scene()
-    for name, stub in _stub_modules(scene, tmp_path).items():
-        monkeypatch.setitem(sys.modules, name, stub)
-    app = types.SimpleNamespace(temporaryPath=str(tmp_path), applicationVersion="5.x-stub",
-                                repositoryRevision="stub", testingEnabled=lambda: True)
-    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
-    monkeypatch.setattr(slicer, "app", app, raising=False)
-    spec = importlib.util.spec_from_file_location("SegSHAP_under_test", MODULE_DIR / "SegSHAP.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.scene = scene
+    mod_session = slicer_standins.install(monkeypatch, scene, tmp_path)
+    mod = slicer_standins.load_module()
+    mod.scene, mod.session = scene, mod_session
     return mod
 
 
@@ -123,23 +65,10 @@ def _load_sample(scene):
     return ct, organs, point, names
 
 
-def _load_like_slicer(scene, path, labelmap):
-    """What slicer.util.loadVolume/loadLabelVolume leave behind: the node, a storage node holding the file name,
-    and for a label map Slicer's default 'Labels' colour table (which knows nothing of the file's organ names)."""
-    node = volumes.volume_to_node(scene, read_volume(path), Path(path).name.split(".")[0], labelmap=labelmap)
-    node.AddDefaultStorageNode()
-    node.GetStorageNode().SetFileName(str(path))
-    if labelmap:
-        display.show_label_map(scene, node, scene.GetNodeByID("vtkMRMLColorTableNodeLabels"))
-    else:
-        display.show_ct(scene, node)
-    return node
-
-
 def test_organ_names_of_a_label_map_loaded_from_file(module):
     """A TotalSegmentator file loaded as a label map gets the default colour table; the organ names then come
     from the file (its label table), never from the default table."""
-    organs = _load_like_slicer(module.scene, SAMPLE_ORGANS, labelmap=True)
+    organs = slicer_standins.load_volume_like_slicer(module.scene, SAMPLE_ORGANS, labelmap=True)
     names = volumes.label_names_of_node(organs)
     assert names[1] == "spleen" and names[5] == "liver" and len(names) == 41
     default_names = display.color_table_names(module.scene.GetNodeByID("vtkMRMLColorTableNodeLabels"))
@@ -147,7 +76,7 @@ def test_organ_names_of_a_label_map_loaded_from_file(module):
 
 
 def _parameters(module, ct, organs, point, **changes):
-    p = module.SegSHAPParameterNode()
+    p = module.SegSHAPLogic().getParameterNode()
     p.inputVolume, p.organNode, p.roiPoint, p.target, p.budget = ct, organs, point, "spleen", 32
     for key, value in changes.items():
         setattr(p, key, value)
@@ -160,25 +89,26 @@ def test_module_metadata(module):
     assert parent.title == "SegSHAP" and parent.categories == ["Segmentation"]
     assert "Red" in parent.helpText and "Blue" in parent.helpText          # the legend
     assert "10.5281/zenodo.6802613" in parent.acknowledgementText and "Wasserthal" in parent.acknowledgementText
-    p = module.SegSHAPParameterNode()
+    assert parent.contributors == module.CONTRIBUTORS and "SegSHAP developers" not in parent.contributors
+    p = module.SegSHAPLogic().getParameterNode()
     assert p.modelPath == DEMO_MODEL and p.units == "organs" and p.value == "softdice" and p.device == "Auto"
 
 
 def test_validation_from_the_parameter_node(module):
     ct, organs, point, _ = _load_sample(module.scene)
     logic = module.SegSHAPLogic()
-    assert logic.validate(_parameters(module, ct, organs, point)) == []
-    problems = logic.validate(_parameters(module, None, None, None, units="hybrid"))
+    assert logic.runLogic.validate(_parameters(module, ct, organs, point)) == []
+    problems = logic.runLogic.validate(_parameters(module, None, None, None, units="hybrid"))
     assert any("Select the CT" in p for p in problems)
     assert any("Place a point" in p for p in problems)
     assert any("need an organ segmentation" in p for p in problems)
-    assert logic.deviceChoices()[:2] == ["Auto", "CPU"]
+    assert logic.runLogic.device_choices()[:2] == ["Auto", "CPU"]
 
 
 def test_prepare_run_reads_nodes_into_volumes(module):
     ct, organs, point, names = _load_sample(module.scene)
     logic = module.SegSHAPLogic()
-    plan, kwargs, note = logic.prepareRun(_parameters(module, ct, organs, point, device="CPU", seed=4))
+    plan, inputs, note = logic.runLogic.prepare_run(_parameters(module, ct, organs, point, device="CPU", seed=4))
     request = plan.request
     assert note == "running on the CPU" and plan.action == "new" and plan.note == ""
     assert request.device == "cpu" and request.target == "spleen" and request.units == "organs"
@@ -186,12 +116,12 @@ def test_prepare_run_reads_nodes_into_volumes(module):
     assert request.roi_point == pytest.approx(volumes.markups_point_ras(point))
     assert Path(request.out).name == "explanation" and Path(request.out).parent.parent.name == "SegSHAP"
     assert not Path(request.out).exists()                      # run_explain claims it
-    assert kwargs["ct_volume"].same_grid(read_volume(SAMPLE_CT))
-    np.testing.assert_array_equal(kwargs["organ_volume"].array, read_volume(SAMPLE_ORGANS).array)
-    assert kwargs["organ_names"][1] == "spleen" and kwargs["organ_names"][5] == names[5]
-    assert "prediction_volume" not in kwargs and "roi_mask_volume" not in kwargs
+    assert inputs.ct.same_grid(read_volume(SAMPLE_CT))
+    np.testing.assert_array_equal(inputs.organs.array, read_volume(SAMPLE_ORGANS).array)
+    assert inputs.organ_names[1] == "spleen" and inputs.organ_names[5] == names[5]
+    assert inputs.prediction is None and inputs.roi_mask is None
     # a second run gets its own output folder
-    assert logic.prepareRun(_parameters(module, ct, organs, point))[0].request.out != request.out
+    assert logic.runLogic.prepare_run(_parameters(module, ct, organs, point))[0].request.out != request.out
 
 
 def test_prepare_run_with_segmentations(module):
@@ -206,18 +136,18 @@ def test_prepare_run_with_segmentations(module):
     spleen_id = next(iter(volumes.segment_names(prediction)))
     p = _parameters(module, ct, organ_segmentation, point, runModel=False, predictionNode=prediction,
                     roiMode="segment", roiSegmentation=prediction, roiSegmentID=spleen_id, device="CPU")
-    assert module.SegSHAPLogic().validate(p) == []
-    plan, kwargs, _ = module.SegSHAPLogic().prepareRun(p)
+    assert module.SegSHAPLogic().runLogic.validate(p) == []
+    plan, inputs, _ = module.SegSHAPLogic().runLogic.prepare_run(p)
     assert plan.request.roi_point is None
-    np.testing.assert_array_equal(kwargs["roi_mask_volume"].array, spleen_only.array)
+    np.testing.assert_array_equal(inputs.roi_mask.array, spleen_only.array)
     # the prediction's segment named "spleen" gets the model's spleen label value (1)
-    np.testing.assert_array_equal(kwargs["prediction_volume"].array == 1, spleen_only.array == 1)
+    np.testing.assert_array_equal(inputs.prediction.array == 1, spleen_only.array == 1)
     # organ names are the segment names (TotalSegmentator's organ names), never "Segment_1"
-    assert "spleen" in kwargs["organ_names"].values() and "liver" in kwargs["organ_names"].values()
-    assert not any(n.startswith("Segment_") for n in kwargs["organ_names"].values())
-    value_of = {n: v for v, n in kwargs["organ_names"].items()}
+    assert "spleen" in inputs.organ_names.values() and "liver" in inputs.organ_names.values()
+    assert not any(n.startswith("Segment_") for n in inputs.organ_names.values())
+    value_of = {n: v for v, n in inputs.organ_names.items()}
     original = read_volume(SAMPLE_ORGANS).array
-    np.testing.assert_array_equal(kwargs["organ_volume"].array == value_of["liver"], original == 5)
+    np.testing.assert_array_equal(inputs.organs.array == value_of["liver"], original == 5)
 
 
 def test_transformed_ct_gets_the_point_in_its_own_frame(module):
@@ -231,13 +161,14 @@ def test_transformed_ct_gets_the_point_in_its_own_frame(module):
     organs.SetAndObserveTransformNodeID(transform.GetID())
     world = np.array(volumes.markups_point_ras(point)) + [0.0, 25.0, 0.0]
     point.SetNthControlPointPositionWorld(0, *world)
-    plan, _, _ = module.SegSHAPLogic().prepareRun(_parameters(module, ct, organs, point, device="CPU"))
+    plan, _, _ = module.SegSHAPLogic().runLogic.prepare_run(_parameters(module, ct, organs, point, device="CPU"))
     assert plan.request.roi_point == pytest.approx(tuple(world - [0.0, 25.0, 0.0]))
 
 
-def _fake_run(request, *, progress=None, cancel=None, ct_volume=None, organ_volume=None, organ_names=None, **kw):
+def _fake_run(request, *, inputs, progress=None, cancel=None):
     """Stand-in for run_explain (fast, no model): organ units around the clicked point, made-up phi."""
-    labels = organ_volume.array
+    ct_volume, organ_names = inputs.ct, inputs.organ_names
+    labels = inputs.organs.array
     present = [int(v) for v in np.unique(labels) if v > 0][:6]
     units = np.zeros(labels.shape, np.int32)
     for j, value in enumerate(present):
@@ -245,9 +176,7 @@ def _fake_run(request, *, progress=None, cancel=None, ct_volume=None, organ_volu
     phi = np.linspace(0.3, -0.2, len(present))
     roi = (labels == 1).astype(np.uint8)
     progress(types.SimpleNamespace(stage="coalitions", done=32, total=32, message="", counters={}))
-    inputs = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
-    inputs = {k: (str(v) if isinstance(v, Path) else v) for k, v in inputs.items()}
-    summary = {"inputs": inputs, "roi": {"voxels": int(roi.sum()), "target": 1, "point_ijk": [16, 44, 19]},
+    summary = {"inputs": request.to_json(), "roi": {"voxels": int(roi.sum()), "target": 1, "point_ijk": [16, 44, 19]},
                "units": [{"id": j + 1, "name": organ_names[v], "voxels": int((units == j + 1).sum()),
                           "shap": float(phi[j])} for j, v in enumerate(present)],
                "solver": {"method": "kernelshap", "coalitions": 32}, "inference": {"patch_forwards": 5},
@@ -263,25 +192,25 @@ def test_start_and_finish_map_the_result_to_nodes(module):
     ct, organs, point, _ = _load_sample(scene)
     logic = module.SegSHAPLogic()
     p = _parameters(module, ct, organs, point, device="CPU", faithfulnessSteps=0)
-    job, note = logic.startExplain(p, run=_fake_run)
+    job, note = logic.runLogic.start_explain(p, run=_fake_run)
     job.wait(30)
     assert job.state == "done", job.error_text
     # the in-memory inputs were written to the runs folder's inputs/<content digest> and the request points at them
     inputs = job.inputs_dir
-    assert inputs.parent == logic.runsFolder / "inputs" and Path(job.request.out).parent.parent == logic.runsFolder
+    assert inputs.parent == logic.runLogic.runs_folder / "inputs" and Path(job.request.out).parent.parent == logic.runLogic.runs_folder
     assert job.request.ct == (inputs / "ct.nii.gz").resolve() and job.request.organs == (inputs / "organs.nii.gz").resolve()
     assert read_volume(job.request.ct).same_grid(read_volume(SAMPLE_CT))
-    nodes = logic.finishExplain(job, p)
+    nodes = logic.runLogic.finish_explain(job, p)
     assert results.check_run(scene, nodes["run_id"]) == []
     assert nodes["ct"] is ct and volumes.same_voxel_grid(nodes["attribution"], ct)
     record = scene.GetSubjectHierarchyNode()
     assert record.GetItemAttribute(nodes["folder_item"], "SegSHAP.Device") == "cpu"
-    assert '"Slicer": "5.x-stub"' in record.GetItemAttribute(nodes["folder_item"], "SegSHAP.Versions")
+    assert '"Slicer": "5.10.0 (stand-in)"' in record.GetItemAttribute(nodes["folder_item"], "SegSHAP.Versions")
     assert volumes.markups_point_ras(nodes["roi_point"]) == pytest.approx(volumes.markups_point_ras(point))
     names = display.color_table_names(nodes["units_colors"])[1:]
     assert names[0] == "spleen" and not any(n.startswith(("Segment_", "label_")) for n in names)
     # the blocking path used by scripts and the self-test gives a second, separate run
-    again = logic.runBlocking(p, timeout=30, run=_fake_run)
+    again = logic.runLogic.run_blocking(p, timeout=30, run=_fake_run)
     assert again["run_id"] != nodes["run_id"] and len(results.run_ids(scene)) == 2
 
 
@@ -291,22 +220,22 @@ def test_grouping_from_the_parameter_node_reaches_the_request(module, tmp_path):
     groups = tmp_path / "groups.json"
     groups.write_text('{"rib cage": ["rib_*"]}')
     p = _parameters(module, ct, organs, point, device="CPU", grouping="from file", groupingFile=Path("."))
-    assert any("Choose the organ grouping JSON file" in problem for problem in logic.validate(p))
+    assert any("Choose the organ grouping JSON file" in problem for problem in logic.runLogic.validate(p))
     p.groupingFile = tmp_path / "typo.json"
-    assert any("typo.json does not exist" in problem for problem in logic.validate(p))
+    assert any("typo.json does not exist" in problem for problem in logic.runLogic.validate(p))
     groups.write_text('["rib_*"]')
     p.groupingFile = groups
-    assert any("must be a JSON object" in problem for problem in logic.validate(p))
+    assert any("must be a JSON object" in problem for problem in logic.runLogic.validate(p))
     with pytest.raises(InputError, match="must be a JSON object"):                 # refused before any run
-        logic.startExplain(p, run=_fake_run)
+        logic.runLogic.start_explain(p, run=_fake_run)
     groups.write_text('{"rib cage": ["rib_*"]}')
-    assert logic.validate(p) == []
-    assert logic.prepareRun(p)[0].request.grouping == str(groups.resolve())
+    assert logic.runLogic.validate(p) == []
+    assert logic.runLogic.prepare_run(p)[0].request.grouping == str(groups.resolve())
     p.grouping = "default groups"
-    assert logic.prepareRun(p)[0].request.grouping == "default"
+    assert logic.runLogic.prepare_run(p)[0].request.grouping == "default"
     p.units = "fcc"                                                                 # no organ map is read
-    plan, kwargs, _ = logic.prepareRun(p)
-    assert plan.request.grouping is None and "organ_volume" not in kwargs
+    plan, inputs, _ = logic.runLogic.prepare_run(p)
+    assert plan.request.grouping is None and inputs.organs is None
 
 
 def test_failed_job_is_not_mapped(module):
@@ -317,43 +246,95 @@ def test_failed_job_is_not_mapped(module):
     def broken(request, **kwargs):
         raise RuntimeError("checkpoint_final.pth is corrupt")
 
-    job, _ = logic.startExplain(p, run=broken)
+    job, _ = logic.runLogic.start_explain(p, run=broken)
     job.wait(30)
     assert job.state == "failed"
     with pytest.raises(RuntimeError, match="checkpoint_final.pth is corrupt"):
-        logic.finishExplain(job, p)
+        logic.runLogic.finish_explain(job, p)
 
 
-def test_install_step_with_nothing_missing(module, monkeypatch):
+class _PyTorchUtilsLogic:
+    """Stand-in for the PyTorch extension's logic (PyTorchUtils.PyTorchUtilsLogic.installTorch; an extension
+    module that only exists in desktop Slicer): records the call."""
+
+    calls: list = []
+
+    def installTorch(self, askConfirmation=False, torchVersionRequirement=None, **kwargs):
+        self.calls.append((askConfirmation, torchVersionRequirement))
+        return object()
+
+
+def _missing(deps, *names):
+    rows = {name: (minimum, source) for name, minimum, source in
+            (*deps.EXTENSION_REQUIREMENTS, *deps.SLICER_REQUIREMENTS, *deps.pip_requirements())}
+    return lambda *args: [deps.Requirement(name, rows[name][0], None, rows[name][1]) for name in names]
+
+
+def test_install_with_nothing_missing_asks_nothing(module, monkeypatch):
     import SegSHAPMRML.deps as deps
 
-    monkeypatch.setattr(deps, "missing_requirements", lambda: [])
+    monkeypatch.setattr(deps, "missing_requirements", lambda *args: [])
+    assert module.SegSHAPInstallLogic().ensureDependencies() is True
+    assert module.session.questions == [] and module.session.pip_installs == []
+
+
+def test_torch_without_the_pytorch_extension_is_refused_not_pip_installed(module, monkeypatch):
+    import SegSHAPMRML.deps as deps
+
+    monkeypatch.setattr(deps, "missing_requirements", _missing(deps, "torch", "nibabel"))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)                  # the extension is not installed
+    with pytest.raises(module.InstallError, match="install 'PyTorch' from the Extensions Manager"):
+        module.SegSHAPInstallLogic().ensureDependencies()
+    assert module.session.questions == [] and module.session.pip_installs == []
+
+
+def test_one_confirmation_then_each_installer_and_a_restart_prompt(module, monkeypatch, tmp_path):
+    """torch through the PyTorch extension, the pip group with one pip_install call whose argument list keeps a
+    wheel folder with spaces whole; a replaced imported package asks for a restart."""
+    import SegSHAPMRML.deps as deps
+
+    monkeypatch.setattr(deps, "missing_requirements", _missing(deps, "torch", "nibabel", "tqdm"))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=_PyTorchUtilsLogic))
+    _PyTorchUtilsLogic.calls = []
+    versions = iter([{"numpy": "1.26.0"}, {"numpy": "2.0.0"}])                 # numpy replaced by the install
+    monkeypatch.setattr(deps, "installed_versions", lambda: next(versions))
+    wheels = tmp_path / "my wheels"
+    wheels.mkdir()
     lines = []
-    module.SegSHAPLogic().installDependencies(log=lines.append)
-    assert lines == ["All dependencies are installed."]
-    assert module.SegSHAPLogic().ensureDependencies(interactive=False)
+    ready = module.SegSHAPInstallLogic().ensureDependencies(wheelFolder=str(wheels), log=lines.append)
+    assert ready is False                                                     # restart first
+    assert len(module.session.questions) == 2                                # install, then restart
+    assert "torch>=2.1 through the PyTorch extension" in module.session.questions[0]
+    assert "nibabel>=5, tqdm>=4.66 with pip" in module.session.questions[0]
+    assert _PyTorchUtilsLogic.calls == [(False, ">=2.1")]
+    assert module.session.pip_installs == [["--find-links", str(wheels), "nibabel>=5", "tqdm>=4.66"]]
+    assert module.session.restarts == 1
+
+
+def test_declining_installs_nothing(module, monkeypatch):
+    import SegSHAPMRML.deps as deps
+
+    monkeypatch.setattr(deps, "missing_requirements", _missing(deps, "nibabel"))
+    module.session.answers = [False]
+    assert module.SegSHAPInstallLogic().ensureDependencies() is False
+    assert module.session.pip_installs == [] and module.session.restarts == 0
 
 
 def test_missing_dependencies_in_testing_mode_never_install(module, monkeypatch):
+    import slicer as slicer_module
     import SegSHAPMRML.deps as deps
 
-    monkeypatch.setattr(deps, "missing_requirements",
-                        lambda: [deps.Requirement("nnunetv2", "2.5", "nnunetv2", None)])
-    with pytest.raises(RuntimeError, match="needs nnunetv2"):
-        module.SegSHAPLogic().ensureDependencies(interactive=True)
+    monkeypatch.setattr(deps, "missing_requirements", _missing(deps, "nnunetv2"))
+    monkeypatch.setattr(slicer_module.app, "testingEnabled", lambda: True)
+    with pytest.raises(module.InstallError, match="needs nnunetv2>=2.5"):
+        module.SegSHAPInstallLogic().ensureDependencies()
+    assert module.session.questions == []
 
 
 @pytest.mark.slow
 def test_self_test_runs_end_to_end(module, monkeypatch):
     """The module's own SegSHAPTest (sample CT, demo model, organ units, budget 16) with the real pipeline."""
     scene = module.scene
-
-    def load(path, labelmap):
-        """Like Slicer's loaders: a storage node that knows the file, a default colour table for label maps."""
-        return _load_like_slicer(scene, path, labelmap)
-
-    monkeypatch.setattr(slicer.util, "loadVolume", lambda path, *a, **k: load(path, False), raising=False)
-    monkeypatch.setattr(slicer.util, "loadLabelVolume", lambda path, *a, **k: load(path, True), raising=False)
     monkeypatch.setattr(scene, "Clear", lambda *a: None, raising=False)
     result = unittest.TestResult()
     module.SegSHAPTest("test_SegSHAP_end_to_end").run(result)
@@ -401,14 +382,14 @@ def test_apply_after_cancel_resumes_to_the_uninterrupted_result(module, tmp_path
                     grouping="default groups", runModel=False,
                     predictionNode=_small_prediction(module.scene, ct, point))
     logic = module.SegSHAPLogic()
-    cancelled, _ = logic.startExplain(p, run=_cancel_after_first_batch)
+    cancelled, _ = logic.runLogic.start_explain(p, run=_cancel_after_first_batch)
     cancelled.wait(600)
     assert cancelled.state == "cancelled", cancelled.error_text + cancelled.error_traceback
     out = Path(cancelled.request.out)
     journaled = len(journal_entries(out))
     assert 0 < journaled < RESUME_BUDGET and not (out / "summary.json").exists()
 
-    resumed, note = logic.startExplain(p)
+    resumed, note = logic.runLogic.start_explain(p)
     assert note.startswith(f"resuming: {journaled} coalitions already computed ({out.parent.name})")
     assert resumed.note in note and Path(resumed.request.out) == out
     resumed.wait(600)
@@ -417,7 +398,7 @@ def test_apply_after_cancel_resumes_to_the_uninterrupted_result(module, tmp_path
     assert solver["resumed_coalitions"] == journaled and solver["coalitions"] > journaled
 
     uninterrupted = module.SegSHAPLogic(runsFolder=tmp_path / "elsewhere")
-    fresh, fresh_note = uninterrupted.startExplain(p)
+    fresh, fresh_note = uninterrupted.runLogic.start_explain(p)
     assert "resuming" not in fresh_note
     fresh.wait(600)
     assert fresh.state == "done", fresh.error_text
@@ -426,10 +407,10 @@ def test_apply_after_cancel_resumes_to_the_uninterrupted_result(module, tmp_path
     assert resumed.result.phi0 == fresh.result.phi0 and resumed.result.unit_names == fresh.result.unit_names
     assert set(resumed.result.unit_names) & set(BUILTIN_GROUPINGS["default"])      # the grouping was applied
 
-    shown, note = logic.startExplain(p, run=_fake_run)          # identical Apply: read back, never run
+    shown, note = logic.runLogic.start_explain(p, run=_fake_run)          # identical Apply: read back, never run
     assert "showing its results again" in note and Path(shown.request.out) == out
     shown.wait(60)
     assert shown.state == "done", shown.error_text
     np.testing.assert_array_equal(shown.result.phi, resumed.result.phi)
-    nodes = logic.finishExplain(shown, p)
+    nodes = logic.runLogic.finish_explain(shown, p)
     assert results.check_run(module.scene, nodes["run_id"]) == []

@@ -85,7 +85,7 @@ def test_request_kwargs_match_explain_request_fields(tmp_path):
     kwargs = panel.build_request_kwargs(_ready(units="hybrid", value="dice", budget=64, seed=3, device="cuda:1",
                                                mask_value=-1000.0, tta=True, grouping="default groups"), tmp_path / "o",
                                         device="cpu", roi_point_ras=(1.0, 2.0, 3.0))
-    explain = pytest.importorskip("SegSHAPLib.explain.run")
+    explain = pytest.importorskip("SegSHAPLib.explain.request")
     fields = {f.name for f in dataclasses.fields(explain.ExplainRequest)}
     assert set(kwargs) <= fields                              # every key is a request field (flag name)
     request = panel.build_request(_ready(), tmp_path / "o")
@@ -219,16 +219,53 @@ def test_package_exports_resolve_and_helpers_load_without_mrml():
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_pip_arguments_for_a_local_wheel_folder(tmp_path):
+def test_pip_arguments_are_a_list_that_keeps_paths_whole(tmp_path):
+    """slicer.util.pip_install(list) quotes each item itself: a wheel folder with spaces stays one argument."""
     from SegSHAPMRML import deps
 
-    assert deps.pip_arguments(["nnunetv2>=2.5"]) == ["install", "nnunetv2>=2.5"]
-    assert deps.pip_arguments(["nnunetv2>=2.5"], tmp_path, offline=True) == [
-        "install", "--find-links", str(tmp_path), "--no-index", "nnunetv2>=2.5"]
+    folder = tmp_path / "my wheels"
+    folder.mkdir()
+    assert deps.pip_arguments(["nibabel>=5"]) == ["nibabel>=5"]
+    assert deps.pip_arguments(["nibabel>=5"], folder, offline=True) == [
+        "--find-links", str(folder), "--no-index", "nibabel>=5"]
     with pytest.raises(ValueError, match="does not exist"):
         deps.pip_arguments(["x"], tmp_path / "missing")
+
+
+def test_requirements_each_have_one_installer(tmp_path):
+    """torch only through the PyTorch extension, nnunetv2 only through the NNUNet extension, numpy and SimpleITK
+    never (Slicer's own), the rest from Resources/requirements.txt with pip."""
+    from SegSHAPMRML import deps
+
     status = {r.name: r for r in deps.requirement_status()}
+    assert status["torch"].source == deps.TORCH and status["nnunetv2"].source == deps.NNUNET
+    assert status["SimpleITK"].source == status["numpy"].source == deps.SLICER
+    assert {name for name, _, _ in deps.pip_requirements()} == {"scipy", "nibabel", "tqdm", "matplotlib"}
     assert status["numpy"].satisfied and "numpy" in deps.status_text()
-    assert not deps.Requirement("torch", "2.1", "torch", None).satisfied
-    assert not deps.Requirement("scipy", "1.11", "scipy", "1.9.3").satisfied
-    assert deps.Requirement("torch", "2.1", "torch", "2.13.0+cpu").satisfied
+    assert not deps.Requirement("torch", "2.1", None).satisfied
+    assert not deps.Requirement("scipy", "1.11", "1.9.3").satisfied
+    assert deps.Requirement("torch", "2.1", "2.13.0+cpu", deps.TORCH).satisfied
+    missing = [deps.Requirement("tqdm", "4.66", None), deps.Requirement("torch", "2.1", None, deps.TORCH),
+               deps.Requirement("nnunetv2", "2.5", None, deps.NNUNET)]
+    assert list(deps.by_source(missing)) == [deps.TORCH, deps.NNUNET, deps.PIP]
+    text = deps.confirmation_text(missing)
+    assert "torch>=2.1 through the PyTorch extension" in text and "tqdm>=4.66 with pip" in text
+    bad = tmp_path / "requirements.txt"
+    bad.write_text("# ok\nscipy>=1.11\ntorch\n")
+    with pytest.raises(ValueError, match="requirements.txt:3: expected 'name>=version'"):
+        deps.pip_requirements(bad)
+
+
+def test_a_replaced_package_that_was_imported_needs_a_restart():
+    """numpy is imported in this process: a changed numpy version means restart; a changed version of a package
+    whose modules are not imported does not; a fresh install of an imported package does."""
+    import numpy  # noqa: F401
+
+    from SegSHAPMRML import deps
+
+    after = {"numpy": "9.0", "pip": "99.0"}
+    replaced = deps.replaced_imported({"numpy": "1.26.0", "pip": "1.0"}, after, modules={"numpy": object()})
+    assert replaced == [("numpy", "1.26.0", "9.0")]
+    assert deps.replaced_imported({}, after, modules={"numpy": object()}) == [("numpy", None, "9.0")]
+    assert deps.replaced_imported(after, after, modules={"numpy": object()}) == []
+    assert deps.installed_versions()["numpy"] == numpy.__version__

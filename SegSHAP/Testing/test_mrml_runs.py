@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SegSHAPLib.explain.run import ExplainRequest
+from SegSHAPLib.explain.request import ExplainRequest
 from SegSHAPLib.io.image_io import Volume
 from SegSHAPLib.explain.journal import JOURNAL_FILE, SPEC_FILE, CoalitionJournal, journal_entries
 from SegSHAPMRML import runs
-from SegSHAPMRML.job import input_files
+from SegSHAPLib.explain.case_inputs import CaseInputs
 from SegSHAPMRML.testing import synthetic_faithfulness, write_synthetic_output
 
 pytestmark = pytest.mark.mrml
@@ -32,18 +32,17 @@ def _request(**changes) -> ExplainRequest:
     return ExplainRequest(**{**fields, **changes})
 
 
-def _inputs(ct_value: int = 0) -> dict:
+def _inputs(ct_value: int = 0) -> CaseInputs:
     """In-memory inputs as the logic passes them: CT and organ map (z, y, x) = (2, 3, 4), organ names."""
     ct = Volume(np.full((2, 3, 4), ct_value, np.int16), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
-    return {"ct_volume": ct, "organ_volume": ct.with_array(np.ones((2, 3, 4), np.uint8)),
-            "organ_names": {1: "spleen"}}
+    return CaseInputs(ct=ct, organs=ct.with_array(np.ones((2, 3, 4), np.uint8)), organ_names={1: "spleen"})
 
 
-def _as_run_explain_leaves_it(plan: runs.RunPlan, run_kwargs: dict, journaled: int, finished: bool = False) -> Path:
+def _as_run_explain_leaves_it(plan: runs.RunPlan, inputs: CaseInputs, journaled: int, finished: bool = False) -> Path:
     """Write what run_explain leaves in ``plan``'s output folder after ``journaled`` coalitions (and at the end)."""
     out = Path(plan.request.out)
     out.mkdir(parents=True, exist_ok=True)
-    request = dataclasses.replace(plan.request, **input_files(plan.request, run_kwargs, plan.inputs_dir))
+    request = dataclasses.replace(plan.request, **inputs.files(plan.request, plan.inputs_dir))
     (out / SPEC_FILE).write_text(json.dumps(request.journal_spec()))
     CoalitionJournal(out, N_UNITS).record(COALITIONS[:journaled], np.arange(journaled, dtype=float))
     if finished:
@@ -138,15 +137,12 @@ def test_a_larger_budget_after_a_finished_run_reuses_its_journal_in_a_new_folder
 
 
 def test_inputs_digest_sees_voxels_geometry_names_and_grouping_content(tmp_path):
-    base = runs.inputs_digest(_inputs(), None)
-    assert runs.inputs_digest(_inputs(), None) == base
-    assert runs.inputs_digest(_inputs(ct_value=5), None) != base
-    moved = _inputs()
-    moved["ct_volume"] = Volume(moved["ct_volume"].array, (1.0, 1.0, 2.0), (0.0, 0.0, 9.0), np.eye(3))
-    assert runs.inputs_digest(moved, None) != base
-    renamed = _inputs()
-    renamed["organ_names"] = {1: "liver"}
-    assert runs.inputs_digest(renamed, None) != base
+    base = _inputs().digest(None)
+    assert _inputs().digest(None) == base
+    assert _inputs(ct_value=5).digest(None) != base
+    moved = dataclasses.replace(_inputs(), ct=Volume(_inputs().ct.array, (1.0, 1.0, 2.0), (0.0, 0.0, 9.0), np.eye(3)))
+    assert moved.digest(None) != base
+    assert dataclasses.replace(_inputs(), organ_names={1: "liver"}).digest(None) != base
     grouping = tmp_path / "g.json"
     grouping.write_text("{}")
-    assert runs.inputs_digest(_inputs(), grouping) != base
+    assert _inputs().digest(grouping) != base

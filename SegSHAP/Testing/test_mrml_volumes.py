@@ -152,6 +152,25 @@ def test_segmentation_to_label_volume_keeps_names_and_model_values(scene):
         np.testing.assert_array_equal(label_volume.array == value, labels == original)
 
 
+def test_terminology_named_segments_keep_their_class_names(scene):
+    """The TotalSegmentator extension keeps the class name as segment ID; with terminology names on, the segment
+    name is e.g. "Left kidney": the organ name is then the ID. Segment Editor IDs never replace names."""
+    assert volumes.organ_segment_name("kidney_left", "Left kidney") == "kidney_left"
+    assert volumes.organ_segment_name("kidney_left", "Kidney left") == "Kidney left"       # same name, kept
+    for generated in ("Segment_1", "segment_2", "label_3", "4"):
+        assert volumes.organ_segment_name(generated, "tumour") == "tumour"
+    volume = _volume()
+    ct = volumes.volume_to_node(scene, volume, "ct")
+    labels = np.zeros(volume.array.shape, np.uint8)
+    labels[3:5, 3:6, 4:8] = 1
+    seg = _segmentation_from_labels(scene, ct, labels, {1: "kidney_left"})
+    segment_id = seg.GetSegmentation().GetNthSegmentID(0)      # generated ("S_..."; slicer-core cannot add a
+    seg.GetSegmentation().GetSegment(segment_id).SetName("Left kidney")   # segment under a chosen ID)
+    _, names = volumes.segmentation_to_label_volume(seg, ct)
+    assert names == {1: "Left kidney"}                          # a generated ID never replaces the name
+
+
+
 def test_segment_to_mask_volume(scene):
     volume = _volume()
     ct = volumes.volume_to_node(scene, volume, "ct")

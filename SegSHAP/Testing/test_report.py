@@ -21,6 +21,7 @@ from matplotlib.colors import Normalize
 
 from SegSHAPLib import __version__
 from SegSHAPLib.io.image_io import Volume, write_volume
+from SegSHAPLib.explain.folder import ExplanationFolder
 from SegSHAPLib.report.page import write_report
 from SegSHAPLib.report.figures import (CT_WINDOW_HU, NEGATIVE_COLOUR, OVERLAY_ALPHA, OVERLAY_CMAP, POSITIVE_COLOUR,
                                        VIEWS, Reorientation, curves_figure, ranked_bar_chart, slice_panel,
@@ -147,7 +148,7 @@ def test_bar_chart_and_curves_are_pngs():
 
 
 def test_report_is_self_contained_and_complete(explanation_dir, tmp_path):
-    out = write_report([explanation_dir], tmp_path / "report" / "report.html", "Case <01>",
+    out = write_report([ExplanationFolder(explanation_dir)], tmp_path / "report" / "report.html", "Case <01>",
                        extra={"total wall time": "99.5 s"})
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
@@ -179,6 +180,6 @@ def test_report_without_faithfulness_or_ct_still_renders(explanation_dir, tmp_pa
     summary = json.loads((explanation_dir / "summary.json").read_text())
     summary["inputs"]["ct"] = str(tmp_path / "moved.nii.gz")
     (explanation_dir / "summary.json").write_text(json.dumps(summary))
-    page = write_report([explanation_dir], tmp_path / "r.html", "t").read_text(encoding="utf-8")
+    page = write_report([ExplanationFolder(explanation_dir)], tmp_path / "r.html", "t").read_text(encoding="utf-8")
     assert "segshap evaluate" in page and "CT not found" in page
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 2

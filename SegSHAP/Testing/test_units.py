@@ -122,6 +122,23 @@ def test_grouping_reduces_units_and_names_groups(sample, tmp_path):
     print(f"\nsample: organs grouped ('default') M = {grouped.n_units}")
 
 
+def test_grouping_matches_names_whatever_their_case_and_separators(sample):
+    """Renamed or re-cased organ names ("Rib left 1", "SPLEEN", "kidney-left") still group like
+    TotalSegmentator's raw names: case ignored, spaces/hyphens/underscores alike."""
+    from SegSHAPLib.units.grouping import organ_name_key, pattern_matches
+
+    assert organ_name_key("  Rib  left-1 ") == "rib_left_1"
+    assert pattern_matches("Rib left 1", "rib_left_*") and pattern_matches("rib_left_1", "Rib Left *")
+    assert not pattern_matches("rib_right_1", "rib_left_*")
+    ct, organs, support, names = sample
+    renamed = {label: name.replace("_", " ").title() for label, name in names.items()}     # "Rib Left 1"
+    raw = organ_units(organs, support, names, grouping="default")
+    pretty = organ_units(organs, support, renamed, grouping="default")
+    assert "spleen" in raw.names and "Spleen" in pretty.names                          # units keep their names
+    assert len(pretty.names) == len(raw.names) and "rib cage" in pretty.names
+    assert [list(labels) for labels in pretty.source_labels] == [list(labels) for labels in raw.source_labels]
+
+
 def test_bad_groupings_are_refused(sample, tmp_path):
     ct, organs, support, names = sample
     with pytest.raises(InputError, match="matches groups"):

@@ -1,4 +1,4 @@
-"""Value functions against hand-computed answers on a 4-voxel box (DESIGN.md, "Value functions")."""
+"""Value functions against hand-computed answers on a 4-voxel box (docs/method.md, section 7 "Value functions")."""
 
 import numpy as np
 import pytest

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 
 
@@ -15,27 +16,31 @@ def add_parser(subparsers) -> None:
         description="A study: every case of a CSV manifest crossed with its unit types and value functions, one "
                     "`segshap explain` output folder each under OUT/explanations/. Rerunning resumes; finished "
                     "explanations are skipped.")
-    commands = parser.add_subparsers(dest="cohort_command", required=True, metavar="run|status|gather")
+    commands = parser.add_subparsers(dest="cohort_command", required=True, metavar="run|status|gather|report")
 
     run = commands.add_parser("run", help="run (or resume) every explanation of a manifest")
     run.add_argument("manifest", type=Path, help="CSV: case_id,ct,model,target,roi_point,point_space,roi_mask,"
                                                  "organs,units,values,score_region,budget,seed")
     run.add_argument("--out", required=True, type=Path, help="study folder")
-    run.add_argument("--executor", choices=("local", "ray"), default="local",
+    run.add_argument("--executor", choices=options.EXECUTORS, default=options.EXECUTOR,
                      help="local: worker processes on this machine (default); ray: one Ray task per explanation")
     run.add_argument("--workers", type=int, default=None,
                      help="local: worker processes (default 1 on CPU - torch uses every core - or one per GPU)")
     run.add_argument("--ray-address", help="ray: address of a running cluster (default: start a local Ray)")
-    run.add_argument("--gpus", type=float, default=0.0,
+    run.add_argument("--gpus", type=float, default=options.GPUS_PER_TASK,
                      help="GPUs per explanation: 0 = CPU (default), 1, or 0.5 to share a GPU between two")
-    run.add_argument("--cpus-per-task", type=int, default=1,
-                     help="ray: CPUs (torch threads) per explanation (default 1)")
-    run.add_argument("--max-retries", type=int, default=2,
-                     help="times a crashed or killed explanation is started again; each retry resumes (default 2)")
+    run.add_argument("--cpus-per-task", type=int, default=options.CPUS_PER_TASK,
+                     help=f"ray: CPUs (torch threads) per explanation (default {options.CPUS_PER_TASK})")
+    run.add_argument("--max-retries", type=int, default=options.MAX_RETRIES,
+                     help="times a crashed or killed explanation is started again; each retry resumes "
+                          f"(default {options.MAX_RETRIES})")
     run.add_argument("--part-id", type=int, default=0, help="run only part K of --num-parts (0-based)")
     run.add_argument("--num-parts", type=int, default=1, help="split the study into N independent parts")
     run.add_argument("--restart", action="store_true",
                      help="discard and redo explanations whose folder holds a different request")
+    run.add_argument("--evaluate", action="store_true",
+                     help="also compute each explanation's faithfulness (faithfulness.json, as `segshap evaluate "
+                          "--without-roi-units`); the manifest column `evaluate` asks per case")
     run.add_argument("--dry-run", action="store_true", help="say what would run, resume, skip or be refused")
     run.set_defaults(run=run_command)
 
@@ -46,6 +51,11 @@ def add_parser(subparsers) -> None:
     gather = commands.add_parser("gather", help="write OUT/cohort.csv: one row per explanation and unit")
     gather.add_argument("out", type=Path, help="study folder")
     gather.set_defaults(run=gather_command)
+
+    report = commands.add_parser("report", help="write OUT/report.html and OUT/faithfulness_table.csv: faithfulness "
+                                                "and cost by unit type and value function over the cases")
+    report.add_argument("out", type=Path, help="study folder")
+    report.set_defaults(run=report_command)
 
 
 class StudyProgress:
@@ -104,7 +114,7 @@ def make_executor(args: argparse.Namespace):
 def run_command(args: argparse.Namespace) -> int:
     from SegSHAPLib.cohort.run import execute, load_study, prepare_run, triage
 
-    all_tasks, tasks = load_study(args.manifest, args.out, args.part_id, args.num_parts)
+    all_tasks, tasks = load_study(args.manifest, args.out, args.part_id, args.num_parts, args.evaluate)
     part = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
     if args.dry_run:
         plan = triage(tasks, args.restart)
@@ -144,7 +154,25 @@ def gather_command(args: argparse.Namespace) -> int:
 
     path, gathered, unfinished = gather(args.out)
     print(f"wrote {path}: {gathered} explanations")
-    if unfinished:
-        print(f"segshap cohort gather: {len(unfinished)} explanations are not finished and are not in the table: "
-              f"{', '.join(unfinished[:10])}{' ...' if len(unfinished) > 10 else ''}", file=sys.stderr)
+    _name_unfinished("gather", unfinished, "are not in the table")
     return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from SegSHAPLib.cohort.report import write_study_report
+
+    report = write_study_report(args.out)
+    print(f"wrote {report.html} and {', '.join(p.name for p in report.csvs)}: {report.explanations} explanations, "
+          f"{report.evaluated} with faithfulness")
+    _name_unfinished("report", report.unfinished, "are left out")
+    if report.evaluated < report.explanations:
+        print(f"segshap cohort report: {report.explanations - report.evaluated} explanations have no faithfulness; "
+              "rerun `segshap cohort run MANIFEST --out OUT --evaluate` to add it", file=sys.stderr)
+    return 0
+
+
+def _name_unfinished(command: str, unfinished: list[str], consequence: str) -> None:
+    """One stderr line naming (the first ten of) the explanations a command had to leave out."""
+    if unfinished:
+        print(f"segshap cohort {command}: {len(unfinished)} explanations are not finished and {consequence}: "
+              f"{', '.join(unfinished[:10])}{' ...' if len(unfinished) > 10 else ''}", file=sys.stderr)

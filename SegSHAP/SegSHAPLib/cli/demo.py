@@ -3,7 +3,8 @@
 It predicts the spleen with the demo nnU-Net model, clicks two components of the prediction - the largest
 false-positive component ("false" judged against the bundled TotalSegmentator map) and the spleen itself - and
 asks of each, with the softdice value, which anatomy makes the model call these voxels spleen: the false positive
-with hybrid and organ units, the spleen with hybrid units. It evaluates their faithfulness (MoRF/LeRF) and writes
+with organ units and then zoomed (``--refine``) into the hybrid cells of its top organs, the spleen with organ
+units. It evaluates their faithfulness (MoRF/LeRF) and writes
 a self-contained ``report.html``. (The fp value is not used here: it scores voxels that become *new* false
 positives, so on a clicked component its full-coalition value is 0 by construction.)
 """
@@ -13,17 +14,21 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
+from SegSHAPLib import options
+
+RESOURCES = Path(__file__).resolve().parents[2] / "Resources"   # SegSHAP/Resources, next to SegSHAPLib
 SAMPLE_CT = RESOURCES / "SampleData" / "example_ct_sm.nii.gz"
 SAMPLE_ORGANS = RESOURCES / "SampleData" / "example_ct_sm_totalseg.nii.gz"
 DEMO_MODEL = RESOURCES / "DemoModel"
 SPLEEN = 1
-DEMO_EXPLANATIONS = (("false_positive", "hybrid"), ("false_positive", "organs"), ("spleen", "hybrid"))
+DEMO_EXPLANATIONS = (("false_positive", "organs"), ("false_positive", "zoom"), ("spleen", "organs"))
+DEMO_ZOOM_TOP = 2   # the zoom refines the false positive's organs of largest |phi| into hybrid cells
 DEMO_VALUE = "softdice"
 DEMO_BATCH = 8   # about 3x the CPU throughput of batch 1; logits then match nnU-Net to float16 rounding, not bit for bit
 
@@ -32,7 +37,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="explain the bundled sample end to end and write report.html",
                                    description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
-    parser.add_argument("--budget", type=int, default=96, help="coalitions per explanation (default 96)")
+    parser.add_argument("--budget", type=int, default=options.DEMO_BUDGET,
+                        help=f"coalitions per organ-unit explanation (default {options.DEMO_BUDGET})")
+    parser.add_argument("--zoom-budget", type=int, default=options.DEMO_ZOOM_BUDGET,
+                        help=f"coalitions of the zoom into the top organs' cells (default {options.DEMO_ZOOM_BUDGET})")
     parser.set_defaults(run=run)
 
 
@@ -57,8 +65,12 @@ def click_points(prediction: np.ndarray, reference: np.ndarray) -> dict[str, tup
 
 
 def run(args: argparse.Namespace) -> int:
-    from SegSHAPLib.explain.run import ExplainRequest, run_explain
+    from SegSHAPLib.explain.request import ExplainRequest
+    from SegSHAPLib.explain.run import run_explain
+    from SegSHAPLib.explain.case_inputs import CaseInputs
     from SegSHAPLib.explain.faithfulness import evaluate_output
+    from SegSHAPLib.explain.folder import ExplanationFolder
+    from SegSHAPLib.explain.output_check import check_output_folder
     from SegSHAPLib.io.image_io import read_volume, write_volume
     from SegSHAPLib.inference.model import load_predictor, predict_segmentation
     from SegSHAPLib.report.page import write_report
@@ -72,26 +84,34 @@ def run(args: argparse.Namespace) -> int:
     prediction = predict_segmentation(load_predictor(DEMO_MODEL), ct)
     write_volume(prediction, out / "prediction.nii.gz")
     points = click_points(prediction.array, organs.array)
-    folders = []
+    folders, organ_requests = [], {}
     for roi_name, units in DEMO_EXPLANATIONS:
         folder = out / f"{roi_name}__{units}__{DEMO_VALUE}"
+        what = f"zoomed into its top {DEMO_ZOOM_TOP} organs' hybrid cells" if units == "zoom" else f"{units} units"
         print(f"segshap demo: explaining the {roi_name.replace('_', ' ')} component at ijk {points[roi_name]} "
-              f"with {units} units and the {DEMO_VALUE} value")
-        request = ExplainRequest(model=DEMO_MODEL, out=folder, ct=SAMPLE_CT, target=str(SPLEEN),
-                                 roi_point=points[roi_name], point_space="ijk",
-                                 prediction=out / "prediction.nii.gz", units=units, organs=SAMPLE_ORGANS,
-                                 grouping="default", fcc_scale_mm=60.0, value=DEMO_VALUE, budget=args.budget,
-                                 seed=0, batch_size=DEMO_BATCH)
+              f"with {what} and the {DEMO_VALUE} value")
+        if units == "zoom":
+            request = replace(organ_requests[roi_name], out=folder, refine=organ_requests[roi_name].out,
+                              refine_top=DEMO_ZOOM_TOP, budget=args.zoom_budget)
+        else:
+            request = ExplainRequest(model=DEMO_MODEL, out=folder, ct=SAMPLE_CT, target=str(SPLEEN),
+                                     roi_point=points[roi_name], point_space="ijk",
+                                     prediction=out / "prediction.nii.gz", units=units, organs=SAMPLE_ORGANS,
+                                     grouping="default", fcc_scale_mm=60.0, value=DEMO_VALUE, budget=args.budget,
+                                     seed=0, batch_size=DEMO_BATCH)
+            organ_requests[roi_name] = request
         progress = TqdmProgress()
         try:
-            run_explain(request, ct_volume=ct, organ_volume=organs, prediction_volume=prediction,
-                        progress=progress)
+            run_explain(request, inputs=CaseInputs(ct=ct, organs=organs, prediction=prediction), progress=progress)
         finally:
             progress.close()
-        evaluate_output(folder, steps=10)
+        evaluate_output(folder, steps=options.FAITHFULNESS_STEPS)
         folders.append(folder)
+    for folder in folders:
+        check_output_folder(folder)              # the report shows only folders whose parts belong together
     wall = time.perf_counter() - started
-    report = write_report(folders, out / "report.html", "SegSHAP demo: why did the model call these voxels spleen?",
+    report = write_report([ExplanationFolder(folder) for folder in folders], out / "report.html",
+                          "SegSHAP demo: why did the model call these voxels spleen?",
                           extra={"wall time (s)": round(wall, 1)})
     (out / "demo.json").write_text(json.dumps({"wall_time_s": round(wall, 1), "clicked_ijk": points,
                                                "explanations": [str(f) for f in folders]}, indent=2) + "\n")

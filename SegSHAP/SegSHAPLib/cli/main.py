@@ -1,18 +1,20 @@
 """The ``segshap`` command line: argument parsing and the one-line error policy.
 
 Each subcommand lives in its own module (``cli/<name>.py``) with ``add_parser(subparsers)`` and ``run(args)``;
-this module only dispatches. Bad input (``InputError``) prints one line and exits 2; an interrupt exits 130
-after saying how to resume.
+this module only dispatches. Bad input (``InputError``) prints one line and exits 2; an output that cannot be
+written (``OutputError``: disk full, quota, read-only) one line and exits 1; Ctrl-C exits 130 and SIGTERM 143
+(``errors.Terminated``, handled exactly like Ctrl-C) after saying how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from SegSHAPLib import __version__
-from SegSHAPLib.errors import Cancelled, InputError
+from SegSHAPLib.errors import Cancelled, InputError, OutputError, Terminated, handle_sigterm
 
 SUBCOMMANDS = ("predict", "explain", "evaluate", "demo", "organs", "cohort")
 
@@ -47,15 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(glue_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    previous_sigterm = handle_sigterm()
     try:
         return int(args.run(args) or 0)
     except InputError as err:
         print(f"segshap {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, Cancelled):
-        print(f"segshap {args.command}: interrupted; everything computed so far is kept - rerun the same command "
+    except OutputError as err:
+        print(f"segshap {args.command}: error: {err}; everything computed so far is kept - free space or fix the "
+              "folder and rerun the same command", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Cancelled) as err:
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"segshap {args.command}: {how}; everything computed so far is kept - rerun the same command "
               "to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(err, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)      # a caller in this process gets its own handler back
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import read_volume
 
@@ -24,8 +25,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, help="new output label map (.nii.gz or .nii)")
     parser.add_argument("--fast", action="store_true",
                         help="TotalSegmentator's 3 mm model (much faster, coarser; default: the 1.5 mm model)")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                        help="cpu (default) or gpu (TotalSegmentator falls back to the CPU without one)")
+    parser.add_argument("--device", choices=options.ORGAN_MAP_DEVICES, default=options.ORGAN_MAP_DEVICE,
+                        help=f"{' or '.join(options.ORGAN_MAP_DEVICES)} (default {options.ORGAN_MAP_DEVICE}; "
+                             "TotalSegmentator falls back to the CPU without a GPU)")
     parser.add_argument("--roi-subset", nargs="+", metavar="CLASS",
                         help="only these classes of the total task, e.g. liver spleen (faster)")
     parser.set_defaults(run=run)

@@ -6,23 +6,30 @@ import argparse
 import time
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.inference.model import DEFAULT_CHECKPOINT
 from SegSHAPLib.io.image_io import read_volume, write_volume
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by every subcommand that runs the model (predict, explain)."""
-    parser.add_argument("--ct", required=True, type=Path, help="CT image (NIfTI, NRRD or a DICOM series folder)")
-    parser.add_argument("--model", required=True, type=Path, help="nnU-Net v2 trained-model folder")
+def add_model_arguments(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    """Arguments shared by every subcommand that runs the model (predict, explain). ``optional``: nothing is
+    required and nothing has a default (None = not given; ``segshap explain --refine`` takes it from the parent)."""
+    def default(value):
+        return None if optional else value
+
+    parser.add_argument("--ct", required=not optional, type=Path,
+                        help="CT image (NIfTI, NRRD or a DICOM series folder)")
+    parser.add_argument("--model", required=not optional, type=Path, help="nnU-Net v2 trained-model folder")
     parser.add_argument("--fold", action="append", default=None,
                         help="fold to use (repeatable; default: every fold_X with the checkpoint)")
-    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                        help="checkpoint file in each fold_X, as nnU-Net's -chk (default checkpoint_final.pth; "
+    parser.add_argument("--checkpoint", default=default(options.CHECKPOINT),
+                        help=f"checkpoint file in each fold_X, as nnU-Net's -chk (default {options.CHECKPOINT}; "
                              "checkpoint_best.pth for an early-stopped training)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    parser.add_argument("--tile-step", type=float, default=0.5, help="nnU-Net sliding-window step (default 0.5)")
-    parser.add_argument("--tta", action="store_true",
+    parser.add_argument("--device", default=default(options.DEVICE),
+                        help=f"cpu, cuda, cuda:N or auto (default {options.DEVICE})")
+    parser.add_argument("--tile-step", type=float, default=default(options.TILE_STEP),
+                        help=f"nnU-Net sliding-window step (default {options.TILE_STEP})")
+    parser.add_argument("--tta", action="store_true", default=default(False),
                         help="mirroring test-time augmentation as nnU-Net's default prediction (8x slower)")
 
 

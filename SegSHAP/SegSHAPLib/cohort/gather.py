@@ -1,6 +1,6 @@
 """``segshap cohort gather``: every finished explanation of a study as one tidy table, ``OUT/cohort.csv``.
 
-One row per (explanation, unit): DESIGN.md's ``case_id,units,value,unit_id,name,shap``, then the unit's size
+One row per (explanation, unit): ``case_id,units,value,unit_id,name,shap``, then the unit's size
 and the explanation's cost and quality figures (the same for every unit of one explanation):
 ``voxels,base_value,full_value,method,coalitions,budget,seed,converged,patch_forwards,naive_patch_forwards,
 patch_cache_hits,seconds``. Unfinished explanations are left out and named.
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from SegSHAPLib.io.atomic_files import write_text_atomic
 from SegSHAPLib.cohort.manifest import CohortTask
-from SegSHAPLib.cohort.state import DONE, classify, read_plan
+from SegSHAPLib.cohort.state import classify, is_explained, read_plan
+from SegSHAPLib.explain.folder import ExplanationFolder
 
 TABLE_FILE = "cohort.csv"
 COLUMNS = ("case_id", "units", "value", "unit_id", "name", "shap", "voxels", "base_value", "full_value", "method",
@@ -42,20 +42,21 @@ def gather(out: Path) -> tuple[Path, int, list[str]]:
     rows, gathered, unfinished = [], 0, []
     for task in read_plan(out):
         state, _ = classify(task)
-        if state != DONE:
+        if not is_explained(state):
             unfinished.append(task.task_id)
             continue
-        summary = json.loads((Path(task.request.out) / "summary.json").read_text())
+        summary = ExplanationFolder(task.request.out).summary()
         rows.extend(explanation_rows(task, summary))
         gathered += 1
     path = out / TABLE_FILE
-    write_text_atomic(path, _csv_text(rows))
+    write_text_atomic(path, csv_text(rows, COLUMNS))
     return path, gathered, unfinished
 
 
-def _csv_text(rows: list[dict]) -> str:
+def csv_text(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """CSV text with a header of ``columns``; floats at full precision, None as an empty cell."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _cell(v) for k, v in row.items()})

@@ -17,9 +17,10 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.cohort.state import DONE, FAILED, TaskOutcome, log_path
 from SegSHAPLib.cohort.worker import serve
-from SegSHAPLib.errors import Cancelled, InputError
+from SegSHAPLib.errors import InputError
 
 POLL_INTERVAL_S = 0.25
 STOP_GRACE_S = 20.0
@@ -108,7 +109,8 @@ class LocalExecutor:
     """Runs the study's explanations in worker processes on this machine (see the module doc)."""
 
 
-    def __init__(self, workers: int | None = None, max_retries: int = 2, gpus_per_task: float = 0.0):
+    def __init__(self, workers: int | None = None, max_retries: int = options.MAX_RETRIES,
+                 gpus_per_task: float = options.GPUS_PER_TASK):
         if max_retries < 0:
             raise InputError(f"--max-retries {max_retries}: need 0 or more")
         self.max_retries = max_retries
@@ -118,7 +120,7 @@ class LocalExecutor:
     def run(self, out: Path, task_ids: list[str], run_id: str,
             poll: Callable[[list[str], list[TaskOutcome]], None]) -> list[TaskOutcome]:
         """Run every task; ``poll(running task ids, outcomes so far)`` is called a few times a second.
-        Ctrl-C stops the workers (their journals keep what they computed) and raises Cancelled."""
+        Ctrl-C or SIGTERM stops the workers (their journals keep what they computed) and is raised again."""
         workers = [_Worker(slot) for slot in self.slots]
         pending, outcomes = deque(task_ids), []
         attempts = dict.fromkeys(task_ids, 0)
@@ -141,10 +143,9 @@ class LocalExecutor:
                         outcomes.append(outcome)
                 poll([w.task_id for w in workers if w.task_id], outcomes)
                 time.sleep(POLL_INTERVAL_S)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:                          # Ctrl-C or SIGTERM (errors.Terminated)
             self._interrupt(workers)
-            raise Cancelled("interrupted; every journaled coalition is kept - rerun the same command to resume") \
-                from None
+            raise
         for worker in workers:
             worker.stop()
         return outcomes

@@ -1,9 +1,10 @@
 """The cohort manifest (CSV) -> the explanations of a study, one ``CohortTask`` each.
 
-One row per case; DESIGN.md's columns are
+One row per case; the columns (docs/cohort.md, section 1) are
 ``case_id,ct,model,target,roi_point,point_space,roi_mask,organs,units,values,score_region,budget,seed``.
 ``units`` and ``values`` are ``;``-separated lists crossed per case (2 unit types x 2 value functions = 4
-explanations). Paths are relative to the manifest's folder. Empty cells (and missing optional columns) take
+explanations). ``evaluate`` (true/false, default false) also computes each explanation's faithfulness
+(``faithfulness.json``, as ``segshap evaluate --without-roi-units`` does). Paths are relative to the manifest's folder. Empty cells (and missing optional columns) take
 the ``segshap explain`` defaults. Any other ``segshap explain`` option may be given as an extra column named
 after its flag (``fcc_scale_mm`` or ``fcc-scale-mm``, ``grouping``, ``dilate_mm``, ``mask_value``,
 ``prediction``, ``batch_size``, ``cache``, ``tta``, ``tile_step``, ``fold``, ``checkpoint``, ``verify``); ``out`` and
@@ -15,24 +16,22 @@ Every problem of the whole manifest is reported at once, before anything runs, w
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.explain.run import ExplainRequest
-from SegSHAPLib.explain.context import UNIT_TYPES, check_request
-from SegSHAPLib.scoring.roi import parse_point
-from SegSHAPLib.scoring.values import VALUE_FUNCTIONS
+from SegSHAPLib.explain.request import ExplainRequest, parse_boolean
+from SegSHAPLib.explain.context import check_request
 
 EXPLANATIONS_FOLDER = "explanations"
-DESIGN_COLUMNS = ("case_id", "ct", "model", "target", "roi_point", "point_space", "roi_mask", "organs", "units",
+MANIFEST_COLUMNS = ("case_id", "ct", "model", "target", "roi_point", "point_space", "roi_mask", "organs", "units",
                   "values", "score_region", "budget", "seed")
+COHORT_COLUMNS = ("evaluate",)     # per case, for the cohort rather than for segshap explain
 REQUIRED_COLUMNS = ("case_id", "ct", "model", "target", "units", "values")
 COHORT_OWNED = ("out", "device")
-PATH_FIELDS = ("ct", "model", "roi_mask", "organs", "prediction")
-INT_FIELDS = ("budget", "seed", "batch_size", "verify")
-FLOAT_FIELDS = ("dilate_mm", "fcc_scale_mm", "mask_value", "tile_step")
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*$")   # no "__": it separates task-id parts
 MAX_PROBLEMS_SHOWN = 12
 
@@ -45,25 +44,21 @@ class CohortTask:
     units: str
     value: str
     request: ExplainRequest            # request.out = OUT/explanations/<task_id>
+    evaluate: bool = False             # also write faithfulness.json (explain.faithfulness.evaluate_output)
 
     @property
     def task_id(self) -> str:
         return task_id(self.case_id, self.units, self.value)
 
     def to_json(self) -> dict:
-        """Plain JSON types (paths as strings, the point as a list)."""
-        request = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.request).items()}
-        request["roi_point"] = None if self.request.roi_point is None else list(self.request.roi_point)
+        """Plain JSON types (the request's ``to_json``)."""
         return {"task_id": self.task_id, "case_id": self.case_id, "units": self.units, "value": self.value,
-                "request": request}
+                "evaluate": self.evaluate, "request": self.request.to_json()}
 
     @classmethod
     def from_json(cls, data: dict) -> "CohortTask":
-        request = dict(data["request"])
-        for key in PATH_FIELDS + ("out",):
-            request[key] = None if request[key] is None else Path(request[key])
-        request["roi_point"] = None if request["roi_point"] is None else tuple(request["roi_point"])
-        return cls(data["case_id"], data["units"], data["value"], ExplainRequest(**request))
+        return cls(data["case_id"], data["units"], data["value"], ExplainRequest.from_json(data["request"]),
+                   bool(data.get("evaluate", False)))
 
 
 def task_id(case_id: str, units: str, value: str) -> str:
@@ -80,17 +75,26 @@ def read_manifest(manifest: str | Path, out: str | Path) -> list[CohortTask]:
     manifest = Path(manifest)
     if not manifest.is_file():
         raise InputError(f"manifest {manifest} not found; give a CSV file with the columns "
-                         f"{','.join(DESIGN_COLUMNS)}")
-    with open(manifest, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [_column_name(c) for c in (reader.fieldnames or [])]
-        _check_columns(manifest, columns)
-        rows = [(reader.line_num, {_column_name(k): (v or "").strip() for k, v in row.items() if k is not None})
-                for row in reader]
+                         f"{','.join(MANIFEST_COLUMNS)}")
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [_column_name(c) for c in (reader.fieldnames or [])]
+            _check_columns(manifest, columns)
+            rows = [(reader.line_num, len(row.get(None, ())),
+                     {_column_name(k): (v or "").strip() for k, v in row.items() if k is not None})
+                    for row in reader]
+    except UnicodeDecodeError as err:
+        raise InputError(f"manifest {manifest} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                         f"{err.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
     problems, tasks, seen = [], [], {}
-    for line, row in rows:
+    for line, extra, row in rows:
         if not any(row.values()):
             continue                                   # a blank line
+        if extra:
+            problems.append(f"line {line} has {extra} more field(s) than the header: quote a roi_point that "
+                            'holds commas ("x,y,z") or write it as x y z')
+            continue
         case_id = row.get("case_id", "")
         if case_id in seen:
             problems.append(f"line {line}: case_id {case_id!r} repeats line {seen[case_id]}")
@@ -123,7 +127,7 @@ def _column_name(name: str) -> str:
 
 def _check_columns(manifest: Path, columns: list[str]) -> None:
     request_fields = {f.name for f in fields(ExplainRequest)}
-    known = set(DESIGN_COLUMNS) | request_fields
+    known = set(MANIFEST_COLUMNS) | set(COHORT_COLUMNS) | request_fields
     unknown = [c for c in columns if c not in known]
     owned = [c for c in columns if c in COHORT_OWNED]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -142,16 +146,20 @@ def _tasks_of_row(row: dict, base: Path, out: Path) -> list[CohortTask]:
     case_id = row.get("case_id", "")
     if not CASE_ID.match(case_id):
         raise InputError(f"case_id {case_id!r}: use letters, digits, '.', '-' and single '_' (it names folders)")
-    units = _split_list(row.get("units", ""), "units", UNIT_TYPES)
-    values = _split_list(row.get("values", ""), "values", tuple(VALUE_FUNCTIONS))
-    options = _request_options(row, base)
+    units = _split_list(row.get("units", ""), "units", options.UNIT_TYPES)
+    values = _split_list(row.get("values", ""), "values", options.VALUE_FUNCTIONS)
+    evaluate = parse_boolean(row["evaluate"], "evaluate") if row.get("evaluate") else False
+    cells = {key: text for key, text in row.items() if key not in ("case_id", "units", "values") + COHORT_COLUMNS}
+    case_request = ExplainRequest.from_manifest_row(cells, base, out=out)
+    if case_request.roi_point is None and case_request.roi_mask is None:
+        raise InputError("give roi_point or roi_mask")
     tasks = []
     for unit_type in units:
         for value in values:
-            request = ExplainRequest(out=out / EXPLANATIONS_FOLDER / task_id(case_id, unit_type, value),
-                                     units=unit_type, value=value, **options)
+            request = dataclasses.replace(case_request, units=unit_type, value=value,
+                                          out=out / EXPLANATIONS_FOLDER / task_id(case_id, unit_type, value))
             check_request(request, roi_mask_in_memory=False)
-            tasks.append(CohortTask(case_id, unit_type, value, request))
+            tasks.append(CohortTask(case_id, unit_type, value, request, evaluate))
     return tasks
 
 
@@ -165,40 +173,3 @@ def _split_list(text: str, column: str, allowed: tuple[str, ...]) -> list[str]:
     if len(set(items)) != len(items):
         raise InputError(f"{column} {text!r} names an entry twice")
     return items
-
-
-def _request_options(row: dict, base: Path) -> dict:
-    """The ExplainRequest keyword arguments of one manifest row (units, value and out excluded)."""
-    options = {}
-    for key, text in row.items():
-        if not text or key in ("case_id", "units", "values"):
-            continue
-        options[key] = _converted(key, text, base)
-    if not options.get("roi_point") and not options.get("roi_mask"):
-        raise InputError("give roi_point or roi_mask")
-    return options
-
-
-def _converted(key: str, text: str, base: Path):
-    if key in PATH_FIELDS:
-        path = Path(text) if Path(text).is_absolute() else base / text
-        if not path.exists():
-            raise InputError(f"{key} {text!r} not found (looked for {path})")
-        return path
-    if key == "grouping":
-        return str(base / text) if (base / text).is_file() else text
-    if key == "roi_point":
-        return parse_point(text, "roi_point")
-    if key in INT_FIELDS or key in FLOAT_FIELDS:
-        try:
-            return int(text) if key in INT_FIELDS else float(text)
-        except ValueError:
-            kind = "a whole number" if key in INT_FIELDS else "a number"
-            raise InputError(f"{key} {text!r} is not {kind}") from None
-    if key == "tta":
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise InputError(f"tta {text!r}: give true or false")
-        return text.lower() in ("true", "1", "yes")
-    if key == "fold":
-        return [fold.strip() for fold in text.split(";") if fold.strip()]
-    return text

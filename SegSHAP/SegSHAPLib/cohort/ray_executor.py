@@ -15,9 +15,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from SegSHAPLib import options
 from SegSHAPLib.cohort.state import DONE, FAILED, TaskOutcome, read_status
 from SegSHAPLib.cohort.worker import run_task
-from SegSHAPLib.errors import Cancelled, InputError
+from SegSHAPLib.errors import InputError
 
 WAIT_INTERVAL_S = 0.5
 
@@ -36,8 +37,8 @@ class RayExecutor:
     """Runs the study's explanations as Ray tasks (see the module doc)."""
 
 
-    def __init__(self, address: str | None = None, max_retries: int = 2, gpus_per_task: float = 0.0,
-                 cpus_per_task: int = 1):
+    def __init__(self, address: str | None = None, max_retries: int = options.MAX_RETRIES,
+                 gpus_per_task: float = options.GPUS_PER_TASK, cpus_per_task: int = options.CPUS_PER_TASK):
         if max_retries < 0:
             raise InputError(f"--max-retries {max_retries}: need 0 or more")
         if gpus_per_task < 0 or cpus_per_task < 1:
@@ -50,7 +51,8 @@ class RayExecutor:
     def run(self, out: Path, task_ids: list[str], run_id: str,
             poll: Callable[[list[str], list[TaskOutcome]], None]) -> list[TaskOutcome]:
         """Submit every task and collect the outcomes; ``poll(running task ids, outcomes so far)`` is called
-        twice a second. Ctrl-C cancels the tasks (journals keep what they computed) and raises Cancelled."""
+        twice a second. Ctrl-C or SIGTERM cancels the tasks (journals keep what they computed) and is raised
+        again."""
         ray = self.ray
         started_here = self._connect()
         device = "cuda" if self.gpus_per_task > 0 else "cpu"
@@ -67,11 +69,10 @@ class RayExecutor:
                     outcomes.append(self._outcome(out, refs.pop(ref), ref))
                 running = [t for t in refs.values() if read_status(out, t).get("run_id") == run_id]
                 poll(running, outcomes)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:                          # Ctrl-C or SIGTERM (errors.Terminated)
             for ref in refs:
                 ray.cancel(ref, force=True)
-            raise Cancelled("interrupted; every journaled coalition is kept - rerun the same command to resume") \
-                from None
+            raise
         finally:
             if started_here:
                 ray.shutdown()

@@ -2,7 +2,8 @@
 
 The unit of scheduling and retry is one explanation. Before anything runs, each task of this part is
 triaged from its folder (``cohort.state.classify``): done -> skipped (a finished study reruns in seconds),
-resumable or new -> run (resuming its journal), changed (its folder holds a different request) -> refused with
+resumable or new -> run (resuming its journal), explained but its faithfulness asked for and not current ->
+evaluated (the explanation is not rerun), changed (its folder holds a different request) -> refused with
 the differences named, unless ``restart`` is given, which discards that folder and starts it over.
 """
 
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from SegSHAPLib.cohort.manifest import CohortTask, read_manifest, select_part
-from SegSHAPLib.cohort.state import CHANGED, DONE, FAILED, NEW, TaskOutcome, classify, discard, write_plan
+from SegSHAPLib.cohort.state import (CHANGED, DONE, EXPLAINED, FAILED, NEW, TaskOutcome, classify, discard,
+                                     write_plan)
 
 
 @dataclass
@@ -41,10 +43,13 @@ class StudyRun:
         return self.triage.refused + [o for o in self.outcomes if o.state == FAILED]
 
 
-def load_study(manifest: Path, out: Path, part_id: int = 0, num_parts: int = 1) -> tuple[list[CohortTask],
-                                                                                          list[CohortTask]]:
-    """(every task of the manifest, this part's tasks); InputError on a bad manifest or part."""
+def load_study(manifest: Path, out: Path, part_id: int = 0, num_parts: int = 1,
+               evaluate: bool = False) -> tuple[list[CohortTask], list[CohortTask]]:
+    """(every task of the manifest, this part's tasks); ``evaluate`` asks every task for its faithfulness (as
+    the manifest column does per case). InputError on a bad manifest or part."""
     tasks = read_manifest(manifest, out)
+    for task in tasks:
+        task.evaluate = task.evaluate or evaluate
     return tasks, select_part(tasks, part_id, num_parts)
 
 
@@ -66,7 +71,8 @@ def triage(tasks: list[CohortTask], restart: bool) -> Triage:
             result.notes[task.task_id] = result.refused[-1].reason
         else:
             result.to_run.append(task)
-            result.notes[task.task_id] = f"{'run' if state == NEW else 'resume'}: {detail}"
+            verb = {NEW: "run", EXPLAINED: "evaluate"}.get(state, "resume")
+            result.notes[task.task_id] = f"{verb}: {detail}"
     return result
 
 

@@ -4,8 +4,10 @@ Layout of a study folder OUT (the only shared state: every worker, part and exec
 so on a cluster OUT lives on a shared file system):
 - ``cohort_plan.json``: every task of the manifest (``CohortTask.to_json``), rewritten by each ``cohort run``.
 - ``explanations/<task_id>/``: a ``segshap explain`` output folder, journal included. What is done is decided
-  here alone: ``summary.json`` is written last and atomically, so its presence with the task's own inputs
-  means "finished"; ``journal_spec.json`` + ``journal.tsv`` mean "started, resumable".
+  from it alone: finished (``explain.folder.ExplanationFolder.finished``) with the task's own inputs means
+  "finished"; ``journal_spec.json`` + ``journal.tsv`` mean "started, resumable". A task that asks for
+  its faithfulness is done only once ``faithfulness.json`` is current (``explain.faithfulness.is_evaluated``);
+  its curves' coalitions go to the same journal, so an interrupted evaluation resumes too.
 - ``status/<task_id>.json``: the last thing a worker said about the task (state, attempt, pid, host,
   coalitions done/total, failure reason), rewritten atomically; informative only.
 - ``logs/<task_id>.log``: the worker's output, every attempt appended.
@@ -21,16 +23,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from SegSHAPLib.io.atomic_files import write_json_atomic
+from SegSHAPLib.io.atomic_files import read_json_or_none, write_json_atomic
 from SegSHAPLib.cohort.manifest import CohortTask
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.explain.journal import differing_keys, journaled_coalitions, read_spec
+from SegSHAPLib.explain.faithfulness import DEFAULT_STEPS, is_evaluated
+from SegSHAPLib.explain.folder import ExplanationFolder
+from SegSHAPLib.explain.journal import differing_keys
+from SegSHAPLib.explain.output_check import check_output_folder
 
 PLAN_FILE = "cohort_plan.json"
 STATUS_FOLDER = "status"
 LOGS_FOLDER = "logs"
 
 DONE, RESUMABLE, NEW, CHANGED = "done", "resumable", "new", "changed"
+EXPLAINED = "explained"            # summary.json is there, the faithfulness the task asks for is not (yet)
 FAILED = "failed"
 
 
@@ -63,20 +69,37 @@ def read_plan(out: Path) -> list[CohortTask]:
 
 
 def classify(task: CohortTask) -> tuple[str, str]:
-    """(state, detail) of one explanation from its folder: DONE, RESUMABLE (n journaled), NEW, or CHANGED
-    (its folder holds a different request: detail names what differs)."""
-    folder = Path(task.request.out)
-    summary = _read_json(folder / "summary.json")
-    if summary is not None and task.request.is_answered_by(summary):
-        return DONE, "finished"
-    existing = read_spec(folder)
+    """(state, detail) of one explanation from its folder: DONE, EXPLAINED (finished, but the faithfulness it
+    asks for is missing or stale), RESUMABLE (n journaled; also a finished folder whose parts disagree: its
+    outputs are rewritten from the journal), NEW, or CHANGED (its folder holds a different request: detail names
+    what differs)."""
+    folder = ExplanationFolder(task.request.out)
+    damaged = None
+    if folder.answers(task.request):
+        try:
+            check_output_folder(folder.path, faithfulness=False)
+        except InputError as err:
+            damaged = str(err)
+        else:
+            evaluated = is_evaluated(folder.path, DEFAULT_STEPS, without_roi_units=True)
+            if task.evaluate and not evaluated:
+                return EXPLAINED, "explained; faithfulness to evaluate"
+            return DONE, "finished; faithfulness evaluated" if evaluated else "finished"
+    existing = folder.spec()
     if existing is None:
         return NEW, "not started"
     spec = task.request.journal_spec()
     if existing != spec:
         return CHANGED, "its folder holds a different request (differs in: " \
                         f"{', '.join(differing_keys(existing, spec))})"
-    return RESUMABLE, f"{journaled_coalitions(folder)} coalitions journaled"
+    if damaged is not None:
+        return RESUMABLE, f"outputs rewritten from the journal ({damaged})"
+    return RESUMABLE, f"{folder.journaled()} coalitions journaled"
+
+
+def is_explained(state: str) -> bool:
+    """Whether a task in this state has its summary.json (finished, whatever its faithfulness)."""
+    return state in (DONE, EXPLAINED)
 
 
 def discard(task: CohortTask) -> None:
@@ -94,7 +117,7 @@ def log_path(out: Path, task_id: str) -> Path:
 
 def read_status(out: Path, task_id: str) -> dict:
     """The task's last status ({} when no worker has reported)."""
-    return _read_json(status_path(out, task_id)) or {}
+    return read_json_or_none(status_path(out, task_id)) or {}
 
 
 def write_status(out: Path, task_id: str, **fields) -> dict:
@@ -124,9 +147,3 @@ def worker_alive(status: dict) -> bool | None:
         return True
     return True
 
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None

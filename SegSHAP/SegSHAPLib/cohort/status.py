@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from SegSHAPLib.cohort.manifest import CohortTask
-from SegSHAPLib.cohort.state import CHANGED, DONE, FAILED, NEW, RESUMABLE, classify, read_plan, read_status, worker_alive
+from SegSHAPLib.cohort.state import (CHANGED, DONE, EXPLAINED, FAILED, NEW, RESUMABLE, classify, is_explained,
+                                     read_plan, read_status, worker_alive)
 
 RUNNING, INTERRUPTED = "running", "interrupted"
-STATE_ORDER = (DONE, RUNNING, FAILED, INTERRUPTED, CHANGED, RESUMABLE, NEW)
+STATE_ORDER = (DONE, RUNNING, FAILED, INTERRUPTED, CHANGED, EXPLAINED, RESUMABLE, NEW)
 
 
 @dataclass
@@ -36,18 +37,24 @@ def task_view(out: Path, task: CohortTask) -> TaskView:
     status = read_status(out, task.task_id)
     done = int(status.get("coalitions_done", 0))
     total = int(status.get("coalitions_total", task.request.budget))
-    state = folder_state
-    if folder_state == DONE:
+    if is_explained(folder_state):
         done = total = int(status.get("coalitions_total", total))
-    elif folder_state != CHANGED and status.get("state") == "running" and worker_alive(status) is not False:
-        state, detail = RUNNING, status.get("message") or status.get("stage", "")
-    elif status.get("state") == FAILED:
-        state, detail = FAILED, status.get("reason", "")
-    elif status.get("state") in ("running", "interrupted", "error"):
-        state = INTERRUPTED
-        detail = f"{detail}; last attempt: {status.get('reason') or 'the worker stopped'}"
+    state = folder_state
+    if folder_state != DONE:
+        state, detail = _with_worker_status(folder_state, detail, status)
     return TaskView(task.task_id, state, done, total, int(status.get("attempt", 0)),
                     status.get("seconds"), detail)
+
+
+def _with_worker_status(folder_state: str, detail: str, status: dict) -> tuple[str, str]:
+    """(state, detail) of an unfinished task once its worker's last status is taken into account."""
+    if folder_state != CHANGED and status.get("state") == "running" and worker_alive(status) is not False:
+        return RUNNING, status.get("message") or status.get("stage", "")
+    if status.get("state") == FAILED:
+        return FAILED, status.get("reason", "")
+    if status.get("state") in ("running", "interrupted", "error"):
+        return INTERRUPTED, f"{detail}; last attempt: {status.get('reason') or 'the worker stopped'}"
+    return folder_state, detail
 
 
 def study_views(out: Path, tasks: list[CohortTask] | None = None) -> list[TaskView]:

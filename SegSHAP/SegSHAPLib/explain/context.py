@@ -13,25 +13,28 @@ by nearest neighbour (for the plans' own spacing, as in the demo model, the two 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from SegSHAPLib import options
+from SegSHAPLib.explain.case_inputs import CaseInputs
+from SegSHAPLib.explain.refine import refined_unit_ids
 from SegSHAPLib.inference.cached_inference import CachedSlidingWindow, SlidingWindowLayout
 from SegSHAPLib.inference.case_cache import cached_case, cached_predictor
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch, read_volume
 from SegSHAPLib.inference.mask_value import MaskValue, mask_value
-from SegSHAPLib.inference.model import Preprocessed, resolve_target
+from SegSHAPLib.inference.model import Preprocessed, class_names, resolve_target
+from SegSHAPLib.io.label_maps import label_values, shown
 from SegSHAPLib.box import Box
 from SegSHAPLib.inference.network_grid import NetworkGrid
-from SegSHAPLib.scoring.roi import (REGION_KINDS, bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
+from SegSHAPLib.scoring.roi import (bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
                   roi_from_point, scoring_region)
 from SegSHAPLib.units.unit_map import UnitMap
 from SegSHAPLib.units import fcc_units, hybrid_units, organ_class_names, organ_units
+from SegSHAPLib.units.zoom import parent_unit_of, refine_units
 from SegSHAPLib.scoring.values import value_function
 
-UNIT_TYPES = ("organs", "fcc", "hybrid")
 
 
 @dataclass
@@ -56,6 +59,7 @@ class ExplanationContext:
     region_net: np.ndarray             # bool (bz, by, bx)
     baseline_pred_net: np.ndarray      # bool (bz, by, bx), P_0
     value_name: str
+    parent_unit_of: np.ndarray | None = None   # zoom: (M,) the parent organ unit id holding each unit
 
     @property
     def n_units(self) -> int:
@@ -79,10 +83,11 @@ def _load_aligned(volume: Volume | None, path, ct: Volume, what: str, flag: str)
 
 def check_request(request, roi_mask_in_memory: bool) -> None:
     """Refuse bad arguments before anything heavy runs (one clear line each)."""
-    if request.units not in UNIT_TYPES:
-        raise InputError(f"unknown unit type {request.units!r}; choose one of {', '.join(UNIT_TYPES)}")
-    if request.score_region not in REGION_KINDS:
-        raise InputError(f"unknown score region {request.score_region!r}; choose one of {', '.join(REGION_KINDS)}")
+    if request.units not in options.UNIT_TYPES:
+        raise InputError(f"unknown unit type {request.units!r}; choose one of {', '.join(options.UNIT_TYPES)}")
+    if request.score_region not in options.SCORE_REGIONS:
+        raise InputError(f"unknown score region {request.score_region!r}; "
+                         f"choose one of {', '.join(options.SCORE_REGIONS)}")
     value_function(request.value)
     if request.units in ("fcc", "hybrid") and not request.fcc_scale_mm > 0:
         raise InputError(f"--fcc-scale-mm must be > 0 (got {request.fcc_scale_mm})")
@@ -92,6 +97,21 @@ def check_request(request, roi_mask_in_memory: bool) -> None:
         raise InputError(f"--batch-size must be >= 1, got {request.batch_size}")
     if not np.isfinite(request.mask_value):
         raise InputError(f"--mask-value must be a finite HU value, got {request.mask_value}")
+    if not 0 <= request.seed < 2 ** 63:
+        raise InputError(f"--seed must be a whole number >= 0, got {request.seed}")
+    if request.verify < 0:
+        raise InputError(f"--verify must be >= 0 (the number of random coalitions to check), got {request.verify}")
+    if not 0 < request.tile_step <= 1:
+        raise InputError(f"--tile-step must be in (0, 1] (nnU-Net's default is 0.5), got {request.tile_step}")
+    if request.cache not in options.CACHE_MODES:
+        raise InputError(f"--cache {request.cache!r} is not one of {', '.join(options.CACHE_MODES)}")
+    if request.point_space not in options.POINT_SPACES:
+        raise InputError(f"--point-space {request.point_space!r} is not one of {', '.join(options.POINT_SPACES)}")
+    if request.score_region == "dilated" and not (np.isfinite(request.dilate_mm) and request.dilate_mm > 0):
+        raise InputError(f"--score-region dilated needs a positive --dilate-mm, got {request.dilate_mm}")
+    bad_folds = [f for f in request.fold or () if not (str(f).isdigit() or f == "all")]
+    if bad_folds:
+        raise InputError(f"--fold {' '.join(map(str, bad_folds))}: give fold numbers (0 1 ...) or 'all'")
     has_mask = roi_mask_in_memory or request.roi_mask is not None
     if (request.roi_point is None) == (not has_mask):
         raise InputError("give exactly one of --roi-point and --roi-mask")
@@ -99,11 +119,28 @@ def check_request(request, roi_mask_in_memory: bool) -> None:
         check_value_region(request.value, request.score_region)
 
 
-def _roi(request, ct: Volume, prediction: Volume, target: int, roi_mask_volume: Volume | None):
+def _check_prediction_labels(prediction: Volume, predictor) -> None:
+    """Refuse a given prediction whose labels are not the model's (another model's or an organ map's label map
+    would make its class N the ROI of this model's class N)."""
+    names = class_names(predictor)
+    foreign = [v for v in label_values(prediction.array, "the prediction (--prediction)") if int(v) not in names]
+    if foreign:
+        listing = ", ".join(f"{v}={n}" for v, n in sorted(names.items()))
+        raise InputError(f"--prediction has label(s) {shown(foreign)} that this model does not have (its labels: "
+                         f"{listing}); give a label map of this model's classes (e.g. segshap predict's output)")
+
+
+def _roi(request, ct: Volume, prediction: Volume, target: int, roi_mask: Volume | None):
     """(R bool (z, y, x), clicked (i, j, k) or None)."""
-    if roi_mask_volume is not None or request.roi_mask is not None:
-        mask = roi_mask_volume if roi_mask_volume is not None else read_volume(request.roi_mask)
+    if roi_mask is not None or request.roi_mask is not None:
+        mask = roi_mask if roi_mask is not None else read_volume(request.roi_mask)
         return roi_from_mask(mask, ct), None
+    if not (prediction.array == target).any():
+        source = "--prediction has" if getattr(request, "prediction", None) is not None else "the model predicts"
+        low, high = float(np.min(ct.array)), float(np.max(ct.array))
+        raise InputError(f"{source} no voxel of class {target} in this CT ({' x '.join(map(str, ct.shape_zyx[::-1]))} "
+                         f"voxels, values {low:g}..{high:g}): check --target, and that the CT is a whole, "
+                         "undamaged CT in Hounsfield units (air about -1000) that shows that organ")
     ijk = point_to_ijk(ct, request.roi_point, request.point_space)
     return roi_from_point(prediction.array, target, ijk), ijk
 
@@ -117,48 +154,59 @@ def _support_mask(grid: NetworkGrid, layout: SlidingWindowLayout, box_net: Box) 
 
 
 def _units(request, ct: Volume, organs: Volume | None, names: dict[int, str] | None,
-           support_mask: np.ndarray) -> UnitMap:
+           support_mask: np.ndarray) -> tuple[UnitMap, np.ndarray | None]:
+    """The request's units, and for a zoom (``request.refine``) the parent organ unit id of each unit."""
     if request.units in ("organs", "hybrid") and organs is None:
         raise InputError(f"--units {request.units} needs --organs LABELMAP (a TotalSegmentator-style organ map on "
                          "the CT grid)")
     if organs is not None and names is None:
         names = organ_class_names(request.organs) if request.organs is not None else {}
-    if request.units == "organs":
-        return organ_units(organs.array, support_mask, names, grouping=request.grouping)
     organ_array = organs.array if organs is not None else None
+    if request.units == "organs":
+        organ_map = organ_units(organ_array, support_mask, names, grouping=request.grouping)
+        if request.refine is None:
+            return organ_map, None
+        refined = refined_unit_ids(request, organ_map)
     cells = fcc_units(ct, support_mask, request.fcc_scale_mm, organ_labels_zyx=organ_array, class_names=names)
     if request.units == "fcc":
-        return cells
-    return hybrid_units(cells, organ_array, names)
+        return cells, None
+    hybrid = hybrid_units(cells, organ_array, names)
+    if request.units == "hybrid":
+        return hybrid, None
+    units = refine_units(organ_map, hybrid, refined)
+    return units, parent_unit_of(units, organ_map.labels)
 
 
-def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: Volume | None = None,
-                    prediction_volume: Volume | None = None, roi_mask_volume: Volume | None = None,
-                    organ_names: dict[int, str] | None = None, predictor=None,
+def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None,
                     units_volume: Volume | None = None, unit_names: list[str] | None = None) -> ExplanationContext:
     """Build the explanation context of a request.
 
-    In-memory volumes take precedence over the request's paths. ``units_volume``/``unit_names`` reuse a unit
+    In-memory ``inputs`` take precedence over the request's paths. ``units_volume``/``unit_names`` reuse a unit
     map written by an earlier run (``segshap evaluate``) instead of building one.
     """
-    check_request(request, roi_mask_volume is not None)
-    ct = ct_volume if ct_volume is not None else read_volume(request.ct)
+    inputs = inputs or CaseInputs()
+    check_request(request, inputs.roi_mask is not None)
+    ct = inputs.ct if inputs.ct is not None else read_volume(request.ct)
     predictor = predictor or cached_predictor(request.model, request.fold, request.device, request.tile_step,
                                               request.tta, request.checkpoint)
     if predictor.label_manager.has_regions:
         raise InputError("region-based nnU-Net models (overlapping regions) are not supported; use a model "
                          "trained on plain labels")
     target = resolve_target(predictor, request.target)
-    organs = _load_aligned(organ_volume, request.organs, ct, "the organ map", "--organs")
-    given_prediction = _load_aligned(prediction_volume, getattr(request, "prediction", None), ct,
+    organs = _load_aligned(inputs.organs, request.organs, ct, "the organ map", "--organs")
+    given_prediction = _load_aligned(inputs.prediction, getattr(request, "prediction", None), ct,
                                      "the prediction", "--prediction")
 
+    if organs is not None:
+        label_values(organs.array, "the organ map (--organs)")
+    if given_prediction is not None:
+        _check_prediction_labels(given_prediction, predictor)
     pre, own_prediction = cached_case(predictor, ct, with_prediction=given_prediction is None)
     grid = NetworkGrid.from_preprocessing(pre.properties, predictor.plans_manager.transpose_forward,
                                           pre.data.shape[1:], ct.shape_zyx)
     prediction = given_prediction if given_prediction is not None else own_prediction
 
-    roi, ijk = _roi(request, ct, prediction, target, roi_mask_volume)
+    roi, ijk = _roi(request, ct, prediction, target, inputs.roi_mask)
     region = scoring_region(roi, request.score_region, ct.spacing_zyx, request.dilate_mm) | roi
     box_ct = bounding_box(region)
     try:
@@ -168,10 +216,11 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     layout = SlidingWindowLayout(predictor, pre.data)
     support = _support_mask(grid, layout, box_net)
 
+    parent_of = None
     if units_volume is not None:
         units = UnitMap(units_volume.array.astype(np.int32), list(unit_names))
     else:
-        units = _units(request, ct, organs, organ_names, support)
+        units, parent_of = _units(request, ct, organs, inputs.organ_names, support)
     mask = mask_value(predictor, ct, request.mask_value)
     engine = CachedSlidingWindow(predictor, layout, grid.to_network(units.labels), units.n_units, box_net,
                                  mask.normalised, cache_mode=request.cache, batch_size=request.batch_size)
@@ -180,9 +229,5 @@ def prepare_context(request, *, ct_volume: Volume | None = None, organ_volume: V
     baseline_pred = baseline.argmax(axis=0) == target
     check_value_on_region(request.value, region_net, baseline_pred)
     return ExplanationContext(request, ct, predictor, pre, grid, prediction, target, ijk, roi, region, box_ct,
-                              support, units, engine, mask, region_net, baseline_pred, request.value)
+                              support, units, engine, mask, region_net, baseline_pred, request.value, parent_of)
 
-
-def resolve_path(path) -> str | None:
-    """A path as an absolute string for summary.json (None stays None)."""
-    return None if path is None else str(Path(path).resolve())

@@ -1,12 +1,13 @@
 """One explanation end to end (the Python API behind ``segshap explain`` and the Slicer logic).
 
-    from SegSHAPLib.explain.run import ExplainRequest, run_explain
+    from SegSHAPLib.explain.request import ExplainRequest
+    from SegSHAPLib.explain.run import run_explain
     result = run_explain(ExplainRequest(ct=..., model=..., roi_point=(x, y, z), units="hybrid",
                                         organs=..., value="softdice", out=Path("out")))
 
 ROI -> support -> units -> cached engine -> solver -> outputs in ``request.out``: ``attribution.nii.gz``
 (float32, phi of the voxel's unit), ``units.nii.gz`` (int32 unit ids), ``roi.nii.gz`` (uint8),
-``prediction.nii.gz`` (the label map the ROI was taken from), ``summary.json`` (DESIGN.md's keys) and the
+``prediction.nii.gz`` (the label map the ROI was taken from), ``summary.json`` (keys in docs/architecture.md) and the
 coalition journal that lets a rerun of the same request resume.
 """
 
@@ -16,118 +17,27 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from SegSHAPLib import __version__
-from SegSHAPLib.io.atomic_files import write_json_atomic
+from SegSHAPLib.io.atomic_files import output_error, sha256_of, stale_temporaries, write_json_atomic
 from SegSHAPLib.errors import Cancelled
-from SegSHAPLib.explain.context import ExplanationContext, check_request, prepare_context, resolve_path
+from SegSHAPLib.explain.case_inputs import CaseInputs
+from SegSHAPLib.explain.context import ExplanationContext, check_request, prepare_context
 from SegSHAPLib.io.image_io import Volume, write_volume
+from SegSHAPLib.progress import ProgressEvent
+from SegSHAPLib.explain.folder import CURVES_FILE, FAITHFULNESS_FILE, IMAGES, SUMMARY_FILE, ExplainResult, ExplanationFolder
 from SegSHAPLib.explain.journal import CoalitionJournal, claim_output_folder
-from SegSHAPLib.shapley.kernelshap import Cancelled as SolverCancelled
+from SegSHAPLib.explain.output_check import DIGESTS_KEY
+from SegSHAPLib.explain.refine import ParentReuse, resolve_refinement
+from SegSHAPLib.explain.request import ExplainRequest
 from SegSHAPLib.shapley.kernelshap import kernel_shap
 from SegSHAPLib.scoring.roi import bbox_ijk, bounding_box
-from SegSHAPLib.inference.model import DEFAULT_CHECKPOINT
 from SegSHAPLib.inference.verify import verify_engine
 
 SOLVER_BATCH = 8
-
-
-@dataclass
-class ExplainRequest:
-    """Every ``segshap explain`` argument; field names are the flag names with '-' -> '_'."""
-
-    model: Path
-    out: Path
-    ct: Path | None = None
-    target: str = "1"
-    roi_point: tuple[float, float, float] | None = None
-    point_space: str = "ras"
-    roi_mask: Path | None = None
-    prediction: Path | None = None
-    score_region: str = "box"
-    dilate_mm: float = 6.0
-    units: str = "hybrid"
-    organs: Path | None = None
-    fcc_scale_mm: float = 30.0
-    grouping: str | None = None
-    value: str = "softdice"
-    budget: int = 256
-    seed: int = 0
-    mask_value: float = -1024.0
-    batch_size: int = 1
-    device: str = "cpu"
-    cache: str = "memo"
-    tta: bool = False
-    tile_step: float = 0.5
-    fold: list[str] | None = None
-    checkpoint: str = DEFAULT_CHECKPOINT
-    verify: int = 0
-
-    def resolved_inputs(self) -> dict:
-        """summary.json's "inputs": every argument under its flag name, paths absolute."""
-        inputs = asdict(self)
-        for key in ("model", "out", "ct", "roi_mask", "prediction", "organs"):
-            inputs[key] = resolve_path(inputs[key])
-        inputs["roi_point"] = None if self.roi_point is None else [float(v) for v in self.roi_point]
-        inputs["grouping"] = self.grouping if self.grouping is None or not Path(self.grouping).is_file() \
-            else resolve_path(self.grouping)
-        return inputs
-
-    def journal_spec(self) -> dict:
-        """What the coalition values depend on: every input but budget, seed, verify and out, and but the
-        settings this request does not use (the FCC scale for organ units, the organ map and grouping for FCC
-        units, the dilation unless the score region is dilated)."""
-        spec = self.resolved_inputs()
-        unused = {"organs": ("fcc_scale_mm",), "fcc": ("organs", "grouping")}.get(self.units, ())
-        if self.score_region != "dilated":
-            unused += ("dilate_mm",)
-        for key in ("budget", "seed", "verify", "out") + unused:
-            spec.pop(key)
-        spec["segshap_version"] = __version__
-        return spec
-
-    def is_answered_by(self, summary: dict) -> bool:
-        """Whether a summary.json (as a dict) is this request's finished explanation: the same journal spec (the
-        version aside) and the same budget, seed and verify."""
-        wanted = self.journal_spec()
-        wanted.pop("segshap_version")
-        wanted.update(budget=self.budget, seed=self.seed, verify=self.verify)
-        inputs = summary.get("inputs", {})
-        return json.loads(json.dumps(wanted)) == {key: inputs.get(key) for key in wanted}
-
-
-@dataclass
-class ProgressEvent:
-    """A progress report: stage ('prepare', 'coalitions', 'verify', 'write'), done/total in that stage."""
-
-    stage: str
-    done: int
-    total: int
-    message: str
-    counters: dict = field(default_factory=dict)
-
-
-@dataclass
-class ExplainResult:
-    """Everything an explanation produced (arrays of the volumes are (z, y, x) on the CT grid). Also what an
-    output folder reads back as (SegSHAPMRML.load_output_dir), where ct/prediction are None if their files
-    are gone."""
-
-    out: Path
-    ct: Volume | None
-    prediction: Volume | None
-    roi: Volume
-    units: Volume
-    unit_names: list[str]
-    attribution: Volume
-    phi: np.ndarray
-    phi0: float
-    full_value: float
-    summary: dict
 
 
 class _CoalitionProgress:
@@ -214,8 +124,34 @@ def _jsonable(value):
     return value
 
 
+def _same_ranking(summary_path: Path, summary: dict) -> bool:
+    """Whether the summary.json at ``summary_path`` holds the same units and phi as ``summary``."""
+    try:
+        old = json.loads(summary_path.read_text(encoding="utf-8"))
+        return [(u["name"], u["shap"]) for u in old["units"]] == [(u["name"], u["shap"]) for u in summary["units"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def remove_stale_outputs(out: Path, summary: dict) -> None:
+    """Before new outputs are written: remove the old summary.json (rewritten last, so a kill in between leaves a
+    folder that reads as unfinished, not as finished with mixed parts), faithfulness.json and curves.png when
+    the ranking changes (they belong to the old phi), and temporary files of a writer killed mid-write."""
+    names = [f"{name}.nii.gz" for name in IMAGES] + [SUMMARY_FILE, FAITHFULNESS_FILE, CURVES_FILE]
+    stale = [path for name in names for path in stale_temporaries(out, name)]
+    if not _same_ranking(out / SUMMARY_FILE, summary):
+        stale += [out / FAITHFULNESS_FILE, out / CURVES_FILE]
+    for path in stale + [out / SUMMARY_FILE]:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            raise output_error(path, err) from None
+
+
 def write_outputs(out: Path, context: ExplanationContext, phi: np.ndarray, summary: dict) -> dict[str, Volume]:
-    """Write the output images and summary.json; return the volumes written."""
+    """Write the output images and then summary.json, which names their SHA-256 (``output_sha256``, checked by
+    ``output_check.check_output_folder``); return the volumes written. Each file is written whole or not at all
+    (``io.atomic_files``); a failed write raises OutputError and the journal keeps every coalition."""
     ct = context.ct
     volumes = {
         "attribution": ct.with_array(_attribution_map(context.units.labels, phi)),
@@ -223,53 +159,61 @@ def write_outputs(out: Path, context: ExplanationContext, phi: np.ndarray, summa
         "roi": ct.with_array(context.roi.astype(np.uint8)),
         "prediction": context.prediction,
     }
-    for name, volume in volumes.items():
-        write_volume(volume, out / f"{name}.nii.gz")
-    write_json_atomic(out / "summary.json", summary)      # last, and whole: its presence marks the run finished
+    folder = ExplanationFolder(out)
+    remove_stale_outputs(out, summary)
+    digests = {}
+    for name in IMAGES:
+        path = write_volume(volumes[name], folder.image_path(name))
+        digests[path.name] = sha256_of(path)
+    summary[DIGESTS_KEY] = digests
+    write_json_atomic(out / SUMMARY_FILE, summary)      # last, and whole: its presence marks the run finished
     return volumes
 
 
-def run_explain(request: ExplainRequest, *, ct_volume: Volume | None = None, organ_volume: Volume | None = None,
-                prediction_volume: Volume | None = None, roi_mask_volume: Volume | None = None,
-                organ_names: dict[int, str] | None = None,
+def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
                 progress: Callable[[ProgressEvent], None] | None = None,
                 cancel: threading.Event | None = None) -> ExplainResult:
-    """Explain one ROI; in-memory volumes take precedence over the request's paths. Raises InputError on bad
+    """Explain one ROI; in-memory ``inputs`` take precedence over the request's paths. Raises InputError on bad
     input and Cancelled on cancel (everything evaluated so far stays journaled in ``request.out``)."""
     started = time.perf_counter()
     out = Path(request.out)
-    check_request(request, roi_mask_volume is not None)      # refuse bad arguments before touching --out
+    request = resolve_refinement(request)
+    check_request(request, inputs is not None and inputs.roi_mask is not None)   # before touching --out
     spec = request.journal_spec()
     claim_output_folder(out, spec, "segshap explain", create=False)
     if progress is not None:
         progress(ProgressEvent("prepare", 0, 1, "loading the model, predicting and building units"))
-    context = prepare_context(request, ct_volume=ct_volume, organ_volume=organ_volume,
-                              prediction_volume=prediction_volume, roi_mask_volume=roi_mask_volume,
-                              organ_names=organ_names)
+    context = prepare_context(request, inputs=inputs)
     claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
     prepared = time.perf_counter()
-    journal = CoalitionJournal(out, context.n_units)
-    reporter = _CoalitionProgress(progress, context, request.budget)
-    network_before = context.engine.counters.network_seconds
-    try:
-        res = kernel_shap(lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
-                          context.n_units, request.budget,
-                          request.seed, batch_size=SOLVER_BATCH, store=journal, cancel=cancel,
-                          progress=reporter.solver)
-    except (SolverCancelled, Cancelled):
-        raise Cancelled(f"cancelled; {len(journal)} coalitions are journaled in {out} - rerun to resume") from None
-    solved = time.perf_counter()
-    counters = context.engine.counters.as_summary()
-    verify = None
-    if request.verify > 0:
-        if progress is not None:
-            progress(ProgressEvent("verify", 0, request.verify + 1, "checking against nnU-Net's own prediction"))
-        verify = verify_engine(context, request.verify, request.seed)
-    timings = {"total": round(time.perf_counter() - started, 3), "prepare": round(prepared - started, 3),
-               "inference": round(context.engine.counters.network_seconds - network_before, 3),
-               "solver": round(solved - prepared, 3)}
-    summary = _summary(request, context, res, counters, verify, timings)
-    volumes = write_outputs(out, context, res.phi, summary)
+    with CoalitionJournal(out, context.n_units) as journal:        # holds the folder's lock until the end
+        store = journal if request.refine is None else ParentReuse(journal, request, context.parent_unit_of)
+        reporter = _CoalitionProgress(progress, context, request.budget)
+        network_before = context.engine.counters.network_seconds
+        try:
+            res = kernel_shap(lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
+                              context.n_units, request.budget,
+                              request.seed, batch_size=SOLVER_BATCH, store=store, cancel=cancel,
+                              progress=reporter.solver)
+        except Cancelled:
+            raise Cancelled(f"cancelled; {len(journal)} coalitions are journaled in {out} - rerun to resume") \
+                from None
+        solved = time.perf_counter()
+        counters = context.engine.counters.as_summary()
+        verify = None
+        if request.verify > 0:
+            if progress is not None:
+                progress(ProgressEvent("verify", 0, request.verify + 1, "checking against nnU-Net's own prediction"))
+            verify = verify_engine(context, request.verify, request.seed)
+        timings = {"total": round(time.perf_counter() - started, 3), "prepare": round(prepared - started, 3),
+                   "inference": round(context.engine.counters.network_seconds - network_before, 3),
+                   "solver": round(solved - prepared, 3)}
+        summary = _summary(request, context, res, counters, verify, timings)
+        summary["solver"]["journal_skipped_lines"] = journal.skipped
+        if request.refine is not None:
+            summary["refine"] = {"parent": str(Path(request.refine).resolve()), "organs": request.refine_organs,
+                                 "parent_units": int(context.parent_unit_of.max()), **store.summary()}
+        volumes = write_outputs(out, context, res.phi, summary)
     return ExplainResult(out, context.ct, context.prediction, volumes["roi"], volumes["units"],
                          list(context.units.names), volumes["attribution"], res.phi, float(res.phi0),
                          float(res.phi0 + res.phi.sum()), summary)

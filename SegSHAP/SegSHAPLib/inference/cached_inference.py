@@ -29,13 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from SegSHAPLib import options
 from SegSHAPLib.box import Box
 from SegSHAPLib.errors import Cancelled
 from SegSHAPLib.inference import nnunet_private
 from SegSHAPLib.inference.patch_memo import PatchKey, PatchMemo
 from SegSHAPLib.inference.perturbation import apply_coalition
 
-CACHE_MODES = ("memo", "baseline", "none")
 
 
 @dataclass
@@ -157,8 +157,8 @@ class CachedSlidingWindow:
         import torch
         from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
-        if cache_mode not in CACHE_MODES:
-            raise ValueError(f"cache mode {cache_mode!r} is not one of {CACHE_MODES}")
+        if cache_mode not in options.CACHE_MODES:
+            raise ValueError(f"cache mode {cache_mode!r} is not one of {options.CACHE_MODES}")
         if batch_size < 1:
             raise ValueError("batch size must be >= 1")
         if unit_labels.shape != layout.network_shape:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from SegSHAPLib.io.image_io import Volume
-from SegSHAPLib.inference.model import DEFAULT_CHECKPOINT, Preprocessed, load_predictor, predict_segmentation, preprocess
+from SegSHAPLib import options
+from SegSHAPLib.inference.model import Preprocessed, load_predictor, predict_segmentation, preprocess
 
 _lock = threading.Lock()
 _model: tuple[tuple, object] | None = None              # (settings, predictor)
@@ -25,7 +26,7 @@ _case: dict | None = None               # {"predictor", "digest", "preprocessed"
 
 
 def cached_predictor(model_dir, folds, device: str, tile_step: float, tta: bool,
-                     checkpoint: str = DEFAULT_CHECKPOINT):
+                     checkpoint: str = options.CHECKPOINT):
     """``model.load_predictor`` for these settings, loaded once while they stay the same."""
     global _model
     settings = (str(Path(model_dir).resolve()), tuple(folds) if folds else None, device, float(tile_step), bool(tta),

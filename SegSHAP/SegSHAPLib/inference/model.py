@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = "checkpoint_final.pth"      # nnU-Net's own default for -chk
+MESSAGE_LIMIT = 600
 
 
 def resolve_device(name: str = "cpu"):
@@ -42,7 +43,7 @@ def resolve_device(name: str = "cpu"):
     raise InputError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
 
 
-def available_folds(model_dir: Path, checkpoint: str = DEFAULT_CHECKPOINT) -> list[str]:
+def available_folds(model_dir: Path, checkpoint: str = options.CHECKPOINT) -> list[str]:
     """Fold names ('0', '1', ..., 'all') that hold ``checkpoint``, sorted."""
     return [sub.name[len("fold_"):] for sub in sorted(model_dir.glob("fold_*")) if (sub / checkpoint).is_file()]
 
@@ -53,12 +54,12 @@ def checkpoints_present(model_dir: Path) -> list[str]:
 
 
 def check_model_folder(model_dir: str | Path, folds: list[str] | None = None,
-                       checkpoint: str = DEFAULT_CHECKPOINT) -> list[str]:
+                       checkpoint: str = options.CHECKPOINT) -> list[str]:
     """Validate an nnU-Net v2 trained-model folder; return the folds to use. InputError says what is wrong."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise InputError(f"model folder {model_dir} does not exist; give an nnU-Net v2 trained-model folder "
-                         f"(with dataset.json, plans.json and fold_X/{DEFAULT_CHECKPOINT})")
+                         f"(with dataset.json, plans.json and fold_X/{options.CHECKPOINT})")
     for name in ("dataset.json", "plans.json"):
         path = model_dir / name
         if not path.is_file():
@@ -104,7 +105,7 @@ def check_supported(predictor, model_dir) -> None:
 
 
 def load_predictor(model_dir: str | Path, folds: list[str] | None = None, device: str = "cpu",
-                   tile_step_size: float = 0.5, use_mirroring: bool = False, checkpoint: str = DEFAULT_CHECKPOINT):
+                   tile_step_size: float = 0.5, use_mirroring: bool = False, checkpoint: str = options.CHECKPOINT):
     """An initialised ``nnUNetPredictor`` for the folder's ``checkpoint`` (nnU-Net's ``-chk``; mirroring TTA off
     unless asked for)."""
     import torch
@@ -120,16 +121,47 @@ def load_predictor(model_dir: str | Path, folds: list[str] | None = None, device
         predictor.initialize_from_trained_model_folder(
             str(model_dir), tuple(int(f) if f != "all" else f for f in use_folds), checkpoint)
     except Exception as err:  # noqa: BLE001 - any failure inside nnU-Net's loader means "not a usable model"
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{model_dir} could not be loaded as an nnU-Net v2 model ({type(err).__name__}: "
-                         f"{message})") from None
+                         f"{one_line(err)})") from None
     if predictor.network is None:
         raise InputError(f"{model_dir} could not be loaded as an nnU-Net v2 model")
     check_supported(predictor, model_dir)
+    check_embedded_dataset(Path(model_dir), use_folds[0], checkpoint, predictor.dataset_json)
     predictor.network.to(predictor.device).eval()
     log.info("loaded %s folds %s (%s) on %s", model_dir, use_folds, checkpoint, predictor.device)
     torch.set_grad_enabled(False)
     return predictor
+
+
+def one_line(err: BaseException, limit: int = MESSAGE_LIMIT) -> str:
+    """An exception's whole message on one line (PyTorch's state-dict errors say what mismatched only after the
+    first line), cut at ``limit`` characters."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_embedded_dataset(model_dir: Path, fold: str, checkpoint_name: str, dataset_json: dict) -> None:
+    """Refuse a dataset.json that disagrees with the dataset description nnU-Net embedded in the checkpoint
+    (``init_args["dataset_json"]``): the checkpoint is what the network was trained on, so renamed or
+    renumbered labels in dataset.json would silently change which class is explained. A checkpoint without an
+    embedded description is accepted as it is."""
+    import torch
+
+    checkpoint = model_dir / f"fold_{fold}" / checkpoint_name
+    try:
+        embedded = torch.load(checkpoint, map_location="cpu", weights_only=False) \
+            .get("init_args", {}).get("dataset_json")
+    except Exception as err:  # noqa: BLE001 - nnU-Net just loaded it, so this is a damaged file
+        raise InputError(f"{checkpoint} cannot be read ({one_line(err)})") from None
+    if not isinstance(embedded, dict):
+        return
+    differing = sorted(key for key in ("labels", "channel_names", "regions_class_order")
+                       if embedded.get(key) != dataset_json.get(key))
+    if differing:
+        shown = "; ".join(f"{key}: dataset.json {dataset_json.get(key)} vs checkpoint {embedded.get(key)}"
+                          for key in differing)
+        raise InputError(f"{model_dir / 'dataset.json'} disagrees with the dataset description embedded in "
+                         f"{checkpoint.relative_to(model_dir)} ({shown}); restore the model's own dataset.json")
 
 
 @dataclass
@@ -146,9 +178,13 @@ class Preprocessed:
 
 
 def check_ct(ct: Volume) -> None:
-    """Refuse CT data that nnU-Net cannot preprocess meaningfully (NaN/inf voxels)."""
+    """Refuse CT data that nnU-Net cannot preprocess meaningfully (NaN/inf voxels, 8-bit or boolean data, which
+    cannot hold Hounsfield units: an image export, not the CT)."""
     if not np.issubdtype(ct.array.dtype, np.number):
         raise InputError(f"the CT has non-numeric voxels ({ct.array.dtype})")
+    if ct.array.dtype in (np.uint8, np.int8, np.bool_):
+        raise InputError(f"the CT is stored as {ct.array.dtype} (values {ct.array.min()}..{ct.array.max()}), which "
+                         "cannot hold Hounsfield units (air is -1000); give the original CT (int16 or float, HU)")
     if np.issubdtype(ct.array.dtype, np.floating) and not np.all(np.isfinite(ct.array)):
         bad = int((~np.isfinite(ct.array)).sum())
         raise InputError(f"the CT has {bad} NaN/inf voxel(s); fill them (e.g. with -1024 HU) before explaining")
@@ -199,6 +235,9 @@ def class_names(predictor) -> dict[int, str]:
 def resolve_target(predictor, target: str | int) -> int:
     """A target class given by label value or name -> label value; InputError lists the model's classes."""
     names = class_names(predictor)
+    if not any(value != 0 for value in names):
+        raise InputError(f"the model's dataset.json 'labels' ({predictor.dataset_json.get('labels')}) has no "
+                         "integer foreground label; nnU-Net v2 needs {name: integer} with classes above 0")
     by_name = {n.lower(): v for v, n in names.items()}
     text = str(target).strip()
     if text.lower() in by_name:

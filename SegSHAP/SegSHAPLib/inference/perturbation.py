@@ -1,4 +1,5 @@
-"""The perturbation operator X^(m) of DESIGN.md: removed units take the mask value b, all else is the image.
+"""The perturbation operator X^(m) (docs/method.md, section 5): removed units take the mask value b, all else
+is the image.
 
 Pure and geometry-free: it works on any grid (the CT grid, or nnU-Net's preprocessed space where the image
 is float32 and b the normalised mask value), so long as the image and the unit labels share a shape.

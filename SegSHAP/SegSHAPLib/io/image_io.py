@@ -11,18 +11,24 @@ Axis convention (the one boundary where it changes):
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from SegSHAPLib.errors import InputError
+from SegSHAPLib.errors import InputError, OutputError
+from SegSHAPLib.io.atomic_files import atomic_target, output_error
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# Two DICOM slice gaps differ when they differ by more than this fraction of the median gap (or 0.01 mm).
+SLICE_GAP_TOLERANCE = 0.01
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 
 
@@ -137,8 +143,82 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         raise ImageReadError(f"{folder} is a folder with no DICOM series in it")
     if len(series_ids) > 1:
         raise ImageReadError(f"{folder} holds {len(series_ids)} DICOM series; point to a folder with exactly one")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    files = reader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    check_slice_positions(files)
+    reader.SetFileNames(files)
     return reader.Execute()
+
+
+def _slice_position(reader: sitk.ImageFileReader, file: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ImagePositionPatient, slice normal) of one DICOM file (LPS mm), None when it lacks either tag."""
+    reader.SetFileName(file)
+    reader.ReadImageInformation()
+    if not (reader.HasMetaDataKey("0020|0032") and reader.HasMetaDataKey("0020|0037")):
+        return None
+    try:
+        position = np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+        orientation = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+    except ValueError:
+        return None
+    if position.shape != (3,) or orientation.shape != (6,):
+        return None
+    return position, np.cross(orientation[:3], orientation[3:])
+
+
+def check_slice_positions(files: list[str]) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced along their normal: a duplicated slice (two
+    files at one position) or a missing one (a gap wider than the others). ITK would average the spacing and
+    only warn. The message names the files. Series without position/orientation tags are left to ITK."""
+    reader = sitk.ImageFileReader()
+    read = [_slice_position(reader, file) for file in files]
+    if len(files) < 3 or any(r is None for r in read):
+        return
+    distance = np.array([position @ read[0][1] for position, _ in read])     # along the first slice's normal
+    order = np.argsort(distance, kind="stable")
+    gaps = np.diff(distance[order])
+    typical = float(np.median(gaps))
+    tolerance = max(SLICE_GAP_TOLERANCE * typical, 0.01)
+    for n, gap in enumerate(gaps):
+        first, second = Path(files[order[n]]).name, Path(files[order[n + 1]]).name
+        if gap <= tolerance:
+            raise ImageReadError(f"the DICOM series in {Path(files[0]).parent} has two slices at the same position "
+                                 f"({first} and {second}, {distance[order[n]]:.2f} mm along the slice normal); "
+                                 "remove the duplicate")
+        if abs(gap - typical) > tolerance:
+            raise ImageReadError(f"the DICOM series in {Path(files[0]).parent} is not evenly spaced: {gap:.2f} mm "
+                                 f"between {first} and {second} where the other slices are {typical:.2f} mm apart "
+                                 "(a missing slice?); export the complete series")
+
+
+def check_file_complete(path: Path) -> None:
+    """Refuse a truncated or corrupt image file that ITK would read anyway (it zero-fills what is missing).
+
+    A gzip-compressed file (.nii.gz) is decompressed to its end, so a cut or damaged stream (gzip's own length
+    and CRC check) is an error; a NIfTI file must then hold the voxel bytes its header announces
+    (vox_offset + nx ny nz ... x bytes per voxel, read with nibabel, a reader independent of ITK)."""
+    name = str(path).lower()
+    size = path.stat().st_size
+    if name.endswith(".gz"):
+        size = 0
+        try:
+            with gzip.open(path, "rb") as stream:
+                for chunk in iter(lambda: stream.read(1 << 22), b""):
+                    size += len(chunk)
+        except (EOFError, OSError, zlib.error) as err:
+            raise ImageReadError(f"{path}: cannot be read: the compressed file is truncated or corrupt ({err}); "
+                                 "copy or export it again") from None
+    if name.endswith(NIFTI_SUFFIXES):
+        import nibabel
+
+        try:
+            header = nibabel.load(str(path)).header
+        except Exception as err:  # noqa: BLE001 - any nibabel failure means the header is unusable
+            raise ImageReadError(f"{path}: cannot be read as NIfTI ({err})") from None
+        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) \
+            * header.get_data_dtype().itemsize
+        if size < expected:
+            raise ImageReadError(f"{path}: cannot be read: the file is truncated: it holds {size:,} bytes of image "
+                                 f"data where its header announces {expected:,}; copy or export it again")
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
@@ -153,12 +233,13 @@ def read_volume(path: str | os.PathLike) -> Volume:
             if not str(path).lower().endswith(READABLE_SUFFIXES):
                 raise ImageReadError(f"{path}: unsupported file type; give NIfTI (.nii/.nii.gz), NRRD (.nrrd) "
                                      "or a DICOM series folder")
+            check_file_complete(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reader error"
         raise ImageReadError(f"{path}: cannot be read as an image ({first_line})") from None
     volume = Volume.from_sitk(image)
-    if str(path).lower().endswith((".nii", ".nii.gz")) and np.issubdtype(volume.array.dtype, np.floating):
+    if str(path).lower().endswith(NIFTI_SUFFIXES) and np.issubdtype(volume.array.dtype, np.floating):
         _restore_nifti_nans(path, volume.array)
     return volume
 
@@ -176,10 +257,33 @@ def _restore_nifti_nans(path: Path, array_zyx: np.ndarray) -> None:
 
 
 def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
-    """Write a ``Volume`` to NIfTI/NRRD/MetaImage (chosen by the suffix), compressed, geometry preserved."""
+    """Write a ``Volume`` to NIfTI/NRRD/MetaImage (chosen by the suffix), compressed, geometry preserved.
+
+    Written whole or not at all (``atomic_files.atomic_target``): the temporary file is read back (complete
+    compressed stream and voxel data, header size) before it replaces ``path``; a write cut short by a full
+    disk or a quota (ITK does not always say so) raises ``OutputError`` and leaves ``path`` as it was."""
     path = Path(path)
     if not str(path).lower().endswith(WRITABLE_SUFFIXES):
         raise ValueError(f"{path}: unsupported output type; use .nii.gz, .nii, .nrrd or .mha")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(volume.to_sitk(), str(path), useCompression=True)
+    with atomic_target(path) as temporary:
+        try:
+            sitk.WriteImage(volume.to_sitk(), str(temporary), useCompression=True)
+        except RuntimeError as err:
+            raise output_error(path, err) from None
+        _check_written(temporary, volume, path)
     return path
+
+
+def _check_written(temporary: Path, volume: Volume, path: Path) -> None:
+    """Read back what ITK wrote: complete (``check_file_complete``) and of the volume's size; OutputError if not."""
+    try:
+        check_file_complete(temporary)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(temporary))
+        reader.ReadImageInformation()
+        size = tuple(reader.GetSize())
+    except (ImageReadError, RuntimeError) as err:
+        raise OutputError(f"cannot write {path}: the file written is incomplete ({str(err).split(': ')[-1]}); "
+                          "disk full or over quota?") from None
+    if size != volume.shape_zyx[::-1]:
+        raise OutputError(f"cannot write {path}: the file written has size {size}, not {volume.shape_zyx[::-1]}")

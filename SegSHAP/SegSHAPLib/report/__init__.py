@@ -1,5 +1,9 @@
-"""The HTML report and its figures (matplotlib, Agg).
+"""The HTML reports and their figures (matplotlib, Agg).
 
-- ``figures``: slice panels, ranked bar charts and curves as PNG bytes.
-- ``page``:    ``write_report(folders, out)``: one self-contained HTML page for one or more output folders.
+- ``figures``:       slice panels, ranked bar charts and curves as PNG bytes.
+- ``page``:          ``write_report(folders, out)``: one self-contained HTML page for one or more output folders
+                     (``explain.folder.ExplanationFolder``s, read by the caller).
+- ``statistics``:    bootstrap intervals, curves on a common grid, paired Wilcoxon tests (plain arrays in).
+- ``study_figures``, ``study_page``: the figures and the page of a study (``segshap cohort report``), from rows
+  and arrays that ``cohort.report`` gathers.
 """

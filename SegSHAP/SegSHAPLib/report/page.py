@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -78,7 +77,7 @@ footer{max-width:1240px;margin:0 auto;padding:4px 28px 28px;color:#5b6678;font-s
 # ------------------------------------------------------------------------------------------- loading
 @dataclass
 class Explanation:
-    """One explain output folder: its summary.json, faithfulness.json (or None) and output images."""
+    """One explain output folder as the page shows it: its summary.json, faithfulness.json (or None) and images."""
 
     folder: Path
     summary: dict
@@ -88,13 +87,11 @@ class Explanation:
     prediction: Volume
 
     @classmethod
-    def load(cls, folder: Path) -> "Explanation":
-        folder = Path(folder)
-        faithfulness_path = folder / "faithfulness.json"
-        return cls(folder, json.loads((folder / "summary.json").read_text()),
-                   json.loads(faithfulness_path.read_text()) if faithfulness_path.exists() else None,
-                   read_volume(folder / "attribution.nii.gz"), read_volume(folder / "roi.nii.gz"),
-                   read_volume(folder / "prediction.nii.gz"))
+    def read(cls, folder) -> "Explanation":
+        """``folder``: an ``explain.folder.ExplanationFolder`` (passed in: the report sits below the explain layer
+        and never reads an output folder itself)."""
+        return cls(folder.path, folder.finished_summary(), folder.faithfulness(), folder.image("attribution"),
+                   folder.image("roi"), folder.image("prediction"))
 
     @property
     def target_name(self) -> str:
@@ -120,12 +117,14 @@ def _num(value, fmt: str = ",") -> str:
 
 
 def section_title(exp: Explanation) -> str:
-    """E.g. "False-positive spleen component (228 voxels) - hybrid units - fp value" (plain text)."""
+    """E.g. "False-positive spleen component (228 voxels) - hybrid units - fp value", or "... - organs, zoom into
+    liver, stomach cells - ..." for a zoom (plain text)."""
     inputs = exp.summary["inputs"]
     kind = (f"False-positive {exp.target_name} component" if inputs.get("value") == "fp"
             else f"{exp.target_name[:1].upper()}{exp.target_name[1:]} component")
-    return (f"{kind} ({exp.summary['roi']['voxels']:,} voxels) \u2013 {inputs.get('units')} units \u2013 "
-            f"{inputs.get('value')} value")
+    units = (f"organs, zoom into {', '.join(inputs.get('refine_organs') or [])} cells" if inputs.get("refine")
+             else f"{inputs.get('units')} units")
+    return f"{kind} ({exp.summary['roi']['voxels']:,} voxels) \u2013 {units} \u2013 {inputs.get('value')} value"
 
 
 def _meta(exp: Explanation) -> str:
@@ -290,12 +289,13 @@ def _footer() -> str:
 
 
 # ------------------------------------------------------------------------------------------- entry point
-def write_report(explanation_dirs: list[Path], out_html: Path, title: str, extra: dict | None = None) -> Path:
-    """Write one self-contained HTML report of the given explain output folders; return its path.
+def write_report(folders: list, out_html: Path, title: str, extra: dict | None = None) -> Path:
+    """Write one self-contained HTML report of the given explain output folders (``ExplanationFolder``s);
+    return its path.
 
     extra: optional key -> value pairs shown in the header (e.g. {"total wall time": "312 s"}).
     """
-    explanations = [Explanation.load(Path(d)) for d in explanation_dirs]
+    explanations = [Explanation.read(folder) for folder in folders]
     values = [str(e.summary["inputs"].get("value")) for e in explanations]
     body = _legend(values) + "".join(explanation_section(e) for e in explanations)
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'

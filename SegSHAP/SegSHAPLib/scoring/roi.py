@@ -13,14 +13,14 @@ import re
 import numpy as np
 from scipy import ndimage
 
+from SegSHAPLib import options
 from SegSHAPLib.box import Box
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch
+from SegSHAPLib.io.label_maps import binary_mask
 from SegSHAPLib.scoring.values import VALUE_FUNCTIONS
 
-POINT_SPACES = ("ras", "ijk")
 CONNECTIVITIES = {6: 1, 18: 2, 26: 3}  # neighbourhood size -> rank of scipy's generate_binary_structure
-REGION_KINDS = ("component", "box", "dilated")
 # Distances equal to D up to floating-point rounding count as "within D mm".
 _DILATE_TOLERANCE_MM = 1e-6
 
@@ -45,8 +45,8 @@ def point_to_ijk(volume: Volume, point_xyz, space: str = "ras") -> tuple[int, in
     (halves round up). Raises InputError when the point is not three finite numbers or lies outside the
     volume; the message gives the volume's extent in the same space.
     """
-    if space not in POINT_SPACES:
-        raise InputError(f"point space {space!r} is not one of {', '.join(POINT_SPACES)}")
+    if space not in options.POINT_SPACES:
+        raise InputError(f"point space {space!r} is not one of {', '.join(options.POINT_SPACES)}")
     try:
         point = np.asarray(point_xyz, dtype=float).reshape(-1)
     except (TypeError, ValueError):
@@ -108,11 +108,12 @@ def roi_from_point(prediction_zyx: np.ndarray, target: int, ijk: tuple[int, int,
 def roi_from_mask(mask_volume: Volume, ct_volume: Volume) -> np.ndarray:
     """A user-given ROI mask (nonzero = inside) as a bool array (z, y, x) on the CT grid.
 
-    Raises InputError when the mask is not on the CT's voxel grid or has no nonzero voxel.
+    Raises InputError when the mask is not on the CT's voxel grid, is not binary (non-integer values or several
+    labels: the message lists them) or has no nonzero voxel.
     """
     if not ct_volume.same_grid(mask_volume):
         raise InputError(describe_grid_mismatch(ct_volume, mask_volume, "the CT", "the ROI mask"))
-    mask = mask_volume.array != 0
+    mask = binary_mask(mask_volume.array, "the ROI mask")
     if not mask.any():
         raise InputError("the ROI mask is empty (no nonzero voxel); paint the region to explain")
     return mask
@@ -144,8 +145,8 @@ def scoring_region(roi_mask: np.ndarray, kind: str, spacing_zyx, dilate_mm: floa
     Raises InputError for an unknown kind, or for "dilated" without a positive D or with a D below the
     smallest voxel spacing (which would add no voxel and silently equal "component").
     """
-    if kind not in REGION_KINDS:
-        raise InputError(f"score region {kind!r} is not one of {', '.join(REGION_KINDS)}")
+    if kind not in options.SCORE_REGIONS:
+        raise InputError(f"score region {kind!r} is not one of {', '.join(options.SCORE_REGIONS)}")
     if kind == "component":
         return roi_mask.copy()
     box = bounding_box(roi_mask)
@@ -180,8 +181,8 @@ def check_value_region(value: str, kind: str) -> None:
     """
     if value not in VALUE_FUNCTIONS:
         raise InputError(f"value function {value!r} is not one of {', '.join(VALUE_FUNCTIONS)}")
-    if kind not in REGION_KINDS:
-        raise InputError(f"score region {kind!r} is not one of {', '.join(REGION_KINDS)}")
+    if kind not in options.SCORE_REGIONS:
+        raise InputError(f"score region {kind!r} is not one of {', '.join(options.SCORE_REGIONS)}")
     if value == "fp" and kind == "component":
         raise InputError("--value fp with --score-region component is identically 0: the ROI is a component of "
                          "the prediction, so none of its voxels can become a new false positive; use "

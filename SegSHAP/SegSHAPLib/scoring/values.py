@@ -1,4 +1,4 @@
-"""The four value functions of DESIGN.md ("Value functions"), vectorised over a batch of coalitions.
+"""The four value functions of docs/method.md (section 7, "Value functions"), vectorised over a batch of coalitions.
 
 Every value function has the signature ``f(logits, region, baseline_pred, target) -> np.ndarray (n,)``:
 - logits:        float array (n, C, z, y, x): raw network logits (not softmax) for n coalitions on a box,

@@ -7,6 +7,6 @@
 - ``kernelshap``:  ``kernel_shap(value_fn, M, budget, ...)``, the entry point.
 """
 
-from SegSHAPLib.shapley.kernelshap import Cancelled, KernelShapResult, kernel_shap
+from SegSHAPLib.shapley.kernelshap import KernelShapResult, kernel_shap
 
-__all__ = ["kernel_shap", "KernelShapResult", "Cancelled"]
+__all__ = ["kernel_shap", "KernelShapResult"]

@@ -1,7 +1,7 @@
 """Diagnostics of a KernelSHAP run, all JSON-serialisable (floats, ints, bools, a list of floats).
 
-Every refit here is the same constrained regression as the main fit (shapley.fit.fit) on a subset of
-the plan's pairs, so the numbers describe the estimator actually used. Subsets are taken by the pairs'
+Every refit here is the estimator actually used (shapley.estimator.estimate, with the settings the
+full data chose: shrinkage and odd interaction terms) on a subset of the plan's pairs. Subsets are taken by the pairs'
 round-robin positions (shapley.plan.CoalitionPlan.position), which spreads them over all strata.
 """
 
@@ -11,20 +11,25 @@ import math
 
 import numpy as np
 
-from SegSHAPLib.shapley.fit import Fit, fit
+from SegSHAPLib.shapley.estimator import Estimate, estimate
+from SegSHAPLib.shapley.fit import Fit
 from SegSHAPLib.shapley.plan import CoalitionPlan
 
 HELDOUT_FRACTION = 0.1
+CONFIDENCE_Z = 1.96
 
 
-def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: Fit, tolerance: float) -> dict:
-    """Diagnostics of phi (M,) estimated from the plan's values (n,); full is the fit on every pair.
+def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: Fit, chosen: Estimate,
+                tolerance: float) -> dict:
+    """Diagnostics of phi (M,) estimated from the plan's values (n,); chosen is the estimate on every pair
+    and full the constrained regression whose standard errors describe it (see shapley.kernelshap).
 
     - efficiency_residual: |sum(phi) - (v(full) - v(empty))|.
     - condition_number, design_rank: ratio of the extreme nonzero singular values and the rank of the
       weighted design sqrt(w) Z Q (1 and M - 1 for a full enumeration).
     - heldout_mae, heldout_r2: about 10% of the pairs, evenly spread over the strata, are left out, the
-      regression is refitted on the rest and predicts the left-out values with v(empty) + z . phi. The
+      estimator is refitted on the rest and predicts the left-out values (Estimate.predict: z . phi for
+      the linear model, plus the odd interaction terms when they are used). The
       same is done in exact mode, where it measures how additive the game is. With fewer than two pairs
       (M <= 2 and tiny budgets) the fitted coalitions themselves are scored. R^2 is 1 - SSE/SST about
       the scored values' mean; with SST = 0 it is 1 if the prediction is exact and 0 otherwise.
@@ -39,6 +44,16 @@ def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: 
     - coalitions_needed_forecast: coalitions forecast to converge: the enumerated ones plus the sampled
       ones times (max standard error / goal)^2 (error ~ 1/sqrt(n)), at most 2^M (exact enumeration);
       the coalitions used when already converged.
+    - abs_phi_lower_bound: per unit max(0, |phi_j| - CONFIDENCE_Z * SE_j), the key to rank by when not
+      converged (a unit whose interval reaches 0 gets 0; with inestimable standard errors every unit gets
+      max(0, |phi_j| - z * scale), in practice 0); equal to |phi_j| in exact mode.
+    - confidence_z: the z of those bounds (1.96, two-sided 95% for a normal error).
+    - separated_top_units: how many leading units, ranked by |phi|, are resolved: the largest k such
+      that each of the first k has a lower bound above the upper bound |phi| + z SE of every unit ranked
+      after it (M in exact mode, 0 when nothing is resolved).
+    - estimator: {"linear_ridge_pairs": the shrinkage towards the equal split, as a prior worth that
+      many pairs (0: none), "odd_triples": the number of odd order-3 interaction terms (0: linear),
+      "tree_surrogate": whether a boosted-tree control variate was used}.
     """
     masks, gains, position = plan.masks[2:], values[2:] - values[0], plan.position[2:]
     delta = float(values[1] - values[0])
@@ -47,27 +62,44 @@ def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: 
     estimable = plan.exact or bool(np.isfinite(full.std_error).all())
     std_error = np.zeros_like(phi) if plan.exact else np.where(np.isfinite(full.std_error), full.std_error, scale)
     converged, forecast = _convergence(plan, std_error, tolerance * scale)
-    mae, r2 = _heldout(masks, gains, position, delta)
+    mae, r2 = _heldout(masks, gains, position, delta, chosen)
     return {
         "efficiency_residual": float(abs(phi.sum() - delta)),
         "condition_number": float(singular[0] / singular[-1]) if len(singular) else 1.0,
         "design_rank": int(len(singular)),
         "heldout_mae": mae,
         "heldout_r2": r2,
-        "coefficient_change": _coefficient_change(masks, gains, position, delta, phi),
+        "coefficient_change": _coefficient_change(masks, gains, position, delta, phi, chosen),
         "phi_std_error": [float(x) for x in std_error] if estimable else [None] * len(phi),
         "std_error_estimable": estimable,
         "converged": converged,
         "coalitions_needed_forecast": forecast,
+        "abs_phi_lower_bound": [float(x) for x in np.maximum(np.abs(phi) - CONFIDENCE_Z * std_error, 0.0)],
+        "confidence_z": CONFIDENCE_Z,
+        "separated_top_units": _separated(phi, std_error),
+        "estimator": {"linear_ridge_pairs": float(chosen.settings.linear_ridge),
+                      "odd_triples": int(len(chosen.settings.triples)),
+                      "tree_surrogate": bool(chosen.settings.surrogate)},
     }
 
 
-def _refit(masks: np.ndarray, gains: np.ndarray, delta: float, keep: np.ndarray) -> np.ndarray:
-    """phi (M,) refitted on the interior rows where keep (n,) is True."""
-    return fit(masks[keep], gains[keep], delta).phi
+def _separated(phi: np.ndarray, std_error: np.ndarray) -> int:
+    """Largest k: each of the k units of largest |phi| has |phi| - z SE above |phi| + z SE of every unit after it."""
+    order = np.argsort(-np.abs(phi), kind="stable")
+    lower = (np.abs(phi) - CONFIDENCE_Z * std_error)[order]
+    upper = (np.abs(phi) + CONFIDENCE_Z * std_error)[order]
+    best_after = np.concatenate([np.maximum.accumulate(upper[::-1])[::-1][1:], [-np.inf]])
+    resolved = lower > best_after
+    return int(len(phi) if resolved.all() else np.argmin(resolved))
 
 
-def _heldout(masks: np.ndarray, gains: np.ndarray, position: np.ndarray, delta: float) -> tuple[float, float]:
+def _refit(masks: np.ndarray, gains: np.ndarray, delta: float, keep: np.ndarray, chosen: Estimate) -> Estimate:
+    """The estimate refitted, with chosen's settings, on the interior rows where keep (n,) is True."""
+    return estimate(masks[keep], gains[keep], delta, chosen.settings)
+
+
+def _heldout(masks: np.ndarray, gains: np.ndarray, position: np.ndarray, delta: float,
+             chosen: Estimate) -> tuple[float, float]:
     """(MAE, R^2) of left-out pairs predicted by the refit on the others; masks (n, M), gains/position (n,)."""
     pairs = len(masks) // 2
     count = max(1, round(pairs * HELDOUT_FRACTION)) if pairs >= 2 else 0
@@ -75,8 +107,8 @@ def _heldout(masks: np.ndarray, gains: np.ndarray, position: np.ndarray, delta: 
     scored = held if count else np.ones(len(masks), dtype=bool)
     if not scored.any():
         return 0.0, 1.0
-    phi = _refit(masks, gains, delta, ~held)
-    error = gains[scored] - masks[scored].astype(float) @ phi
+    refit = _refit(masks, gains, delta, ~held, chosen)
+    error = gains[scored] - refit.predict(masks[scored], delta)
     sse = float(error @ error)
     sst = float(((gains[scored] - gains[scored].mean()) ** 2).sum())
     mae = float(np.abs(error).mean())
@@ -86,9 +118,9 @@ def _heldout(masks: np.ndarray, gains: np.ndarray, position: np.ndarray, delta: 
 
 
 def _coefficient_change(masks: np.ndarray, gains: np.ndarray, position: np.ndarray, delta: float,
-                        phi: np.ndarray) -> float:
+                        phi: np.ndarray, chosen: Estimate) -> float:
     """||phi - phi_half||_1 / ||phi||_1 with phi_half refitted on the pairs of position < pairs / 2."""
-    half = _refit(masks, gains, delta, position < math.ceil(len(masks) // 2 / 2))
+    half = _refit(masks, gains, delta, position < math.ceil(len(masks) // 2 / 2), chosen).phi
     scale = float(np.abs(phi).sum())
     return float(np.abs(phi - half).sum() / (scale if scale > 0.0 else 1.0))
 

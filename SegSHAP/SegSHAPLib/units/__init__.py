@@ -1,4 +1,4 @@
-"""Interpretable units {U_j}, j = 1..M, partitioning part of the ROI's support (DESIGN.md, step 4).
+"""Interpretable units {U_j}, j = 1..M, partitioning part of the ROI's support (docs/method.md, section 4 "Units").
 
 The public entry point; each unit type lives in its own module:
 - ``unit_map``:      ``UnitMap`` and the common rule (support, fragments, numbering 1..M, no units -> error).
@@ -7,6 +7,7 @@ The public entry point; each unit type lives in its own module:
 - ``organ_segmentation``: TotalSegmentator's organ map on the CT grid (``segshap organs``).
 - ``fcc``:           face-centred-cubic supervoxels in physical mm (``fcc_units``).
 - ``hybrid``:        FCC cells split by organ (``hybrid_units``).
+- ``zoom``:          organ units with chosen organs split into their hybrid cells (``refine_units``).
 All arrays are (z, y, x) on the CT grid.
 """
 
@@ -14,7 +15,7 @@ from SegSHAPLib.units.unit_map import UnitMap
 from SegSHAPLib.units.fcc import cell_volume_mm3, fcc_units
 from SegSHAPLib.units.hybrid import hybrid_units
 from SegSHAPLib.units.grouping import BUILTIN_GROUPINGS, load_grouping
-from SegSHAPLib.units.organs import DEFAULT_MIN_VOXELS, organ_class_names, organ_units
+from SegSHAPLib.units.organs import organ_class_names, organ_units
 
 __all__ = ["UnitMap", "organ_units", "organ_class_names", "load_grouping", "BUILTIN_GROUPINGS",
-           "DEFAULT_MIN_VOXELS", "fcc_units", "cell_volume_mm3", "hybrid_units"]
+           "fcc_units", "cell_volume_mm3", "hybrid_units"]

@@ -1,15 +1,19 @@
 """Organ groupings: which organs of an organ map join one unit (numpy-free, so the Slicer panel can check a
 grouping file before the heavy dependencies are even installed).
 
-A grouping is a JSON object mapping a group name to a list of glob patterns (``fnmatch``, case-sensitive) on organ
-names, e.g. ``{"rib cage": ["rib_left_*", "rib_right_*", "costal_cartilages", "sternum"]}``; built-in groupings
-are selected by name (``BUILTIN_GROUPINGS``). ``units.organs.organ_units`` applies it.
+A grouping is a JSON object mapping a group name to a list of glob patterns (``fnmatch``) on organ names, e.g.
+``{"rib cage": ["rib_left_*", "rib_right_*", "costal_cartilages", "sternum"]}``; built-in groupings are selected by
+name (``BUILTIN_GROUPINGS``). ``units.organs.organ_units`` applies it. Names and patterns are compared by
+``organ_name_key``: case is ignored and spaces, hyphens and underscores are the same character, so "Rib left 1"
+(a renamed segment) matches ``rib_left_*`` like TotalSegmentator's own "rib_left_1".
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from SegSHAPLib.errors import InputError
@@ -30,6 +34,16 @@ BUILTIN_GROUPINGS: dict[str, dict[str, list[str]]] = {
         "kidney cysts": ["kidney_cyst_*"],
     },
 }
+
+
+def organ_name_key(name: str) -> str:
+    """The form organ names and patterns are compared in: lower case, runs of spaces/hyphens/underscores -> "_"."""
+    return re.sub(r"[\s_\-]+", "_", name.strip().lower())
+
+
+def pattern_matches(name: str, pattern: str) -> bool:
+    """Whether a grouping's glob pattern matches an organ name (``organ_name_key`` on both)."""
+    return fnmatchcase(organ_name_key(name), organ_name_key(pattern))
 
 
 def load_grouping(grouping) -> dict[str, list[str]]:

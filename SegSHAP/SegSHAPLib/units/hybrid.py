@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from SegSHAPLib.units.unit_map import UnitMap, finish_units, support_box
-from SegSHAPLib.units.organs import DEFAULT_MIN_VOXELS, check_label_map, class_name
+from SegSHAPLib import options
+from SegSHAPLib.units.organs import check_label_map, class_name
 
 
 def hybrid_units(fcc_map: UnitMap, organ_labels_zyx: np.ndarray, class_names: dict[int, str], *,
-                 min_voxels: int = DEFAULT_MIN_VOXELS) -> UnitMap:
+                 min_voxels: int = options.MIN_ORGAN_VOXELS) -> UnitMap:
     """Split each FCC unit by organ label.
 
     fcc_map: the FCC units (``fcc_units``) on the CT grid; its units define the support.

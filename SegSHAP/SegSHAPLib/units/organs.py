@@ -2,7 +2,8 @@
 
 Organ names come from the label file's own table, else from TotalSegmentator's ``total`` class map, else
 "label_<id>" (``organ_class_names``). Grouping lets a user bring M down: a JSON object mapping a group name to
-a list of glob patterns (``fnmatch``, case-sensitive) on organ names, e.g.
+a list of glob patterns (``fnmatch``; case, spaces, hyphens and underscores ignored: ``grouping.organ_name_key``) on
+organ names, e.g.
     {"rib cage": ["rib_left_*", "rib_right_*", "costal_cartilages", "sternum"], "vertebrae": ["vertebrae_*"]}
 Every organ matched by a group's patterns joins that group's unit (named after the group); unmatched organs
 stay units of their own; an organ matched by two groups is an error. Built-in groupings are selected by name
@@ -13,17 +14,16 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ElementTree
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 import numpy as np
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.units.grouping import load_grouping
+from SegSHAPLib.units.grouping import load_grouping, pattern_matches
 from SegSHAPLib.io.image_io import read_volume
 from SegSHAPLib.units.unit_map import UnitMap, finish_units, support_box
 
-DEFAULT_MIN_VOXELS = 10
 
 def _names_from_label_table(path: Path) -> dict[int, str]:
     """id -> name from a NIfTI header's CaretExtension XML label table ({} when there is none)."""
@@ -90,7 +90,7 @@ def class_name(class_names: dict[int, str], label: int) -> str:
 
 def _group_of(name: str, grouping: dict[str, list[str]]) -> str | None:
     """The group whose patterns match ``name`` (None when no group does); InputError when two groups do."""
-    groups = [g for g, patterns in grouping.items() if any(fnmatchcase(name, p) for p in patterns)]
+    groups = [g for g, patterns in grouping.items() if any(pattern_matches(name, p) for p in patterns)]
     if len(groups) > 1:
         raise InputError(f"organ {name!r} matches groups {groups[0]!r} and {groups[1]!r}; make the grouping's "
                          "patterns exclusive")
@@ -109,7 +109,7 @@ def check_label_map(organ_labels_zyx: np.ndarray, shape: tuple[int, ...]) -> Non
 
 
 def organ_units(organ_labels_zyx: np.ndarray, support_mask: np.ndarray, class_names: dict[int, str],
-                grouping=None, min_voxels: int = DEFAULT_MIN_VOXELS) -> UnitMap:
+                grouping=None, min_voxels: int = options.MIN_ORGAN_VOXELS) -> UnitMap:
     """One unit per organ label (or group) present inside the support; background (0) is not a unit.
 
     organ_labels_zyx: integer label array (z, y, x) on the CT grid. support_mask: bool (z, y, x).

@@ -1,0 +1,61 @@
+"""Every user-facing choice and default of SegSHAP, in one place (no imports: every layer may read it).
+
+The request (``explain.request.ExplainRequest``), the CLI parsers (``cli/``), the cohort manifest, the panel values
+(``SegSHAPMRML.panel.PanelValues``) and the Slicer parameter node (``SegSHAP.py``) take their choices and
+defaults from here, so changing one here changes it everywhere (test_options.py shows it). The Slicer .ui file
+keeps its own combo items; test_options.py checks them against the choices below.
+"""
+
+# ------------------------------------------------------------------------------------------------ choices
+UNIT_TYPES = ("organs", "fcc", "hybrid")
+ORGAN_UNIT_TYPES = ("organs", "hybrid")          # the unit types built from an organ map
+VALUE_FUNCTIONS = ("softdice", "tp", "fp", "dice")
+SCORE_REGIONS = ("box", "component", "dilated")
+POINT_SPACES = ("ras", "ijk")
+CACHE_MODES = ("memo", "baseline", "none")
+ROI_MODES = ("point", "segment")                 # the panel's ROI: a markups point or a segment
+
+# Organ grouping: the panel's choice -> the request's ``grouping`` (None: every organ label is a unit).
+GROUPING_DEFAULT_GROUPS = "default"              # the built-in grouping's name on the CLI and in the manifest
+GROUPING_FROM_FILE = "from file"
+BUILTIN_GROUPING_OF_CHOICE = {"individual organs": None, "default groups": GROUPING_DEFAULT_GROUPS}
+GROUPING_CHOICES = (*BUILTIN_GROUPING_OF_CHOICE, GROUPING_FROM_FILE)
+
+# Devices: the CLI takes cpu, cuda, cuda:N or auto; the panel offers Auto, CPU and one entry per GPU.
+DEVICE_CHOICES_FIXED = ("Auto", "CPU")
+ORGAN_MAP_DEVICES = ("cpu", "gpu")               # segshap organs (TotalSegmentator's --device)
+
+# ------------------------------------------------------------------------------------------------ defaults
+UNITS = "organs"                                 # the fewest units, hence the fastest first explanation
+VALUE = "softdice"
+SCORE_REGION = "box"
+POINT_SPACE = "ras"
+TARGET = "1"
+ROI_MODE = "point"
+GROUPING_CHOICE = "individual organs"            # the panel's; the request's grouping is None (the same)
+DILATE_MM = 6.0
+FCC_SCALE_MM = 30.0
+BUDGET = 256
+MIN_BUDGET = 8
+SEED = 0
+MASK_VALUE = -1024.0                             # HU given to removed units (air)
+BATCH_SIZE = 1                                   # network patches per forward (1 reproduces nnU-Net bit for bit)
+DEVICE = "cpu"                                   # the CLI's and the request's
+PANEL_DEVICE = "Auto"                            # the panel's
+ORGAN_MAP_DEVICE = "cpu"
+CACHE = "memo"
+TTA = False
+TILE_STEP = 0.5                                  # nnU-Net's sliding-window step
+CHECKPOINT = "checkpoint_final.pth"              # the file in each fold_X, nnU-Net's own default for -chk
+VERIFY = 0
+FAITHFULNESS_STEPS = 10
+DEMO_BUDGET = 96                                 # segshap demo's coalitions per organ-unit explanation
+DEMO_ZOOM_BUDGET = 96                            # segshap demo's coalitions for the zoom into the top organs
+
+# Cohort studies (segshap cohort run)
+EXECUTORS = ("local", "ray")
+EXECUTOR = "local"
+MAX_RETRIES = 2                                  # starts of a crashed or killed explanation after the first
+GPUS_PER_TASK = 0.0                              # 0 = CPU
+CPUS_PER_TASK = 1                                # ray: torch threads per explanation
+MIN_ORGAN_VOXELS = 10                            # an organ piece under this many voxels in the support merges
