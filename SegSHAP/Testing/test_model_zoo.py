@@ -58,7 +58,8 @@ def _nnunet_prediction(model_dir, ct_path, checkpoint: str, mirroring: bool) -> 
     return np.asarray(predictor.predict_single_npy_array(image, properties))
 
 
-@pytest.mark.parametrize("name", EXPLAINABLE)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "3d_2folds_mirroring" else name
+                                  for name in EXPLAINABLE])   # slow: 2 folds x 8 mirrorings on the whole crop, twice
 def test_predict_equals_nnunet(zoo, case, name, tmp_path, capsys):
     ct_path, _ = case
     out = tmp_path / "prediction.nii.gz"
