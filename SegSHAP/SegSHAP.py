@@ -136,6 +136,7 @@ class SegSHAPParameterNode:
     maskValue: Annotated[float, WithinRange(-3000.0, 4000.0)] = options.MASK_VALUE
     batchSize: Annotated[int, WithinRange(1, 64)] = options.BATCH_SIZE
     tta: bool = options.TTA
+    checkpoint: str = options.CHECKPOINT
     unitsAsSegmentation: bool = False
     wheelFolder: Path
 
@@ -153,6 +154,8 @@ class RunLogic(Protocol):
     def model_labels(self, p) -> dict: ...
 
     def device_choices(self) -> list: ...
+
+    def checkpoint_choices(self, p) -> list: ...
 
     def start_explain(self, p, run=None) -> tuple: ...         # (job with poll()/cancel(), status note);
     # the job may also have new_log_lines() -> list of str (a child process's output)
@@ -198,6 +201,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = None
         self._lastNodes = None
         self._observedPointNode = None
+        self._checkpointsOfModel = None        # the model folder the checkpoint combo was filled from
 
     _POINT_EVENTS = (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
                      slicer.vtkMRMLMarkupsNode.PointPositionUndefinedEvent,
@@ -230,6 +234,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.roiPointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onRoiPointNodeChanged)
         self.ui.roiSegmentSelector.connect("currentSegmentChanged(QString)", self.onRoiSegmentChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        self.ui.checkpointComboBox.connect("currentTextChanged(QString)", self.onCheckpointChanged)
         self.ui.legendLabel.text = LEGEND_HTML
 
         self._refreshDependencies()
@@ -299,7 +304,8 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateGuiState()
 
     def _syncManualWidgets(self) -> None:
-        """Widgets the parameter node wrapper does not bind: ROI mode radios, segment selector, device combo."""
+        """Widgets the parameter node wrapper does not bind: ROI mode radios, segment selector, device and
+        checkpoint combos."""
         p = self._parameterNode
         self.ui.roiPointRadioButton.checked = p.roiMode == "point"
         self.ui.roiSegmentRadioButton.checked = p.roiMode == "segment"
@@ -310,6 +316,25 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.roiSegmentSelector.setCurrentSegmentID(p.roiSegmentID)
         index = self.ui.deviceComboBox.findText(p.device)
         self.ui.deviceComboBox.currentIndex = index if index >= 0 else 0
+        self._checkpointsOfModel = None
+        self._refreshCheckpointChoices()
+
+    def _refreshCheckpointChoices(self) -> None:
+        """Fill the editable checkpoint combo with the model folder's fold_X/*.pth names when the folder changed;
+        its text is the parameter node's checkpoint (a name not in the folder stays, validation names it)."""
+        p = self._parameterNode
+        model = str(p.modelPath or "")
+        combo = self.ui.checkpointComboBox
+        if model == self._checkpointsOfModel and combo.currentText == p.checkpoint:
+            return
+        wasBlocked = combo.blockSignals(True)
+        if model != self._checkpointsOfModel:
+            self._checkpointsOfModel = model
+            combo.clear()
+            for name in self.runLogic.checkpoint_choices(p):
+                combo.addItem(name)
+        combo.setCurrentText(p.checkpoint)
+        combo.blockSignals(wasBlocked)
 
     def _updateGuiState(self, caller=None, event=None) -> None:
         if self._parameterNode is None or (self._job is not None and self._job.running):
@@ -325,6 +350,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.groupingLabel.visible = self.ui.groupingComboBox.visible = organUnits
         self.ui.groupingFilePathLineEdit.visible = organUnits and p.grouping == "from file"
         self.ui.dilateSpinBox.enabled = p.scoreRegion == "dilated"
+        self._refreshCheckpointChoices()
         labels = self.runLogic.model_labels(p)
         self.ui.targetLineEdit.toolTip = (_("Classes of this model: ") + ", ".join(
             f"{v}={k}" for k, v in sorted(labels.items(), key=lambda kv: kv[1]) if v)) if labels else \
@@ -358,6 +384,10 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onDeviceChanged(self, index) -> None:
         if self._parameterNode and index >= 0:
             self._parameterNode.device = self.ui.deviceComboBox.itemText(index)
+
+    def onCheckpointChanged(self, text) -> None:
+        if self._parameterNode:
+            self._parameterNode.checkpoint = text
 
     # ------------------------------------------------------------------------------------ running
     def _setRunning(self, running: bool) -> None:

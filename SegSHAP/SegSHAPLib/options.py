@@ -55,6 +55,7 @@ CASE_CACHE = None                                # --case-cache: None = $SEGSHAP
 PROGRESS_FORMAT = "bar"
 TTA = False
 TILE_STEP = 0.5                                  # nnU-Net's sliding-window step
+CHECKPOINT = "checkpoint_final.pth"              # the file in each fold_X, nnU-Net's own default for -chk
 VERIFY = 0
 FAITHFULNESS_STEPS = 10
 DEMO_BUDGET = 96                                 # segshap demo's coalitions per organ-unit explanation

@@ -55,6 +55,7 @@ class PanelValues:
     device: str = options.PANEL_DEVICE
     batch_size: int = options.BATCH_SIZE
     tta: bool = options.TTA
+    checkpoint: str = options.CHECKPOINT         # the checkpoint in each fold_X (nnU-Net's -chk)
     faithfulness_steps: int = options.FAITHFULNESS_STEPS
     extra: dict = field(default_factory=dict)
 
@@ -64,8 +65,8 @@ def _sentence(text: str) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def model_folder_problem(model_dir: str) -> str | None:
-    """Why a folder is not an nnU-Net v2 trained-model folder (None when it looks like one)."""
+def model_folder_problem(model_dir: str, checkpoint: str = options.CHECKPOINT) -> str | None:
+    """Why a folder is not an nnU-Net v2 trained-model folder with ``checkpoint`` (None when it looks like one)."""
     if not model_dir:
         return "choose the nnU-Net model folder (it holds dataset.json, plans.json and fold_X/)"
     path = Path(model_dir)
@@ -74,9 +75,23 @@ def model_folder_problem(model_dir: str) -> str | None:
     missing = [n for n in ("dataset.json", "plans.json") if not (path / n).is_file()]
     if missing:
         return f"model folder {path} has no {' or '.join(missing)}; choose an nnU-Net v2 trained-model folder"
-    if not any(p.is_file() for p in path.glob("fold_*/checkpoint_*.pth")):
-        return f"model folder {path} has no fold_X/checkpoint_final.pth (the model is not trained or not unpacked)"
+    if not any(p.is_file() for p in path.glob(f"fold_*/{checkpoint}")):
+        others = checkpoint_choices(model_dir)
+        if others:
+            return f"model folder {path} has no fold_X/{checkpoint}; its folds hold {', '.join(others)}: choose one " \
+                   "as the checkpoint"
+        return f"model folder {path} has no fold_X/{checkpoint} (the model is not trained or not unpacked)"
     return None
+
+
+def checkpoint_name(values: PanelValues) -> str:
+    """The checkpoint to load: the panel's text, stripped; an emptied combo means the default."""
+    return str(values.checkpoint).strip() or options.CHECKPOINT
+
+
+def checkpoint_choices(model_dir: str) -> list[str]:
+    """The checkpoint file names (``*.pth``) in the model folder's fold_X folders, sorted ([] when none)."""
+    return sorted({p.name for p in Path(model_dir).glob("fold_*/*.pth") if p.is_file()})
 
 
 def model_labels(model_dir: str) -> dict[str, int]:
@@ -93,7 +108,7 @@ def validate_panel(values: PanelValues) -> list[str]:
     problems = []
     if not values.has_ct:
         problems.append("Select the CT volume to explain.")
-    model_problem = model_folder_problem(values.model_dir)
+    model_problem = model_folder_problem(values.model_dir, checkpoint_name(values))
     if model_problem:
         problems.append(_sentence(model_problem))
     if not values.run_model and not values.has_prediction:
@@ -193,6 +208,7 @@ def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | 
         grouping=grouping_argument(values), value=values.value, budget=int(values.budget), seed=int(values.seed),
         mask_value=float(values.mask_value), batch_size=int(values.batch_size),
         device=device or device_request_name(values.device), tta=bool(values.tta),
+        checkpoint=checkpoint_name(values),
     )
 
 

@@ -9,7 +9,7 @@ finished run in process (``job.ExplainJob``): both have the same ``start()/poll(
 ``p`` everywhere is the module's parameter node (``SegSHAPParameterNode`` in SegSHAP.py): an object with the
 attributes inputVolume, modelPath, runModel, predictionNode, target, organNode, roiMode, roiPoint, roiSegmentation,
 roiSegmentID, scoreRegion, dilateMm, units, fccScaleMm, grouping, groupingFile, value, budget, seed, device,
-faithfulnessSteps, maskValue, batchSize, tta, unitsAsSegmentation.
+faithfulnessSteps, maskValue, batchSize, tta, checkpoint, unitsAsSegmentation.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class ExplainRunLogic:
             units=p.units, fcc_scale_mm=p.fccScaleMm, grouping=p.grouping, grouping_file=path_text(p.groupingFile),
             value=p.value, score_region=p.scoreRegion,
             dilate_mm=p.dilateMm, budget=p.budget, seed=p.seed, mask_value=p.maskValue, device=p.device,
-            batch_size=p.batchSize, tta=p.tta, faithfulness_steps=p.faithfulnessSteps)
+            batch_size=p.batchSize, tta=p.tta, checkpoint=p.checkpoint, faithfulness_steps=p.faithfulnessSteps)
 
     def validate(self, p) -> list[str]:
         """Problems that block Apply, one sentence each; [] when the run can start."""
@@ -99,6 +99,12 @@ class ExplainRunLogic:
     def model_labels(p) -> dict[str, int]:
         model = path_text(p.modelPath) if p is not None else ""
         return panel.model_labels(model) if model else {}
+
+    @staticmethod
+    def checkpoint_choices(p) -> list[str]:
+        """The checkpoint file names in the model folder's fold_X (for the editable checkpoint combo)."""
+        model = path_text(p.modelPath) if p is not None else ""
+        return panel.checkpoint_choices(model) if model else []
 
     @staticmethod
     def device_choices() -> list[str]:

@@ -49,11 +49,11 @@ def test_rows_cross_units_and_values_with_paths_relative_to_the_manifest(folder)
 
 
 def test_extra_columns_name_explain_options_and_tasks_round_trip_through_json(folder):
-    header = HEADER + ",fcc-scale-mm,tta,fold,batch_size"
-    row = good_row(units="fcc", values="dice") + ",45,yes,0;1,8"
+    header = HEADER + ",fcc-scale-mm,tta,fold,batch_size,checkpoint"
+    row = good_row(units="fcc", values="dice") + ",45,yes,0;1,8,checkpoint_best.pth"
     (task,) = read_manifest(write(folder, row, header=header), folder / "out")
-    assert (task.request.fcc_scale_mm, task.request.tta, task.request.fold, task.request.batch_size) == \
-        (45.0, True, ["0", "1"], 8)
+    assert (task.request.fcc_scale_mm, task.request.tta, task.request.fold, task.request.batch_size,
+            task.request.checkpoint) == (45.0, True, ["0", "1"], 8, "checkpoint_best.pth")
     assert CohortTask.from_json(task.to_json()) == task
 
 

@@ -19,6 +19,7 @@ MODULE_DIR = Path(__file__).resolve().parents[1]
 LAYERS = {
     "SegSHAPLib": 0,  # the package's own __init__ (version only)
     "SegSHAPLib.errors": 0,
+    "SegSHAPLib.box": 0,
     "SegSHAPLib.options": 0,
     "SegSHAPLib.progress": 0,
     "SegSHAPLib.io": 1,

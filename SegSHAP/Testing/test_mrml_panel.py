@@ -61,6 +61,21 @@ def test_model_folder_without_checkpoint(tmp_path):
     assert panel.model_labels(str(tmp_path / "none")) == {}
 
 
+def test_checkpoint_choice_is_validated_and_reaches_the_request(tmp_path):
+    (tmp_path / "dataset.json").write_text('{"labels": {"background": 0, "a": 1}}')
+    (tmp_path / "plans.json").write_text("{}")
+    (tmp_path / "fold_0").mkdir()
+    (tmp_path / "fold_0" / "checkpoint_best.pth").write_bytes(b"")
+    problem = panel.model_folder_problem(str(tmp_path))
+    assert "checkpoint_final.pth" in problem and "checkpoint_best.pth" in problem
+    assert panel.model_folder_problem(str(tmp_path), "checkpoint_best.pth") is None
+    problems = panel.validate_panel(_ready(model_dir=str(tmp_path), checkpoint="checkpoint_best.pth"))
+    assert not any("checkpoint" in p for p in problems), problems
+    assert panel.build_request_kwargs(_ready(checkpoint="checkpoint_best.pth"), tmp_path)["checkpoint"] == \
+        "checkpoint_best.pth"
+    assert panel.build_request_kwargs(_ready(), tmp_path)["checkpoint"] == "checkpoint_final.pth"
+
+
 def test_fcc_units_need_no_organs():
     assert panel.validate_panel(_ready(units="fcc", has_organs=False)) == []
     assert panel.validate_panel(_ready(units="hybrid", has_organs=False, run_totalsegmentator=True)) == []

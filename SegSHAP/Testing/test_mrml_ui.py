@@ -72,7 +72,7 @@ def test_required_panel_elements(widgets):
                  "runTotalSegmentatorButton", "targetLineEdit", "roiPointSelector", "roiPointPlaceWidget",
                  "groupingLabel", "groupingComboBox", "groupingFilePathLineEdit",
                  "roiSegmentSelector", "unitsComboBox", "fccScaleSpinBox", "valueComboBox", "scoreRegionComboBox",
-                 "budgetSpinBox", "seedSpinBox", "deviceComboBox", "applyButton", "progressBar", "statusLabel",
+                 "budgetSpinBox", "seedSpinBox", "deviceComboBox", "checkpointComboBox", "applyButton", "progressBar", "statusLabel",
                  "costLabel", "resultsTableView", "legendLabel", "installButton", "wheelFolderPathLineEdit",
                  "installLogTextEdit", "runLogTextEdit"):
         assert name in widgets, name
@@ -82,6 +82,15 @@ def test_required_panel_elements(widgets):
     assert widgets["modelPathLineEdit"].get("class") == "ctkPathLineEdit"
     assert widgets["roiPointPlaceWidget"].get("class") == "qSlicerMarkupsPlaceWidget"
     assert widgets["groupingFilePathLineEdit"].get("class") == "ctkPathLineEdit"
+
+
+def test_checkpoint_combo_is_editable_and_filled_by_the_widget(widgets):
+    """Any checkpoint name may be typed (nnU-Net's -chk takes any file); the items are the model folder's
+    fold_X/*.pth names, which SegSHAP.py fills in, so the .ui holds none and binds no parameter (not a Choice)."""
+    combo = widgets["checkpointComboBox"]
+    properties = {p.get("name"): p for p in combo.findall("property")}
+    assert combo.get("class") == "QComboBox" and properties["editable"].findtext("bool") == "true"
+    assert combo.findall("item") == [] and "SlicerParameterName" not in properties
 
 
 def test_custom_widgets_declared_and_connected_to_the_scene(ui, widgets):

@@ -20,8 +20,9 @@ from SegSHAPLib import options
 TESTING_DIR = Path(__file__).resolve().parent
 MODULE_DIR = TESTING_DIR.parent
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SegSHAP.ui"
-CHANGED = dict(UNITS="fcc", BUDGET=96, FCC_SCALE_MM=45.0, VALUE="dice", SCORE_REGION="dilated", SEED=7)
-SEEN = ("units", "budget", "fcc_scale_mm", "value", "score_region", "seed")        # request / panel field names
+CHANGED = dict(UNITS="fcc", BUDGET=96, FCC_SCALE_MM=45.0, VALUE="dice", SCORE_REGION="dilated", SEED=7,
+               CHECKPOINT="checkpoint_best.pth")
+SEEN = ("units", "budget", "fcc_scale_mm", "value", "score_region", "seed", "checkpoint")        # request / panel field names
 NODE_NAMES = {"fcc_scale_mm": "fccScaleMm", "score_region": "scoreRegion"}          # parameter node's names
 
 CONSUMERS = """

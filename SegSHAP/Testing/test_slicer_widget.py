@@ -37,6 +37,7 @@ import slicer_standins  # noqa: E402
 from conftest import CROPPED_CASES  # noqa: E402
 from SegSHAPLib.io.image_io import read_volume  # noqa: E402
 from SegSHAPMRML import display, results, scene_io, volumes  # noqa: E402
+from SegSHAPMRML import panel as panel_module  # noqa: E402
 
 BUDGET = 16                                   # two solver batches of 8
 
@@ -247,6 +248,44 @@ def test_a_failed_run_shows_one_error_and_the_panel_recovers(panel, monkeypatch)
     _process_until(lambda: widget._job is None, app)
     assert len(session.errors) == 1 and "checkpoint_final.pth is corrupt" in session.errors[0]
     assert ui.statusLabel.text.startswith("Failed") and ui.applyButton.text == "Explain" and ui.applyButton.enabled
+
+
+def test_the_checkpoint_combo_offers_the_folds_checkpoints_and_reaches_the_request(panel, tmp_path):
+    """The editable Checkpoint combo lists the model folder's fold_X/*.pth names, follows the model folder, binds
+    the parameter node's ``checkpoint`` both ways and reaches PanelValues and the request; a name no fold holds
+    blocks Apply with a tooltip naming the ones there."""
+    widget, scene, session, gate, (ct, organs, point), app = panel
+    ui, p = widget.ui, widget._parameterNode
+    combo = ui.checkpointComboBox
+    demo = slicer_standins.MODULE_DIR / "Resources" / "DemoModel"
+    assert [combo.itemText(i) for i in range(combo.count)] == ["checkpoint_final.pth"]
+    assert combo.currentText == p.checkpoint == "checkpoint_final.pth"
+
+    early_stopped = tmp_path / "early_stopped_model"          # the demo's files, one fold also holding a best one
+    (early_stopped / "fold_0").mkdir(parents=True)
+    for name in ("dataset.json", "plans.json"):
+        (early_stopped / name).symlink_to(demo / name)
+    for name in ("checkpoint_final.pth", "checkpoint_best.pth"):
+        (early_stopped / "fold_0" / name).symlink_to(demo / "fold_0" / "checkpoint_final.pth")
+    ui.organSelector.setCurrentNode(organs)
+    ui.roiPointSelector.setCurrentNode(point)
+    p.modelPath = early_stopped
+    assert [combo.itemText(i) for i in range(combo.count)] == ["checkpoint_best.pth", "checkpoint_final.pth"]
+
+    combo.currentIndex = 0                                     # widget -> node -> panel values -> request
+    assert p.checkpoint == "checkpoint_best.pth" and ui.applyButton.enabled, ui.applyButton.toolTip
+    values = widget.runLogic.panel_values(p)
+    assert values.checkpoint == "checkpoint_best.pth"
+    assert panel_module.build_request(values, tmp_path / "out").checkpoint == "checkpoint_best.pth"
+
+    combo.setCurrentText("checkpoint_latest.pth")              # typed: a name no fold holds
+    assert p.checkpoint == "checkpoint_latest.pth" and not ui.applyButton.enabled
+    assert "checkpoint_latest.pth" in ui.applyButton.toolTip and "checkpoint_best.pth" in ui.applyButton.toolTip
+    p.checkpoint = "checkpoint_final.pth"                      # node -> widget
+    assert combo.currentText == "checkpoint_final.pth" and ui.applyButton.enabled
+    p.modelPath = demo                                         # another folder: its names replace the list
+    assert [combo.itemText(i) for i in range(combo.count)] == ["checkpoint_final.pth"]
+    assert session.errors == []
 
 
 def test_total_segmentator_is_called_the_way_both_extension_branches_accept(panel):

@@ -21,7 +21,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, optional: bool = False)
                         help="CT image (NIfTI, NRRD or a DICOM series folder)")
     parser.add_argument("--model", required=not optional, type=Path, help="nnU-Net v2 trained-model folder")
     parser.add_argument("--fold", action="append", default=None,
-                        help="fold to use (repeatable; default: every fold_X with a final checkpoint)")
+                        help="fold to use (repeatable; default: every fold_X with the checkpoint)")
+    parser.add_argument("--checkpoint", default=default(options.CHECKPOINT),
+                        help=f"checkpoint file in each fold_X, as nnU-Net's -chk (default {options.CHECKPOINT}; "
+                             "checkpoint_best.pth for an early-stopped training)")
     parser.add_argument("--device", default=default(options.DEVICE),
                         help=f"cpu, cuda, cuda:N or auto (default {options.DEVICE})")
     parser.add_argument("--tile-step", type=float, default=default(options.TILE_STEP),
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.out).lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha")):
         raise InputError(f"--out {args.out}: give a .nii.gz, .nii, .nrrd or .mha file name")
     ct = read_volume(args.ct)
-    predictor = load_predictor(args.model, args.fold, args.device, args.tile_step, use_mirroring=args.tta)
+    predictor = load_predictor(args.model, args.fold, args.device, args.tile_step, use_mirroring=args.tta,
+                               checkpoint=args.checkpoint)
     started = time.perf_counter()
     seg = predict_segmentation(predictor, ct)
     try:

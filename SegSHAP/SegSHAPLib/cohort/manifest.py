@@ -9,7 +9,7 @@ defined for the scoring region). ``evaluate`` (true/false, default false) also c
 faithfulness (``faithfulness.json``, as ``segshap evaluate --without-roi-units`` does). Paths are relative to the
 manifest's folder. Empty cells (and missing optional columns) take the ``segshap explain`` defaults. Any other ``segshap explain`` option may be given as an extra column named
 after its flag (``fcc_scale_mm`` or ``fcc-scale-mm``, ``grouping``, ``dilate_mm``, ``mask_value``,
-``prediction``, ``batch_size``, ``cache``, ``tta``, ``tile_step``, ``fold``, ``verify``); ``out`` and
+``prediction``, ``batch_size``, ``cache``, ``tta``, ``tile_step``, ``fold``, ``checkpoint``, ``verify``); ``out`` and
 ``device`` are the cohort's to decide. ``roi_point`` is ``x,y,z`` (quote it in the CSV) or ``x y z``.
 
 Every problem of the whole manifest is reported at once, before anything runs, with its line number.

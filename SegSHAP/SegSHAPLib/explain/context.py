@@ -25,9 +25,11 @@ from SegSHAPLib.inference.case_cache import cached_case, cached_predictor
 from SegSHAPLib.inference.case_store import open_store
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch, read_volume
+from SegSHAPLib.inference.mask_value import MaskValue, mask_value
 from SegSHAPLib.inference.model import Preprocessed, check_model_folder, class_names, resolve_target
 from SegSHAPLib.io.label_maps import label_values, shown
-from SegSHAPLib.inference.network_grid import Box, NetworkGrid
+from SegSHAPLib.box import Box
+from SegSHAPLib.inference.network_grid import NetworkGrid
 from SegSHAPLib.scoring.roi import (bounding_box, check_value_on_region, check_value_region, point_to_ijk, roi_from_mask,
                   roi_from_point, scoring_region)
 from SegSHAPLib.units.unit_map import UnitMap
@@ -55,7 +57,7 @@ class ExplanationContext:
     support_mask: np.ndarray           # bool, B_RF on the CT grid
     units: UnitMap
     engine: CachedSlidingWindow
-    mask_value_normalised: float
+    mask_value: MaskValue              # b in the CT's units and normalised as nnU-Net normalises this CT
     region_net: np.ndarray             # bool (bz, by, bx)
     baseline_pred_net: np.ndarray | None   # bool (bz, by, bx), P_0 (None when prepared without the baseline)
     value_names: list[str]             # every value function defined here: the requested ones first, then the rest
@@ -83,16 +85,6 @@ def _load_aligned(volume: Volume | None, path, ct: Volume, what: str, flag: str)
     if not volume.same_grid(ct):
         raise InputError(f"{flag}: " + describe_grid_mismatch(ct, volume, "the CT", what))
     return volume
-
-
-def normalised_mask_value(predictor, hu: float) -> float:
-    """The mask value b (HU) passed through the model's own intensity normalisation (channel 0)."""
-    configuration = predictor.configuration_manager
-    preprocessor = configuration.preprocessor_class(verbose=False)
-    one_voxel = np.full((1, 1, 1, 1), hu, dtype=np.float32)
-    normalised = preprocessor._normalize(one_voxel, np.zeros((1, 1, 1, 1), dtype=np.int8), configuration,
-                                         predictor.plans_manager.foreground_intensity_properties_per_channel)
-    return float(normalised.reshape(-1)[0])
 
 
 def check_request(request, roi_mask_in_memory: bool) -> None:
@@ -183,7 +175,7 @@ def _support_mask(grid: NetworkGrid, layout: SlidingWindowLayout, box_net: Box) 
     """B_RF on the CT grid: every CT voxel that the support patches of ``box_net`` sample."""
     mask = np.zeros(grid.ct_shape, dtype=bool)
     for patch_box in layout.support_network_boxes(box_net):
-        mask[tuple(slice(a, b) for a, b in grid.network_box_to_ct(patch_box))] = True
+        mask[grid.network_box_to_ct(patch_box).slices] = True
     return mask
 
 
@@ -224,7 +216,7 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
     check_request(request, inputs.roi_mask is not None)
     ct = inputs.ct if inputs.ct is not None else read_volume(request.ct)
     predictor = predictor or cached_predictor(request.model, request.fold, request.device, request.tile_step,
-                                              request.tta)
+                                              request.tta, request.checkpoint)
     if predictor.label_manager.has_regions:
         raise InputError("region-based nnU-Net models (overlapping regions) are not supported; use a model "
                          "trained on plain labels")
@@ -260,11 +252,10 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
         units = UnitMap(units_volume.array.astype(np.int32), list(unit_names))
     else:
         units, parent_of = _units(request, ct, organs, inputs.organ_names, support)
-    mask_value = normalised_mask_value(predictor, request.mask_value)
+    mask = mask_value(predictor, ct, request.mask_value)
     engine = CachedSlidingWindow(predictor, layout, grid.to_network(units.labels), units.n_units, box_net,
-                                 mask_value, cache_mode=request.cache, batch_size=request.batch_size)
-    box_slices = tuple(slice(a, b) for a, b in box_net)
-    region_net = grid.to_network(region)[box_slices]
+                                 mask.normalised, cache_mode=request.cache, batch_size=request.batch_size)
+    region_net = grid.to_network(region)[box_net.slices]
     baseline_pred, value_names, requested = None, [], []
     if with_baseline:
         baseline = engine.evaluate(np.ones((1, units.n_units), dtype=bool))[0]        # (C, bz, by, bx)
@@ -276,7 +267,7 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
                              "--score-region")
         value_names = requested + [name for name in defined if name not in requested]
     return ExplanationContext(request, ct, predictor, pre, grid, prediction, target, ijk, roi, region, box_ct,
-                              support, units, engine, mask_value, region_net, baseline_pred, value_names, requested,
+                              support, units, engine, mask, region_net, baseline_pred, value_names, requested,
                               parent_of, case.source, case.full_predictions)
 
 
@@ -284,5 +275,6 @@ def model_settings(request, predictor) -> dict:
     """The model and inference settings that key the case cache and the patch timing
     (``case_store.model_digest``'s arguments)."""
     return {"model_dir": request.model, "folds": check_model_folder(request.model, request.fold),
-            "device_type": predictor.device.type, "tile_step": request.tile_step, "tta": request.tta}
+            "device_type": predictor.device.type, "tile_step": request.tile_step, "tta": request.tta,
+            "checkpoint": request.checkpoint}
 

@@ -52,6 +52,7 @@ class ExplainRequest:
     tta: bool = options.TTA
     tile_step: float = options.TILE_STEP
     fold: list[str] | None = None
+    checkpoint: str = options.CHECKPOINT        # the file in each fold_X (nnU-Net's -chk), not a path
     verify: int = options.VERIFY
     refine: Path | None = None                  # zoom: a finished organ-unit explanation folder (the parent)
     refine_organs: list[str] | None = None      # zoom: parent units to split into hybrid cells ...

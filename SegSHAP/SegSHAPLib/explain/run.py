@@ -135,6 +135,7 @@ def _summary(request: ExplainRequest, context: ExplanationContext, results: dict
         "value_functions": list(by_value),
         "by_value": by_value,
         "inference": inference,
+        "mask_value": context.mask_value.as_summary(),
         "timings_s": timings,
     }
 

@@ -2,6 +2,8 @@
 
 - ``model``:            load a trained-model folder, preprocess and predict with nnU-Net's own code.
 - ``network_grid``:     the CT grid <-> nnU-Net's preprocessed grid.
+- ``nnunet_private``:   every use of nnU-Net's private API (slicers, one patch's forward, fold weights, normalisers).
+- ``mask_value``:       the mask value b, normalised as nnU-Net normalises this case (per scheme).
 - ``perturbation``:     removed units take the mask value b.
 - ``patch_memo``:       the byte-budgeted memo of per-patch outputs.
 - ``cached_inference``: the engine (``CachedSlidingWindow``), restricted to the ROI's support and memoised per patch.

@@ -4,11 +4,11 @@ For a coalition m (which units are kept), nnU-Net's logits inside the ROI box B 
 patches that overlap B (the support), and each patch's network output depends only on which units *inside that
 patch* are removed. ``CachedSlidingWindow`` therefore
 
-1. uses nnU-Net's own patch grid (``nnUNetPredictor._internal_get_sliding_window_slicers`` on the padded
-   preprocessed input, ``pad_nd_image`` as nnU-Net pads), nnU-Net's Gaussian (``compute_gaussian``) and nnU-Net's
-   forward (``_internal_maybe_mirror_and_predict``, so mirroring TTA is nnU-Net's when enabled);
+1. uses nnU-Net's own patch grid (its sliding-window slicers on the input padded as nnU-Net pads it, 3d patches
+   or 2d slice-wise ones), nnU-Net's Gaussian (``compute_gaussian``) and nnU-Net's forward of one patch (so
+   mirroring TTA is nnU-Net's when enabled) - the private parts through ``nnunet_private``;
 2. runs only support patches, and memoises each patch's Gaussian-weighted output, cropped to B, on the key
-   (fold, patch, removed units inside the patch) - mode ``memo``; mode ``baseline`` only reuses patches with no
+   ``PatchKey`` (fold, patch, removed units inside the patch) - mode ``memo``; mode ``baseline`` only reuses patches with no
    removed unit (the published cache); mode ``none`` recomputes every support patch for every coalition;
 3. fuses exactly as nnU-Net does: float16 accumulators, patches added in nnU-Net's slicer order, the Gaussian
    weight sum accumulated in the same order, ``torch.div`` in float16, folds summed in float16 and divided by
@@ -30,9 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from SegSHAPLib import options
+from SegSHAPLib.box import Box
 from SegSHAPLib.errors import Cancelled
-from SegSHAPLib.inference.network_grid import Box
-from SegSHAPLib.inference.patch_memo import PatchMemo
+from SegSHAPLib.inference import nnunet_private
+from SegSHAPLib.inference.patch_memo import PatchKey, PatchMemo
 from SegSHAPLib.inference.perturbation import apply_coalition
 
 
@@ -71,31 +72,41 @@ class SupportPatch:
     """One sliding-window patch that overlaps the ROI box.
 
     index:       position in nnU-Net's slicer order (full grid).
-    patch:       spatial slices of the patch in the padded network grid.
-    in_patch:    slices of the patch/box intersection, in patch-local coordinates.
-    in_box:      slices of the same intersection, in box-local coordinates.
+    patch:       the patch in the padded network grid (z, y, x); a 2d patch is one slice thick in z.
+    in_patch:    the patch/box intersection in patch-local coordinates.
+    in_box:      the same intersection in box-local coordinates.
     units:       sorted unit ids (1..M) present in the patch.
     """
 
     index: int
-    patch: tuple
-    in_patch: tuple
-    in_box: tuple
+    patch: Box
+    in_patch: Box
+    in_box: Box
     units: np.ndarray
 
 
-def _intersect(a: tuple, b: tuple):
-    """Two triples of slices -> their intersection as (start, stop) pairs, or None when disjoint."""
-    pairs = [(max(sa.start, sb.start), min(sa.stop, sb.stop)) for sa, sb in zip(a, b)]
-    return None if any(lo >= hi for lo, hi in pairs) else pairs
+@dataclass(frozen=True)
+class _Recompute:
+    """The work item of a (coalition, support patch) whose output this cache mode does not keep."""
+
+    coalition: int
+    position: int
+
+
+def patch_box(slicer: tuple) -> Box:
+    """One of nnU-Net's slicers -> its spatial box (z, y, x) in the padded grid. A 2d slicer
+    ``(slice(None), z, slice_y, slice_x)`` covers the one slice z."""
+    return Box((s.start, s.stop) if isinstance(s, slice) else (int(s), int(s) + 1) for s in slicer[1:])
 
 
 class SlidingWindowLayout:
     """nnU-Net's padded input and patch grid for one preprocessed case, and the patches that overlap a box.
 
-    padded:  float32 (Z, Y, X), the input padded as ``predict_sliding_window_return_logits`` pads it.
-    offset:  padding before each axis; network voxel v sits at v + offset in the padded grid.
-    slicers: nnU-Net's slicers in its own order (channel slice first, then z, y, x).
+    padded:     float32 (Z, Y, X), the input padded as ``predict_sliding_window_return_logits`` pads it.
+    offset:     padding before each axis; network voxel v sits at v + offset in the padded grid.
+    patches:    nnU-Net's patches in its own slicer order, as boxes (z, y, x) in the padded grid.
+    is_2d:      True for a 2d configuration (patch_size (py, px), patches one slice thick).
+    patch_size: nnU-Net's patch size, (pz, py, px) or (py, px) for 2d.
     """
 
     def __init__(self, predictor, data: np.ndarray):
@@ -106,35 +117,32 @@ class SlidingWindowLayout:
         if data.ndim != 4 or data.shape[0] != 1:
             raise ValueError(f"expected one-channel preprocessed data (1, z, y, x), got {data.shape}")
         self.patch_size = tuple(int(p) for p in predictor.configuration_manager.patch_size)
+        self.is_2d = len(self.patch_size) == 2
         padded, revert = pad_nd_image(torch.from_numpy(np.ascontiguousarray(data)), self.patch_size, "constant",
                                       {"value": 0}, True, None)
         self.padded = padded[0].numpy()
         self.offset = tuple(int(s.start) for s in revert[1:])
         self.network_shape = tuple(int(s) for s in data.shape[1:])
-        self.slicers = predictor._internal_get_sliding_window_slicers(padded.shape[1:])
+        self.patches = [patch_box(s) for s in nnunet_private.sliding_window_slicers(predictor, padded.shape[1:])]
 
-    def padded_box(self, box: Box) -> tuple:
-        """A half-open network-grid box -> slices in the padded grid."""
-        return tuple(slice(a + o, b + o) for (a, b), o in zip(box, self.offset))
+    def padded_box(self, box: Box) -> Box:
+        """A network-grid box -> the same voxels in the padded grid."""
+        return Box(box).shifted(self.offset)
 
-    def support(self, box: Box) -> list[tuple[int, tuple, list]]:
-        """Patches overlapping ``box``: (index in nnU-Net's order, patch slices, intersection (start, stop) pairs),
-        all in padded coordinates."""
+    def support(self, box: Box) -> list[tuple[int, Box, Box]]:
+        """Patches overlapping ``box``: (index in nnU-Net's order, patch, patch/box intersection), padded grid."""
         box_padded = self.padded_box(box)
         found = []
-        for index, sl in enumerate(self.slicers):
-            pairs = _intersect(tuple(sl[1:]), box_padded)
-            if pairs is not None:
-                found.append((index, tuple(sl[1:]), pairs))
+        for index, patch in enumerate(self.patches):
+            common = patch.intersection(box_padded)
+            if not common.is_empty:
+                found.append((index, patch, common))
         return found
 
     def support_network_boxes(self, box: Box) -> list[Box]:
         """The support patches of ``box`` as boxes on the unpadded network grid (padding clipped away)."""
-        boxes = []
-        for _, patch, _ in self.support(box):
-            boxes.append(tuple((max(s.start - o, 0), min(s.stop - o, n))
-                               for s, o, n in zip(patch, self.offset, self.network_shape)))
-        return boxes
+        return [patch.shifted([-o for o in self.offset]).clipped(self.network_shape)
+                for _, patch, _ in self.support(box)]
 
 
 class CachedSlidingWindow:
@@ -156,6 +164,7 @@ class CachedSlidingWindow:
         if unit_labels.shape != layout.network_shape:
             raise ValueError(f"unit labels {unit_labels.shape} are not on the network grid {layout.network_shape}")
         self.predictor = predictor
+        self.is_2d = layout.is_2d
         self.n_units = int(n_units)
         self.mask_value = float(mask_value)
         self.cache_mode = cache_mode
@@ -164,71 +173,68 @@ class CachedSlidingWindow:
         self.n_classes = predictor.label_manager.num_segmentation_heads
         self._padded = layout.padded
         self._units = np.zeros(self._padded.shape, dtype=np.int32)
-        self._units[layout.padded_box(tuple((0, n) for n in layout.network_shape))] = unit_labels
-        self.box = tuple((int(a), int(b)) for a, b in box)
-        self.box_shape = tuple(b - a for a, b in self.box)
+        self._units[layout.padded_box(Box.whole(layout.network_shape)).slices] = unit_labels
+        self.box = Box(box)
+        self.box_shape = self.box.shape
         box_padded = layout.padded_box(self.box)
         self.support: list[SupportPatch] = []
-        for index, spatial, pairs in layout.support(self.box):
-            units = np.unique(self._units[spatial])
-            self.support.append(SupportPatch(
-                index, spatial,
-                tuple(slice(lo - s.start, hi - s.start) for (lo, hi), s in zip(pairs, spatial)),
-                tuple(slice(lo - b.start, hi - b.start) for (lo, hi), b in zip(pairs, box_padded)),
-                units[units > 0]))
+        for index, patch, common in layout.support(self.box):
+            units = np.unique(self._units[patch.slices])
+            self.support.append(SupportPatch(index, patch, common.relative_to(patch), common.relative_to(box_padded),
+                                             units[units > 0]))
 
-        self._gaussian = compute_gaussian(layout.patch_size, sigma_scale=1. / 8, value_scaling_factor=10,
-                                          device=torch.device("cpu")) if predictor.use_gaussian else None
+        # nnU-Net's Gaussian over the patch, (pz, py, px); a 2d one gets a leading axis of 1 (one slice).
+        gaussian = compute_gaussian(layout.patch_size, sigma_scale=1. / 8, value_scaling_factor=10,
+                                    device=torch.device("cpu")) if predictor.use_gaussian else None
+        self._gaussian = gaussian[None] if gaussian is not None and self.is_2d else gaussian
         self._weight_sum = torch.zeros(self.box_shape, dtype=torch.half)
         for sp in self.support:
-            self._weight_sum[sp.in_box] += self._gaussian[sp.in_patch] if self._gaussian is not None else 1
+            self._weight_sum[sp.in_box.slices] += self._gaussian[sp.in_patch.slices] \
+                if self._gaussian is not None else 1
         self._fold_parameters = predictor.list_of_parameters
         self.memo = PatchMemo(max_cache_bytes)
-        self.counters = InferenceCounters(patches_full_grid=len(layout.slicers),
+        self.counters = InferenceCounters(patches_full_grid=len(layout.patches),
                                           patches_in_support=len(self.support),
                                           folds=len(self._fold_parameters))
 
     # -- keys -------------------------------------------------------------------------------------------
-    def _removed_in_patch(self, sp: SupportPatch, keep: np.ndarray) -> bytes:
-        """Packed bits of 'removed' for the units inside the patch (empty bytes-equivalent when none)."""
-        return np.packbits(~keep[sp.units - 1]).tobytes() if sp.units.size else b""
-
-    def _key(self, fold: int, sp: SupportPatch, keep: np.ndarray):
+    def _key(self, fold: int, sp: SupportPatch, keep: np.ndarray) -> PatchKey | None:
         """The memo key of a (fold, patch, coalition), or None when this cache mode must recompute it."""
-        removed = self._removed_in_patch(sp, keep)
-        nothing_removed = not any(removed)
-        if self.cache_mode == "none" or (self.cache_mode == "baseline" and not nothing_removed):
+        removed = np.packbits(~keep[sp.units - 1]).tobytes() if sp.units.size else b""
+        key = PatchKey(fold, sp.index, removed if any(removed) else b"")
+        if self.cache_mode == "none" or (self.cache_mode == "baseline" and not key.is_baseline):
             return None
-        return (fold, sp.index, removed if not nothing_removed else b"")
+        return key
 
     # -- network ----------------------------------------------------------------------------------------
     def _patch_input(self, sp: SupportPatch, keep: np.ndarray) -> np.ndarray:
-        """The network input patch (pz, py, px) float32 for coalition ``keep``."""
-        return apply_coalition(self._padded[sp.patch], self._units[sp.patch], keep, self.mask_value)
+        """The network input patch (pz, py, px) float32 for coalition ``keep`` ((1, py, px) for 2d)."""
+        return apply_coalition(self._padded[sp.patch.slices], self._units[sp.patch.slices], keep, self.mask_value)
 
     def _forward(self, inputs: list[np.ndarray]) -> list:
-        """Network outputs for a batch of patch inputs, Gaussian-weighted and cropped later by the caller."""
+        """Network outputs (C, pz, py, px) for a batch of patch inputs ((C, 1, py, px) for 2d, whose network
+        takes (n, 1, py, px): the slice axis of the patch is the channel axis)."""
         import torch
 
-        x = torch.from_numpy(np.stack(inputs)[:, None]).to(self.device)
+        stacked = np.stack(inputs)
+        x = torch.from_numpy(stacked if self.is_2d else stacked[:, None]).to(self.device)
         autocast = torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" \
             else contextlib.nullcontext()
         started = time.perf_counter()
         with torch.inference_mode(), autocast:
-            out = self.predictor._internal_maybe_mirror_and_predict(x).to("cpu")
+            out = nnunet_private.mirror_and_predict(self.predictor, x).to("cpu")
         self.counters.network_seconds += time.perf_counter() - started
         self.counters.patch_forwards += len(inputs)
-        return list(out)
+        return list(out[:, :, None] if self.is_2d else out)
 
     def _weighted_crop(self, sp: SupportPatch, prediction):
         """nnU-Net's `prediction *= gaussian` restricted to the box part of the patch: float32 (C, ...)."""
-        part = prediction[(slice(None), *sp.in_patch)]
-        return part * self._gaussian[sp.in_patch] if self._gaussian is not None else part
+        part = prediction[(slice(None), *sp.in_patch.slices)]
+        return part * self._gaussian[sp.in_patch.slices] if self._gaussian is not None else part
 
     def _load_fold(self, fold: int) -> None:
         if len(self._fold_parameters) > 1:
-            network = self.predictor.network
-            getattr(network, "_orig_mod", network).load_state_dict(self._fold_parameters[fold])
+            nnunet_private.load_fold_weights(self.predictor, self._fold_parameters[fold])
 
     # -- public -----------------------------------------------------------------------------------------
     def evaluate(self, keep: np.ndarray, cancel=None,
@@ -251,7 +257,7 @@ class CachedSlidingWindow:
             fused = torch.zeros((n, self.n_classes, *self.box_shape), dtype=torch.half)
             for i in range(n):
                 for sp_pos, sp in enumerate(self.support):
-                    fused[i][(slice(None), *sp.in_box)] += contributions[i][sp_pos]
+                    fused[i][(slice(None), *sp.in_box.slices)] += contributions[i][sp_pos]
                 torch.div(fused[i], self._weight_sum, out=fused[i])
             folds_logits.append(fused)
         logits = folds_logits[0]
@@ -282,7 +288,7 @@ class CachedSlidingWindow:
         """Per coalition, per support patch: the Gaussian-weighted box crop, from the memo or the network."""
         n = keep.shape[0]
         result = [[None] * len(self.support) for _ in range(n)]
-        pending: dict = {}          # key (or unique token) -> list of (coalition, support position)
+        pending: dict[PatchKey | _Recompute, list[tuple[int, int]]] = {}   # work item -> (coalition, position)s
         for i in range(n):
             for pos, sp in enumerate(self.support):
                 key = self._key(fold, sp, keep[i])
@@ -291,22 +297,22 @@ class CachedSlidingWindow:
                     result[i][pos] = cached
                     self.counters.patch_cache_hits += 1
                     continue
-                token = key if key is not None else ("uncached", i, pos)
-                if token in pending:
+                item = key if key is not None else _Recompute(i, pos)
+                if item in pending:
                     self.counters.patch_cache_hits += 1
-                pending.setdefault(token, []).append((i, pos))
-        tokens = list(pending)
-        for start in range(0, len(tokens), self.batch_size):
+                pending.setdefault(item, []).append((i, pos))
+        items = list(pending)
+        for start in range(0, len(items), self.batch_size):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled between network batches")
-            chunk = tokens[start:start + self.batch_size]
+            chunk = items[start:start + self.batch_size]
             firsts = [pending[t][0] for t in chunk]
             outputs = self._forward([self._patch_input(self.support[pos], keep[i]) for i, pos in firsts])
-            for token, (i, pos), prediction in zip(chunk, firsts, outputs):
+            for item, (i, pos), prediction in zip(chunk, firsts, outputs):
                 weighted = self._weighted_crop(self.support[pos], prediction)
-                if not isinstance(token[0], str):
-                    self.memo.put(token, weighted, pinned=(token[2] == b""))
-                for j, p in pending[token]:
+                if isinstance(item, PatchKey):
+                    self.memo.put(item, weighted, pinned=item.is_baseline)
+                for j, p in pending[item]:
                     result[j][p] = weighted
             if progress is not None:
                 progress(self.counters)

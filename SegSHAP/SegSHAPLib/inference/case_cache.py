@@ -4,7 +4,7 @@ CT and the model's full-volume prediction of it - in this process (below), and o
 
 A planner explaining several components of one CT in Slicer, and a cohort worker running one case's unit
 types x value functions, ask for the same model on the same CT again and again. The last model (by folder,
-folds, device, tile step and mirroring) and the last CT it was run on (by a digest of the voxels and the
+folds, device, tile step, mirroring and checkpoint) and the last CT it was run on (by a digest of the voxels and the
 geometry) are kept: one of each, so memory stays bounded. Everything kept is read-only for its users (the
 engine pads its own copy of the input), so reuse changes no value. Lookup order: this process, the disk store,
 computing (and then storing) it.
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from SegSHAPLib.io.image_io import Volume
+from SegSHAPLib import options
 from SegSHAPLib.inference.case_store import CaseStore, entry_key
 from SegSHAPLib.inference.model import Preprocessed, load_predictor, predict_segmentation, preprocess
 
@@ -41,14 +42,17 @@ class CaseData:
     full_predictions: int
 
 
-def cached_predictor(model_dir, folds, device: str, tile_step: float, tta: bool):
+def cached_predictor(model_dir, folds, device: str, tile_step: float, tta: bool,
+                     checkpoint: str = options.CHECKPOINT):
     """``model.load_predictor`` for these settings, loaded once while they stay the same."""
     global _model
-    settings = (str(Path(model_dir).resolve()), tuple(folds) if folds else None, device, float(tile_step), bool(tta))
+    settings = (str(Path(model_dir).resolve()), tuple(folds) if folds else None, device, float(tile_step), bool(tta),
+                checkpoint)
     with _lock:
         if _model is None or _model[0] != settings:
             _model = None                                # free the old model before loading the next
-            _model = (settings, load_predictor(model_dir, folds, device, tile_step, use_mirroring=tta))
+            _model = (settings, load_predictor(model_dir, folds, device, tile_step, use_mirroring=tta,
+                                                  checkpoint=checkpoint))
         return _model[1]
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import OutputError
 from SegSHAPLib.io.atomic_files import atomic_target
 
@@ -75,7 +76,8 @@ def file_digest(path: Path) -> str:
     return _file_digests[key]
 
 
-def model_digest(model_dir, folds: list[str], device_type: str, tile_step: float, tta: bool) -> str:
+def model_digest(model_dir, folds: list[str], device_type: str, tile_step: float, tta: bool,
+                 checkpoint: str = options.CHECKPOINT) -> str:
     """A digest (hex) of a model and its inference settings: the folder, plans.json, dataset.json, each used
     fold's checkpoint content, the folds, the device type, tile step, mirroring, nnU-Net's and SegSHAP's versions."""
     from importlib.metadata import version
@@ -86,7 +88,7 @@ def model_digest(model_dir, folds: list[str], device_type: str, tile_step: float
     parts = {"model": str(model_dir), "folds": list(folds), "device": device_type, "tile_step": float(tile_step),
              "tta": bool(tta), "segshap": __version__, "nnunetv2": version("nnunetv2"),
              "files": {name: file_digest(model_dir / name) for name in ("plans.json", "dataset.json")},
-             "checkpoints": {fold: file_digest(model_dir / f"fold_{fold}" / "checkpoint_final.pth")
+             "checkpoints": {fold: file_digest(model_dir / f"fold_{fold}" / checkpoint)
                              for fold in folds}}
     return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=20).hexdigest()
 

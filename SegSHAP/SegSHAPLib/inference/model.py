@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from SegSHAPLib import options
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint_final.pth"
 MESSAGE_LIMIT = 600
 
 
@@ -43,21 +43,23 @@ def resolve_device(name: str = "cpu"):
     raise InputError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
 
 
-def available_folds(model_dir: Path) -> list[str]:
-    """Fold names ('0', '1', ..., 'all') that hold a final checkpoint, sorted."""
-    folds = []
-    for sub in sorted(model_dir.glob("fold_*")):
-        if (sub / CHECKPOINT_NAME).is_file():
-            folds.append(sub.name[len("fold_"):])
-    return folds
+def available_folds(model_dir: Path, checkpoint: str = options.CHECKPOINT) -> list[str]:
+    """Fold names ('0', '1', ..., 'all') that hold ``checkpoint``, sorted."""
+    return [sub.name[len("fold_"):] for sub in sorted(model_dir.glob("fold_*")) if (sub / checkpoint).is_file()]
 
 
-def check_model_folder(model_dir: str | Path, folds: list[str] | None = None) -> list[str]:
+def checkpoints_present(model_dir: Path) -> list[str]:
+    """The checkpoint file names found in any fold_X of the folder, sorted."""
+    return sorted({path.name for path in model_dir.glob("fold_*/*.pth")})
+
+
+def check_model_folder(model_dir: str | Path, folds: list[str] | None = None,
+                       checkpoint: str = options.CHECKPOINT) -> list[str]:
     """Validate an nnU-Net v2 trained-model folder; return the folds to use. InputError says what is wrong."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise InputError(f"model folder {model_dir} does not exist; give an nnU-Net v2 trained-model folder "
-                         "(with dataset.json, plans.json and fold_X/checkpoint_final.pth)")
+                         f"(with dataset.json, plans.json and fold_X/{options.CHECKPOINT})")
     for name in ("dataset.json", "plans.json"):
         path = model_dir / name
         if not path.is_file():
@@ -66,25 +68,50 @@ def check_model_folder(model_dir: str | Path, folds: list[str] | None = None) ->
             json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise InputError(f"{path} is not valid JSON ({err})") from None
-    present = available_folds(model_dir)
+    present = available_folds(model_dir, checkpoint)
     if not present:
-        raise InputError(f"{model_dir} has no fold_X/{CHECKPOINT_NAME}; train the model or point to the folder "
-                         "that holds the fold_X subfolders")
+        others = checkpoints_present(model_dir)
+        if others:
+            raise InputError(f"{model_dir} has no fold_X/{checkpoint}; its folds hold {', '.join(others)}: "
+                             f"choose one with --checkpoint (e.g. --checkpoint {others[0]})")
+        raise InputError(f"{model_dir} has no fold_X/{checkpoint} (no checkpoint at all); train the model or point "
+                         "to the folder that holds the fold_X subfolders")
     if folds is None:
         return present
     missing = [f for f in folds if f not in present]
     if missing:
-        raise InputError(f"fold(s) {', '.join(missing)} not found in {model_dir}; available: {', '.join(present)}")
+        raise InputError(f"fold(s) {', '.join(missing)} not found in {model_dir} (with {checkpoint}); available: "
+                         f"{', '.join(present)}")
     return list(folds)
 
 
+def configuration_name(predictor) -> str:
+    """The plans' name of the configuration the predictor runs (e.g. '3d_fullres', '2d')."""
+    plans_manager = predictor.plans_manager
+    for name in plans_manager.available_configurations:
+        if plans_manager.get_configuration(name).configuration == predictor.configuration_manager.configuration:
+            return name
+    return "unknown"
+
+
+def check_supported(predictor, model_dir) -> None:
+    """Refuse what nnU-Net runs but SegSHAP cannot run exactly: a cascade stage (it needs the previous stage's
+    prediction as extra input channels)."""
+    previous = predictor.configuration_manager.previous_stage_name
+    if previous is not None:
+        raise InputError(f"{model_dir} is nnU-Net's cascade stage {configuration_name(predictor)!r}, which needs "
+                         f"the {previous!r} stage's prediction as input; SegSHAP does not run cascades: explain "
+                         f"the {previous!r} or a 3d_fullres model instead")
+
+
 def load_predictor(model_dir: str | Path, folds: list[str] | None = None, device: str = "cpu",
-                   tile_step_size: float = 0.5, use_mirroring: bool = False):
-    """An initialised ``nnUNetPredictor`` for the folder (mirroring TTA off unless asked for)."""
+                   tile_step_size: float = 0.5, use_mirroring: bool = False, checkpoint: str = options.CHECKPOINT):
+    """An initialised ``nnUNetPredictor`` for the folder's ``checkpoint`` (nnU-Net's ``-chk``; mirroring TTA off
+    unless asked for)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    use_folds = check_model_folder(model_dir, folds)
+    use_folds = check_model_folder(model_dir, folds, checkpoint)
     if not 0 < tile_step_size <= 1:
         raise InputError(f"tile step {tile_step_size} must be in (0, 1]; nnU-Net's default is 0.5")
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
@@ -92,15 +119,16 @@ def load_predictor(model_dir: str | Path, folds: list[str] | None = None, device
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     try:
         predictor.initialize_from_trained_model_folder(
-            str(model_dir), tuple(int(f) if f != "all" else f for f in use_folds), CHECKPOINT_NAME)
+            str(model_dir), tuple(int(f) if f != "all" else f for f in use_folds), checkpoint)
     except Exception as err:  # noqa: BLE001 - any failure inside nnU-Net's loader means "not a usable model"
         raise InputError(f"{model_dir} could not be loaded as an nnU-Net v2 model ({type(err).__name__}: "
                          f"{one_line(err)})") from None
     if predictor.network is None:
         raise InputError(f"{model_dir} could not be loaded as an nnU-Net v2 model")
-    check_embedded_dataset(Path(model_dir), use_folds[0], predictor.dataset_json)
+    check_supported(predictor, model_dir)
+    check_embedded_dataset(Path(model_dir), use_folds[0], checkpoint, predictor.dataset_json)
     predictor.network.to(predictor.device).eval()
-    log.info("loaded %s folds %s on %s", model_dir, use_folds, predictor.device)
+    log.info("loaded %s folds %s (%s) on %s", model_dir, use_folds, checkpoint, predictor.device)
     torch.set_grad_enabled(False)
     return predictor
 
@@ -112,14 +140,14 @@ def one_line(err: BaseException, limit: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def check_embedded_dataset(model_dir: Path, fold: str, dataset_json: dict) -> None:
+def check_embedded_dataset(model_dir: Path, fold: str, checkpoint_name: str, dataset_json: dict) -> None:
     """Refuse a dataset.json that disagrees with the dataset description nnU-Net embedded in the checkpoint
     (``init_args["dataset_json"]``): the checkpoint is what the network was trained on, so renamed or
     renumbered labels in dataset.json would silently change which class is explained. A checkpoint without an
     embedded description is accepted as it is."""
     import torch
 
-    checkpoint = model_dir / f"fold_{fold}" / CHECKPOINT_NAME
+    checkpoint = model_dir / f"fold_{fold}" / checkpoint_name
     try:
         embedded = torch.load(checkpoint, map_location="cpu", weights_only=False) \
             .get("init_args", {}).get("dataset_json")

@@ -11,7 +11,7 @@ spacing (skimage-style resize, where output voxel o samples input coordinate (o 
   (``network_box_to_ct``), which is how the receptive-field support B_RF is painted onto the CT.
 
 Network-grid arrays are (z', y', x') after transpose, crop and resampling; CT-grid arrays are (z, y, x).
-Boxes are tuples of three half-open (start, stop) pairs in the array's own axis order.
+Boxes are ``SegSHAPLib.box.Box``: three half-open (start, stop) pairs in the array's own axis order.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+from SegSHAPLib.box import Box
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class NetworkGrid:
     @classmethod
     def from_preprocessing(cls, properties: dict, transpose_forward, network_shape, ct_shape) -> "NetworkGrid":
         """Build from nnU-Net's preprocessing properties (``bbox_used_for_cropping``) and the two shapes."""
-        crop = tuple((int(a), int(b)) for a, b in properties["bbox_used_for_cropping"])
+        crop = Box(properties["bbox_used_for_cropping"])
         return cls(tuple(int(t) for t in transpose_forward), crop,
                    tuple(int(s) for s in network_shape), tuple(int(s) for s in ct_shape))
 
@@ -66,7 +66,7 @@ class NetworkGrid:
             src = self.source_indices(axis)[max(start, 0):min(stop, self.network_shape[axis])]
             per_transposed_axis.append((int(src.min()), int(src.max()) + 1))
         inverse = np.argsort(self.transpose)
-        return tuple(per_transposed_axis[int(inverse[c])] for c in range(3))
+        return Box(per_transposed_axis[int(inverse[c])] for c in range(3))
 
     def ct_box_to_network(self, box: Box) -> Box:
         """A half-open CT box (z, y, x) -> the smallest network box (z', y', x') whose voxels sample inside it.
@@ -85,4 +85,4 @@ class NetworkGrid:
             if inside.size == 0:  # a box thinner than one network voxel (strong downsampling): nearest voxel
                 inside = np.array([int(np.argmin(np.abs(src - (start + stop - 1) / 2)))])
             result.append((int(inside[0]), int(inside[-1]) + 1))
-        return tuple(result)
+        return Box(result)

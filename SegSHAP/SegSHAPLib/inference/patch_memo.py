@@ -1,13 +1,33 @@
 """A byte-budgeted memo of per-patch network outputs (the part of each patch that lies in the ROI box).
 
-Keys are hashable (fold, patch index, removed units inside the patch); values are CPU tensors. Entries whose
-key says "nothing removed" (the unperturbed baseline) are pinned: they are needed by almost every coalition and
-are never evicted. Everything else is evicted least-recently-used once the byte budget is exceeded.
+Keys are ``PatchKey`` (fold, patch index, removed units inside the patch); values are CPU tensors. Entries the
+caller pins (the engine pins a key with nothing removed, the unperturbed baseline) are needed by almost every
+coalition and are never evicted. Everything else is evicted least-recently-used once the byte budget is exceeded.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PatchKey:
+    """What one memoised patch output depends on.
+
+    fold:    fold position in the predictor's parameter list.
+    patch:   the patch's index in nnU-Net's slicer order.
+    removed: packed bits (numpy ``packbits``) of 'removed' for the units inside the patch, in unit-id order;
+             b"" when no unit of the patch is removed (the baseline output of that patch).
+    """
+
+    fold: int
+    patch: int
+    removed: bytes
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.removed == b""
 
 
 class PatchMemo:

@@ -20,13 +20,13 @@ def verify_engine(context, n_random: int, seed: int) -> dict:
     m = context.n_units
     keep = np.concatenate([np.ones((1, m), dtype=bool), rng.random((n_random, m)) < 0.5])
     engine = context.engine
-    box = (slice(None), *(slice(a, b) for a, b in engine.box))
+    box = (slice(None), *engine.box.slices)
     units_net = context.grid.to_network(context.units.labels)
     data = context.preprocessed.data[0]
     max_diff, mismatches = 0.0, 0
     for row in keep:
         ours = engine.evaluate(row[None])[0]
-        perturbed = apply_coalition(data, units_net, row, np.float32(context.mask_value_normalised))[None]
+        perturbed = apply_coalition(data, units_net, row, np.float32(context.mask_value.normalised))[None]
         theirs = predict_logits(context.predictor, perturbed).float().numpy()[box]
         max_diff = max(max_diff, float(np.abs(ours - theirs).max()))
         mismatches += int((ours.argmax(axis=0) != theirs.argmax(axis=0)).sum())

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from SegSHAPLib import options
+from SegSHAPLib.box import Box
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch
 from SegSHAPLib.io.label_maps import binary_mask
@@ -118,7 +119,7 @@ def roi_from_mask(mask_volume: Volume, ct_volume: Volume) -> np.ndarray:
     return mask
 
 
-def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+def bounding_box(mask: np.ndarray) -> Box:
     """Half-open bounding box ((z0, z1), (y0, y1), (x0, x1)) of the True voxels of a (z, y, x) mask."""
     if not mask.any():
         raise ValueError("an empty mask has no bounding box")
@@ -127,12 +128,7 @@ def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int], tuple[int, int], tu
         other = tuple(a for a in range(mask.ndim) if a != axis)
         hits = np.flatnonzero(mask.any(axis=other))
         box.append((int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
-
-
-def box_slices(box) -> tuple[slice, slice, slice]:
-    """A (z, y, x) half-open box as numpy slices."""
-    return tuple(slice(a, b) for a, b in box)
+    return Box(box)
 
 
 def bbox_ijk(box_zyx) -> list[list[int]]:
@@ -156,7 +152,7 @@ def scoring_region(roi_mask: np.ndarray, kind: str, spacing_zyx, dilate_mm: floa
     box = bounding_box(roi_mask)
     if kind == "box":
         region = np.zeros_like(roi_mask, dtype=bool)
-        region[box_slices(box)] = True
+        region[box.slices] = True
         return region
     spacing = np.asarray(spacing_zyx, dtype=float)
     if dilate_mm is None or not np.isfinite(dilate_mm) or dilate_mm <= 0:

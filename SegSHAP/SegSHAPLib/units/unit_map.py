@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from SegSHAPLib.errors import InputError
-from SegSHAPLib.scoring.roi import bounding_box, box_slices
+from SegSHAPLib.scoring.roi import bounding_box
 
 
 @dataclass
@@ -63,7 +63,7 @@ def support_box(support_mask: np.ndarray) -> tuple[slice, slice, slice]:
     """Slices (z, y, x) of the support's bounding box; ValueError for an empty support."""
     if not support_mask.any():
         raise ValueError("the support mask is empty")
-    return box_slices(bounding_box(support_mask))
+    return bounding_box(support_mask).slices
 
 
 def _face_contacts(raw: np.ndarray, n_candidates: int):
