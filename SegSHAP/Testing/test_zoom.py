@@ -103,8 +103,10 @@ def test_zoom_reuses_the_parent_coalitions_with_their_values(parent, tmp_path):
     n_parent = len(parent_summary["units"])
     keep = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(k), np.uint8))[:n_parent] for k, _ in parent_entries],
                     dtype=bool)
-    recomputed = context.values(refined_coalitions(keep, context.parent_unit_of))
-    assert recomputed == pytest.approx([v for _, v in parent_entries], abs=1e-5)
+    recomputed = np.asarray(context.values(refined_coalitions(keep, context.parent_unit_of)))   # (n, V)
+    journaled = [[values[name] for name in context.value_names] for _, values in parent_entries]
+    assert recomputed.reshape(len(journaled), -1).ravel().tolist() == pytest.approx(np.ravel(journaled).tolist(),
+                                                                                    abs=1e-5)
 
 
 def test_zoom_refining_nothing_is_the_parent_game(parent, tmp_path):
