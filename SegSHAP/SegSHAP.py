@@ -725,7 +725,7 @@ class SegSHAPTest(ScriptedLoadableModuleTest):
         p = logic.getParameterNode()
         self.assertIsNone(p.predictionNode)
         self.assertIsNone(p.organNode)
-        self.assertEqual((p.units, p.value, p.budget, p.modelPath), ("organs", "softdice", 256, DEMO_MODEL))
+        self.assertEqual((p.units, p.value, p.budget, p.modelPath), ("organs", options.VALUE, 256, DEMO_MODEL))
         problems = logic.runLogic.validate(p)
         self.assertTrue(any("CT" in problem for problem in problems), problems)
         ct, organs = self._loadSample()

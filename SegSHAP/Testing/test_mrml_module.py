@@ -24,6 +24,7 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
 import slicer_standins  # noqa: E402
+from SegSHAPLib import options  # noqa: E402
 from SegSHAPLib.errors import InputError  # noqa: E402
 from SegSHAPLib.io.image_io import read_volume  # noqa: E402
 from SegSHAPMRML import display, results, scene_io, volumes  # noqa: E402
@@ -91,7 +92,7 @@ def test_module_metadata(module):
     assert "10.5281/zenodo.6802613" in parent.acknowledgementText and "Wasserthal" in parent.acknowledgementText
     assert parent.contributors == module.CONTRIBUTORS and "SegSHAP developers" not in parent.contributors
     p = module.SegSHAPLogic().getParameterNode()
-    assert p.modelPath == DEMO_MODEL and p.units == "organs" and p.value == "softdice" and p.device == "Auto"
+    assert p.modelPath == DEMO_MODEL and p.units == "organs" and p.value == options.VALUE and p.device == "Auto"
 
 
 def test_validation_from_the_parameter_node(module):

@@ -34,7 +34,7 @@ def widgets(ui):
 
 @pytest.fixture(scope="module")
 def module_ast():
-    return ast.parse(MODULE_PY.read_text(), filename=str(MODULE_PY))
+    return ast.parse(MODULE_PY.read_text(encoding="utf-8"), filename=str(MODULE_PY))
 
 
 def _parameter_fields(tree) -> dict[str, str]:
@@ -61,7 +61,7 @@ def test_ui_is_valid_designer_xml(ui):
 
 
 def test_every_ui_name_used_by_the_widget_exists(widgets):
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_PY.read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_PY.read_text(encoding="utf-8")))
     assert used, "SegSHAP.py uses no self.ui names?"
     missing = sorted(used - set(widgets))
     assert not missing, f"SegSHAP.py uses self.ui.{missing} which the .ui file does not define"
@@ -110,7 +110,7 @@ def test_module_classes_follow_the_slicer_convention(module_ast):
     assert classes["SegSHAPWidget"][0] == "ScriptedLoadableModuleWidget"
     assert classes["SegSHAPLogic"] == ["ScriptedLoadableModuleLogic"]
     assert classes["SegSHAPTest"] == ["ScriptedLoadableModuleTest"]
-    text = MODULE_PY.read_text()
+    text = MODULE_PY.read_text(encoding="utf-8")
     assert 'categories = ["Segmentation"]' in text
     assert 'loadUI(self.resourcePath("UI/SegSHAP.ui"))' in text
     assert "@parameterNodeWrapper" in text and "qt.QTimer()" in text
@@ -137,7 +137,7 @@ def test_module_imports_the_core_lazily(module_ast):
 
 def test_mrml_adapters_never_import_qt():
     for path in sorted((MODULE_DIR / "SegSHAPMRML").glob("*.py")):
-        names = _imports(ast.parse(path.read_text()))
+        names = _imports(ast.parse(path.read_text(encoding="utf-8")))
         bad = {n for n in names if n.split(".")[0] in ("qt", "ctk", "PythonQt") or n.startswith("slicer.util")}
         assert not bad, f"{path.name} imports {bad}"
 
@@ -145,7 +145,7 @@ def test_mrml_adapters_never_import_qt():
 def test_core_never_imports_slicer():
     """The core never imports slicer/vtk/qt; only the CLI may reach the MRML layer, lazily, for --scene."""
     for path in sorted((MODULE_DIR / "SegSHAPLib").rglob("*.py")):
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         anywhere, top = _imports(tree), _imports(tree, top_level_only=True)
         bad = {n for n in anywhere if n.split(".")[0] in ("slicer", "vtk", "vtkmodules", "qt", "ctk")}
         bad |= {n for n in (top if path.parent.name == "cli" else anywhere) if n.split(".")[0] == "SegSHAPMRML"}
@@ -153,7 +153,7 @@ def test_core_never_imports_slicer():
 
 
 def test_module_compiles():
-    compile(MODULE_PY.read_text(), str(MODULE_PY), "exec")
+    compile(MODULE_PY.read_text(encoding="utf-8"), str(MODULE_PY), "exec")
 
 
 def test_icon_is_a_128_px_png():

@@ -139,7 +139,7 @@ def test_options_module_imports_nothing():
     """SegSHAP.py imports it at load time, before the core's dependencies may be installed."""
     import ast
 
-    tree = ast.parse(Path(options.__file__).read_text())
+    tree = ast.parse(Path(options.__file__).read_text(encoding="utf-8"))
     assert not [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
 
 

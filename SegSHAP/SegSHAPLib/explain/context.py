@@ -274,7 +274,8 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
 def model_settings(request, predictor) -> dict:
     """The model and inference settings that key the case cache and the patch timing
     (``case_store.model_digest``'s arguments)."""
-    return {"model_dir": request.model, "folds": check_model_folder(request.model, request.fold),
+    return {"model_dir": request.model,
+            "folds": check_model_folder(request.model, request.fold, request.checkpoint),
             "device_type": predictor.device.type, "tile_step": request.tile_step, "tta": request.tta,
             "checkpoint": request.checkpoint}
 
