@@ -130,6 +130,8 @@ class SegSHAPParameterNode:
     groupingFile: Path
     value: Annotated[str, Choice(list(options.VALUE_CHOICES))] = options.VALUE
     budget: Annotated[int, WithinRange(options.MIN_BUDGET, 100000)] = options.BUDGET
+    budgetAuto: bool = options.PANEL_BUDGET_AUTO
+    tolerance: Annotated[float, WithinRange(0.0001, 0.5)] = options.TOLERANCE
     seed: Annotated[int, WithinRange(0, 2147483647)] = options.SEED
     device: str = options.PANEL_DEVICE
     faithfulnessSteps: Annotated[int, WithinRange(0, 50)] = options.FAITHFULNESS_STEPS
@@ -159,6 +161,10 @@ class RunLogic(Protocol):
 
     def start_explain(self, p, run=None) -> tuple: ...         # (job with poll()/cancel(), status note);
     # the job may also have new_log_lines() -> list of str (a child process's output)
+
+    def start_refine(self, p, parent_out, organs: list) -> tuple: ...      # zoom into a finished organ run
+
+    def start_estimate(self, p): ...           # a started cost preview: poll() -> ended; .estimate / .error_text
 
     def finish_explain(self, job, p) -> dict: ...
 
@@ -202,6 +208,9 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastNodes = None
         self._observedPointNode = None
         self._checkpointsOfModel = None        # the model folder the checkpoint combo was filled from
+        self._live = None                      # SegSHAPMRML.live.LiveView of the running job
+        self._lastResult = None                # the last run's ExplainResult (value switch, refine)
+        self._estimate = None                  # SegSHAPMRML.cost_estimate.CostEstimateJob while one runs
 
     _POINT_EVENTS = (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
                      slicer.vtkMRMLMarkupsNode.PointPositionUndefinedEvent,
@@ -226,6 +235,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.estimateButton.connect("clicked(bool)", self.onEstimateButton)
         self.ui.runTotalSegmentatorButton.connect("clicked(bool)", self.onRunTotalSegmentator)
         self.ui.installButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.showCurvesButton.connect("clicked(bool)", self.onShowCurves)
@@ -235,6 +245,9 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.roiSegmentSelector.connect("currentSegmentChanged(QString)", self.onRoiSegmentChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.checkpointComboBox.connect("currentTextChanged(QString)", self.onCheckpointChanged)
+        self.ui.shownValueComboBox.connect("currentTextChanged(QString)", self.onShownValueChanged)
+        self.ui.refineButton.connect("clicked(bool)", self.onRefineButton)
+        self.ui.resultsTableView.connect("selectionChanged()", self._updateRefineButton)
         self.ui.legendLabel.text = LEGEND_HTML
 
         self._refreshDependencies()
@@ -270,11 +283,17 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None and self._job.running:
             self.ui.statusLabel.text = _("Scene closed: the run was cancelled (Explain again resumes it)")
         self._dropJob()
+        self._live, self._lastNodes, self._lastResult = None, None, None      # their nodes go with the scene
+        self.ui.shownValueComboBox.clear()
+        self.ui.verdictLabel.text = ""
         self.setParameterNode(None)
 
     def _dropJob(self) -> None:
         if self._timer is not None:
             self._timer.stop()
+        if self._estimate is not None:
+            self._estimate.cancel()
+            self._estimate = None
         if self._job is not None and self._job.running:
             self._job.cancel()
         if self._job is not None:
@@ -350,6 +369,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.groupingLabel.visible = self.ui.groupingComboBox.visible = organUnits
         self.ui.groupingFilePathLineEdit.visible = organUnits and p.grouping == "from file"
         self.ui.dilateSpinBox.enabled = p.scoreRegion == "dilated"
+        self.ui.toleranceSpinBox.enabled = p.budgetAuto
         self._refreshCheckpointChoices()
         labels = self.runLogic.model_labels(p)
         self.ui.targetLineEdit.toolTip = (_("Classes of this model: ") + ", ".join(
@@ -358,6 +378,7 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         problems = self.runLogic.validate(p)
         self.ui.applyButton.enabled = not problems
         self.ui.applyButton.toolTip = "\n".join(problems) if problems else _("Compute the Shapley attributions")
+        self.ui.estimateButton.enabled = not problems and self._estimate is None
 
     # ---------------------------------------------------------------------------- manual bindings
     def onRoiModeChanged(self, pointChecked) -> None:
@@ -396,11 +417,17 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             getattr(self.ui, name).enabled = not running
         self.ui.applyButton.text = _("Cancel") if running else _("Explain")
         self.ui.applyButton.enabled = True
+        self.ui.estimateButton.enabled = False
         self.ui.progressBar.visible = running
+        self.ui.refineButton.enabled = False
+        self.ui.shownValueComboBox.enabled = not running and self.ui.shownValueComboBox.count > 1
         if running:
             self.ui.progressBar.value = 0
             self.ui.costLabel.text = ""
+            self.ui.verdictLabel.text = ""
             self.ui.runLogTextEdit.clear()
+        else:
+            self._updateRefineButton()
 
     def onApplyButton(self) -> None:
         if self._job is not None and self._job.running:
@@ -408,11 +435,55 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Cancelling after the current batch...")
             self.ui.applyButton.enabled = False
             return
+        if self._estimate is not None:
+            self._estimate.cancel()
+            self._estimate = None
+        self._startJob(lambda: self.runLogic.start_explain(self._parameterNode))
+
+    def onEstimateButton(self) -> None:
+        """Count what Apply would run (units, coalitions, patch forwards, time) in a child process; the panel
+        stays usable meanwhile, and Apply cancels the count."""
+        try:
+            if not self._ensureDependencies():
+                return
+            self._estimate = self.runLogic.start_estimate(self._parameterNode)
+            self.ui.estimateButton.enabled = False
+            self.ui.costLabel.text = _("Estimating the cost (loading the model and preparing the case)...")
+            self._timer.start()
+        except Exception as error:
+            self._estimate = None
+            self._showError(error)
+
+    def _pollEstimate(self) -> None:
+        """Show the cost preview once its process has ended."""
+        if self._estimate is None or not self._estimate.poll():
+            return
+        from SegSHAPMRML.cost_estimate import format_estimate
+
+        estimate, self._estimate = self._estimate, None
+        if estimate.estimate is not None:
+            self.ui.costLabel.text = format_estimate(estimate.estimate)
+        else:
+            self.ui.costLabel.text = _("No estimate: ") + estimate.error_text
+        self._updateGuiState()
+
+    def onRefineButton(self) -> None:
+        """Zoom into the organs selected in the units table of the last (organ-unit) run."""
+        organs = self._selectedUnitNames()
+        self._startJob(lambda: self.runLogic.start_refine(self._parameterNode, self._lastResult.out, organs))
+
+    def _startJob(self, start) -> None:
+        """Start a job with ``start()`` -> (job, note); the live view follows its estimates."""
+        from SegSHAPMRML.live import LiveView
+
         started = False
         try:
             if not self._ensureDependencies():
                 return
-            self._job, note = self.runLogic.start_explain(self._parameterNode)
+            self._dropLive()
+            self._job, note = start()
+            self._live = LiveView(slicer.mrmlScene, self._parameterNode.inputVolume, self._job.request.out,
+                                  value=self._parameterNode.value if self._parameterNode.value != "all" else None)
             self.ui.statusLabel.text = note
             self._setRunning(True)
             self._timer.start()
@@ -424,6 +495,12 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._setRunning(False)
                 self._updateGuiState()
 
+    def _dropLive(self) -> None:
+        """Remove the previous run's live nodes (a cancelled run leaves its last estimate on view until then)."""
+        if self._live is not None:
+            self._live.remove()
+            self._live = None
+
     def _ensureDependencies(self) -> bool:
         """True when every dependency is there (installing them after one confirmation if not)."""
         if not self.installLogic.missing():
@@ -434,9 +511,11 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return ready
 
     def onPollJob(self) -> None:
+        self._pollEstimate()
         job = self._job
         if job is None:
-            self._timer.stop()
+            if self._estimate is None:
+                self._timer.stop()
             return
         from SegSHAPMRML.panel import format_status, progress_percent
 
@@ -445,16 +524,22 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if progress:                        # many events per tick (one per patch forward): show the latest
             self.ui.progressBar.value = progress_percent(progress[-1])
             self.ui.statusLabel.text = format_status(progress[-1], job.note)
+            self._showLiveEstimate([e.estimate for e in progress if e.estimate is not None])
         if not job.finished:
             return
         self._timer.stop()
         try:
             if job.state == "done":
+                self._dropLive()
                 self._lastNodes = self.runLogic.finish_explain(job, self._parameterNode)
+                self._lastResult = job.result
                 self._showResults(self._lastNodes, job)
             elif job.state == "cancelled":
+                if self._live is not None:
+                    self._live.paint()
                 self.ui.statusLabel.text = _("Cancelled: ") + job.error_text + _(
-                    " (Explain again with the same inputs resumes it)")
+                    " (Explain again with the same inputs resumes it") + (
+                    _("; the last estimate stays on view)") if self._live is not None and self._live.paints else ")")
             else:
                 logging.error("SegSHAP failed:\n%s", job.error_text)
                 slicer.util.errorDisplay(_("SegSHAP failed:\n") + job.error_text, detailedText=job.error_traceback)
@@ -465,6 +550,18 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = None
             self._setRunning(False)
             self._updateGuiState()
+
+    def _showLiveEstimate(self, estimates) -> None:
+        """Repaint the overlay and the ranked table from the newest estimate (at most every few seconds), with
+        what the estimate says of its own convergence."""
+        if self._live is None or not estimates:
+            return
+        if self._live.offer(estimates[-1]):
+            from SegSHAPMRML.panel import live_verdict
+
+            self.ui.resultsTableView.setMRMLTableNode(self._live.nodes["units_table"])
+            self.ui.resultsCollapsibleButton.collapsed = False
+            self.ui.verdictLabel.text = live_verdict(estimates[-1], self._live.value)
 
     def _showRunLog(self, job) -> None:
         """Append what the run's process wrote since the last tick (``job.new_log_lines()``; a job that runs in
@@ -486,6 +583,15 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from SegSHAPMRML.panel import format_cost
 
         self.ui.costLabel.text = format_cost(job.result.summary)
+        values = list(getattr(job.result, "by_value", None) or [])
+        combo = self.ui.shownValueComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for value in values:
+            combo.addItem(value)
+        combo.blockSignals(wasBlocked)
+        combo.enabled = len(values) > 1
+        self._showVerdict(values[0] if values else None)
         self.ui.statusLabel.text = _("Done: ") + slicer.mrmlScene.GetSubjectHierarchyNode().GetItemName(
             nodes["folder_item"]) + (" - " + job.note if job.note else "")
         self.ui.resultsTableView.setMRMLTableNode(nodes["units_table"])
@@ -493,6 +599,53 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.saveSceneButton.enabled = True
         self.ui.outputFolderLabel.text = _("Output folder: ") + str(job.result.out)
         self.ui.resultsCollapsibleButton.collapsed = False
+
+    def onShownValueChanged(self, value) -> None:
+        """Show another value function of the last run (computed from the same coalitions: nothing runs)."""
+        if not value or self._lastNodes is None or self._lastResult is None:
+            return
+        from SegSHAPMRML.results import show_value
+
+        try:
+            show_value(slicer.mrmlScene, self._lastNodes, self._lastResult, value)
+            self.ui.resultsTableView.setMRMLTableNode(self._lastNodes["units_table"])
+            self._showVerdict(value)
+        except Exception as error:
+            self._showError(error)
+
+    def _showVerdict(self, value) -> None:
+        """The verdict of the shown value function leads the results: converged or not, and what fixes it."""
+        from SegSHAPMRML.panel import result_verdict
+
+        self.ui.verdictLabel.text = result_verdict(self._lastResult.summary, value) if value else ""
+
+    def _selectedUnitNames(self) -> list:
+        """Names of the units whose rows are selected in the results table (Slicer's qMRMLTableView: the view
+        shows a sort proxy of its qMRMLTableModel; a model row is the MRML table's row when column titles are
+        the header, as the units table sets)."""
+        from SegSHAPMRML.tables import table_rows
+
+        view = self.ui.resultsTableView
+        table = view.mrmlTableNode()
+        if table is None or view.selectionModel() is None:
+            return []
+        rows = table_rows(table)
+        picked = set()
+        for index in view.selectionModel().selectedIndexes():
+            row = view.tableModel().mrmlTableRowIndex(view.sortFilterProxyModel().mapToSource(index))
+            if 0 <= row < len(rows):
+                picked.add(row)
+        return [rows[row]["name"] for row in sorted(picked)]
+
+    def _updateRefineButton(self) -> None:
+        """Refine is possible on the rows of a finished organ-unit run (not a zoom), when no job runs."""
+        result = self._lastResult
+        inputs = (result.summary.get("inputs") or {}) if result is not None else {}
+        organRun = inputs.get("units") == "organs" and not inputs.get("refine")
+        shown = self._lastNodes is not None and self.ui.resultsTableView.mrmlTableNode() is self._lastNodes.get(
+            "units_table")
+        idle = self._job is None or not self._job.running
+        self.ui.refineButton.enabled = bool(organRun and shown and idle and self._selectedUnitNames())
 
     def onShowCurves(self) -> None:
         if self._lastNodes and "chart" in self._lastNodes:

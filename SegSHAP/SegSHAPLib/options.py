@@ -49,6 +49,7 @@ MASK_VALUE = -1024.0                             # HU given to removed units (ai
 BATCH_SIZE = 1                                   # network patches per forward (1 reproduces nnU-Net bit for bit)
 DEVICE = "cpu"                                   # the CLI's and the request's
 PANEL_DEVICE = "Auto"                            # the panel's
+PANEL_BUDGET_AUTO = True                         # the panel's budget is the cap of --budget auto (until converged)
 ORGAN_MAP_DEVICE = "cpu"
 CACHE = "memo"
 CASE_CACHE = None                                # --case-cache: None = $SEGSHAP_CACHE_DIR, else ~/.cache/segshap

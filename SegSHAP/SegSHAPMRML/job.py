@@ -111,11 +111,15 @@ class ExplainJob(JobState):
                         Written on the worker thread (``CaseInputs.persist``).
     note:               what the panel keeps showing in front of the progress text (e.g. "resuming: 8 coalitions
                         already computed"); "" for none.
+    tolerance:          the stop rule of ``--budget auto`` (``run_explain``'s ``tolerance``; the request's budget
+                        is then the cap), passed to ``run`` only when set; None: the fixed budget.
     """
 
     def __init__(self, request, *, run: Callable | None = None, faithfulness_steps: int = 0,
-                 evaluate: Callable | None = None, inputs_dir=None, note: str = "", inputs=None):
+                 evaluate: Callable | None = None, inputs_dir=None, note: str = "", inputs=None,
+                 tolerance: float | None = None):
         self.request = request
+        self.tolerance = tolerance
         self.inputs_dir = inputs_dir
         self.note = note
         self._run = run
@@ -182,7 +186,9 @@ class ExplainJob(JobState):
         try:
             self.request = self._persist_inputs(self.request)
             run = self._run or _default_run()
-            result = run(self.request, inputs=self.inputs, progress=self._progress, cancel=self.cancel_event)
+            stop_rule = {} if self.tolerance is None else {"tolerance": self.tolerance}
+            result = run(self.request, inputs=self.inputs, progress=self._progress, cancel=self.cancel_event,
+                         **stop_rule)
             faithfulness = None
             if self.faithfulness_steps > 0 and not self.cancel_event.is_set():
                 self._progress(ProgressEvent("faithfulness", 0, 1, "MoRF/LeRF curves"))

@@ -49,7 +49,9 @@ class PanelValues:
     value: str = options.VALUE
     score_region: str = options.SCORE_REGION
     dilate_mm: float = options.DILATE_MM
-    budget: int = options.BUDGET
+    budget: int = options.BUDGET                 # with budget_auto: the cap
+    budget_auto: bool = options.PANEL_BUDGET_AUTO  # stop when converged (--budget auto --tolerance)
+    tolerance: float = options.TOLERANCE
     seed: int = options.SEED
     mask_value: float = options.MASK_VALUE
     device: str = options.PANEL_DEVICE
@@ -152,6 +154,8 @@ def validate_panel(values: PanelValues) -> list[str]:
         problems.append("The dilation of the scoring region must be positive (mm).")
     if int(values.budget) < MIN_BUDGET:
         problems.append(f"The budget must be at least {MIN_BUDGET} coalitions.")
+    if values.budget_auto and not 0 < float(values.tolerance) < 1:
+        problems.append("The tolerance of 'until converged' must lie between 0 and 1 (a fraction of the effect).")
     if int(values.seed) < 0:
         problems.append("The seed must be 0 or positive.")
     if int(values.batch_size) < 1:
@@ -210,6 +214,12 @@ def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | 
         device=device or device_request_name(values.device), tta=bool(values.tta),
         checkpoint=checkpoint_name(values),
     )
+
+
+def stop_tolerance(values: PanelValues) -> float | None:
+    """The run's stop rule: the tolerance of ``--budget auto`` when the panel asks to run until converged (the
+    budget is then the cap), else None (the fixed budget)."""
+    return float(values.tolerance) if values.budget_auto else None
 
 
 def build_request(values: PanelValues, out: str | Path, **kwargs):
@@ -283,6 +293,47 @@ def progress_percent(event) -> int:
     if event.stage == "coalitions":
         return int(5 + 90 * fraction)
     return int(95 + 5 * fraction)
+
+
+# ----------------------------------------------------------------------------------------------- verdicts
+def live_verdict(estimate: dict, value: str | None = None) -> str:
+    """The line above the live table: which estimate is shown and whether it can be trusted yet, e.g.
+    'Live estimate (softdice), 96/2,048 coalitions: not converged yet - 3 of 19 units have a settled sign;
+    about 1,200 coalitions forecast to converge.'"""
+    from SegSHAPLib.shapley.diagnostics import CONFIDENCE_Z
+
+    values = estimate["values"]
+    name = value if value in values else next(iter(values))
+    answer = values[name]
+    head = f"Live estimate ({name}), {int(estimate['coalitions']):,}/{int(estimate['total']):,} coalitions: "
+    if answer.get("converged"):
+        return head + "converged (every standard error is within the tolerance); the run ends soon."
+    settled = sum(1 for phi, error in zip(answer["phi"], answer["std_error"])
+                  if error is not None and abs(phi) - CONFIDENCE_Z * error > 0)
+    return (head + f"not converged yet - {settled} of {len(answer['phi'])} units have a settled sign (ranked by "
+            f"the |phi| lower bound); about {int(answer['coalitions_needed_forecast']):,} coalitions forecast to "
+            "converge.")
+
+
+def result_verdict(summary: dict, value: str) -> str:
+    """The line that leads a finished run's results for value function ``value``: converged or not, and when
+    not, that the ranking is by the |phi| lower bound and what would fix it."""
+    by_value = summary.get("by_value") or {value: summary}
+    solver = (by_value.get(value) or summary).get("solver") or {}
+    diagnostics = solver.get("diagnostics") or {}
+    units = len((by_value.get(value) or summary).get("units") or [])
+    if solver.get("method") == "exact":
+        return f"Exact Shapley values ({value}): every coalition of the {units} units was evaluated."
+    if diagnostics.get("converged"):
+        return (f"Converged ({value}): every unit's standard error is within the tolerance after "
+                f"{int(solver.get('coalitions', 0)):,} coalitions; ranked by phi.")
+    r2 = diagnostics.get("heldout_r2")
+    fit = f"held-out R\u00b2 {r2:.2f}; " if isinstance(r2, (int, float)) else ""
+    return (f"Not converged ({value}): do not read this ranking as the answer. {fit}"
+            f"{int(diagnostics.get('separated_top_units', 0))} of {units} leading units are resolved; about "
+            f"{int(diagnostics.get('coalitions_needed_forecast', 0)):,} coalitions forecast to converge. Ranked by "
+            "the |phi| lower bound. To fix it: refine (zoom) into the top organs, or a larger budget, or coarser "
+            "units.")
 
 
 # ----------------------------------------------------------------------------------------------- devices
@@ -399,7 +450,7 @@ def error_message(error: BaseException, *, device: str = "cpu", batch_size: int 
 
 __all__ = ["PanelValues", "UNIT_TYPES", "VALUE_FUNCTIONS", "SCORE_REGIONS", "GROUPING_CHOICES", "model_folder_problem",
            "model_labels", "validate_panel", "organ_grouping_problem", "grouping_argument", "build_request_kwargs",
-           "build_request", "format_duration", "format_progress", "format_status", "format_cost",
+           "build_request", "stop_tolerance", "live_verdict", "result_verdict", "format_duration", "format_progress", "format_status", "format_cost",
            "progress_percent", "parse_device", "device_request_name", "device_choices", "choose_device",
            "is_out_of_memory", "is_out_of_memory_text", "with_out_of_memory_advice", "out_of_memory_advice",
            "error_message"]

@@ -61,6 +61,19 @@ def library_root() -> Path:
     return Path(SegSHAPLib.__file__).resolve().parents[1]
 
 
+def explain_arguments(request, tolerance: float | None = None) -> list[str]:
+    """``segshap explain``'s arguments for ``request``; with a ``tolerance``, the budget becomes the cap of
+    ``--budget auto``."""
+    from SegSHAPLib import options
+
+    arguments = request.command_line()
+    if tolerance is None:
+        return arguments
+    at = arguments.index("--budget")
+    return arguments[:at] + ["--budget", options.BUDGET_AUTO, "--cap", arguments[at + 1],
+                             "--tolerance", repr(float(tolerance))] + arguments[at + 2:]
+
+
 class ProcessExplainJob(JobState):
     """One ``segshap explain`` (then, with ``faithfulness_steps``, one ``segshap evaluate``) in a child process.
 
@@ -72,11 +85,15 @@ class ProcessExplainJob(JobState):
                         folder already holds a faithfulness.json with N steps.
     cancel_grace_s:     seconds between the interrupt and terminate().
     inputs:             the in-memory inputs (``SegSHAPLib.explain.case_inputs.CaseInputs``), or None.
+    tolerance:          the stop rule: ``--budget auto --cap <request.budget> --tolerance T``; None: the fixed
+                        budget.
     """
 
     def __init__(self, request, *, python: str | os.PathLike | None = None, inputs_dir=None, note: str = "",
-                 faithfulness_steps: int = 0, cancel_grace_s: float = CANCEL_GRACE_S, inputs=None):
+                 faithfulness_steps: int = 0, cancel_grace_s: float = CANCEL_GRACE_S, inputs=None,
+                 tolerance: float | None = None):
         self.request = request
+        self.tolerance = tolerance
         self.python = str(python or sys.executable)
         self.inputs_dir = inputs_dir
         self.note = note
@@ -118,7 +135,7 @@ class ProcessExplainJob(JobState):
         if self.inputs is not None and dataclasses.is_dataclass(self.request):
             self.request = self.inputs.persist(self.request, folder)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._launch("explain", [*self.request.command_line(), "--progress", "json"])
+        self._launch("explain", [*explain_arguments(self.request, self.tolerance), "--progress", "json"])
         return self
 
     def cancel(self) -> None:
@@ -283,4 +300,4 @@ class ProcessExplainJob(JobState):
         return JobMessage("error", text=text, traceback="\n".join(self._log_tail()[-40:]))
 
 
-__all__ = ["ProcessExplainJob", "CANCEL_GRACE_S", "library_root"]
+__all__ = ["ProcessExplainJob", "CANCEL_GRACE_S", "explain_arguments", "library_root"]

@@ -15,7 +15,9 @@ attribution         float volume, phi of each voxel's unit; ``attribution_colors
                     (the first value function's, when the explanation has several)
 attribution_<value> float volume per further value function of the explanation (summary.json's
                     value_functions after the first), displayed like ``attribution`` but not shown
-units_table         vtkMRMLTableNode, units ranked by phi
+units_table         vtkMRMLTableNode, units with phi, standard error, |phi| lower bound and whether the sign is
+                    settled, ranked by phi when the solver converged, else by the lower bound
+                    (``SegSHAP.RankedBy``); ``show_value`` refills it for another value function
 curves_table,       MoRF/LeRF/random curves (table), chart, one plot series per curve (when faithfulness given)
 chart, series_*
 roi_point           markups point where the user clicked (when the ROI came from a point)
@@ -164,13 +166,53 @@ def _new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
 
 
+# ------------------------------------------------------------------------------------- one value function
+def value_converged(result, value: str) -> bool:
+    """Whether the solver's own convergence test passed for ``value`` (exact enumeration counts as converged; a
+    folder without the diagnostics counts as not converged)."""
+    solver = ExplanationFolder(result.out).value_summary(value, result.summary).get("solver") or {}
+    return solver.get("method") == "exact" or bool((solver.get("diagnostics") or {}).get("converged"))
+
+
+def table_ranking(result, value: str) -> dict:
+    """``std_error`` and ``by`` for the units table of ``value``: ranked by phi when converged, else by the |phi|
+    lower bound (noise is never ranked above a sure effect)."""
+    answer = (getattr(result, "by_value", None) or {}).get(value)
+    errors = None if answer is None else [None if not np.isfinite(e) else float(e) for e in answer.std_error]
+    return {"std_error": errors, "by": "phi" if value_converged(result, value) else "lower_bound"}
+
+
+def unit_voxels(result) -> np.ndarray:
+    """(M,) voxel count of each unit in the result's unit map."""
+    count = len(result.unit_names)
+    return np.bincount(np.asarray(result.units.array).astype(np.int64).ravel(), minlength=count + 1)[1:count + 1]
+
+
+def attribution_node_of(nodes: dict, result, value: str):
+    """The attribution map node of ``value`` among a run's nodes (``results_to_scene``'s dict)."""
+    return nodes["attribution"] if value == first_value(result) else nodes[f"attribution_{value}"]
+
+
+def show_value(scene, nodes: dict, result, value: str) -> None:
+    """Show another value function of the same run, nothing recomputed: its attribution map becomes the slice
+    views' foreground and the run's units table is refilled with its phi, standard errors and ranking."""
+    if value not in (getattr(result, "by_value", None) or {}):
+        raise InputError(f"this run holds no explanation of value function {value!r}")
+    answer = result.by_value[value]
+    tables.fill_units_table(nodes["units_table"], list(result.unit_names), answer.phi, unit_voxels(result),
+                            float(np.prod(result.units.spacing)), **table_ranking(result, value))
+    nodes["units_table"].SetAttribute("SegSHAP.Value", value)
+    display.set_slice_layers(scene, background_node=nodes.get("ct"),
+                             foreground_node=attribution_node_of(nodes, result, value))
+
+
 # --------------------------------------------------------------------------------------------- the mapping
 def _tag(node, role: str, run_id: str) -> None:
     node.SetAttribute(ROLE, role)
     node.SetAttribute(RUN_ID, run_id)
 
 
-def _on_ct_grid(scene, volume: Volume, ct_node, ct_matrix: np.ndarray, name: str, *, labelmap: bool):
+def on_ct_grid(scene, volume: Volume, ct_node, ct_matrix: np.ndarray, name: str, *, labelmap: bool):
     """A node for ``volume`` that overlays ``ct_node`` voxel for voxel: same dimensions, the CT's exact
     IJKToRAS, same parent transform. InputError when the volume is on another grid."""
     ct_image = ct_node.GetImageData()
@@ -231,7 +273,7 @@ def results_to_scene(scene, result, faithfulness: dict | None = None, ct_node=No
         present = np.unique(np.asarray(result.prediction.array))
         names = {int(v): names.get(int(v), f"class_{int(v)}") for v in present if v > 0} | \
             {k: v for k, v in names.items() if k > 0}
-        node = _on_ct_grid(scene, result.prediction, ct_node, ct_matrix, f"{run_label} prediction", labelmap=True)
+        node = on_ct_grid(scene, result.prediction, ct_node, ct_matrix, f"{run_label} prediction", labelmap=True)
         display.show_label_map(scene, node, display.named_label_color_table(
             scene, names, f"{run_label} prediction classes", role="prediction_colors"), opacity=0.5)
         nodes["prediction"] = node
@@ -239,14 +281,14 @@ def results_to_scene(scene, result, faithfulness: dict | None = None, ct_node=No
         nodes["prediction"] = prediction_node
 
     target = (result.summary.get("roi") or {}).get("target", inputs.get("target"))
-    roi_node = _on_ct_grid(scene, result.roi.with_array((np.asarray(result.roi.array) > 0).astype(np.uint8)),
+    roi_node = on_ct_grid(scene, result.roi.with_array((np.asarray(result.roi.array) > 0).astype(np.uint8)),
                            ct_node, ct_matrix, f"{run_label} ROI", labelmap=True)
     display.show_label_map(scene, roi_node, display.named_label_color_table(
         scene, {1: f"ROI (target {target})"}, f"{run_label} ROI colours", role="roi_colors"), outline=True)
     nodes["roi"] = roi_node
 
     unit_labels = np.asarray(result.units.array).astype(np.int32)
-    units_node = _on_ct_grid(scene, result.units.with_array(unit_labels), ct_node, ct_matrix,
+    units_node = on_ct_grid(scene, result.units.with_array(unit_labels), ct_node, ct_matrix,
                              f"{run_label} units", labelmap=True)
     units_colors = display.named_label_color_table(scene, list(result.unit_names), f"{run_label} unit names",
                                                    role="units_colors")
@@ -255,7 +297,7 @@ def results_to_scene(scene, result, faithfulness: dict | None = None, ct_node=No
 
     phi = np.asarray(result.phi, dtype=float)
     attribution = result.attribution.with_array(np.asarray(result.attribution.array).astype(np.float32))
-    attribution_node = _on_ct_grid(scene, attribution, ct_node, ct_matrix, f"{run_label} attribution",
+    attribution_node = on_ct_grid(scene, attribution, ct_node, ct_matrix, f"{run_label} attribution",
                                    labelmap=False)
     max_abs = float(np.max(np.abs(phi))) if phi.size else 0.0
     attribution_display = display.show_attribution(scene, attribution_node, max_abs=max_abs, background_node=ct_node)
@@ -263,7 +305,7 @@ def results_to_scene(scene, result, faithfulness: dict | None = None, ct_node=No
     nodes["attribution"] = attribution_node
     nodes["attribution_colors"] = attribution_display.GetColorNode()
     for value, answer in list((getattr(result, "by_value", None) or {}).items())[1:]:
-        node = _on_ct_grid(scene, answer.attribution.with_array(np.asarray(answer.attribution.array, np.float32)),
+        node = on_ct_grid(scene, answer.attribution.with_array(np.asarray(answer.attribution.array, np.float32)),
                            ct_node, ct_matrix, f"{run_label} attribution ({value})", labelmap=False)
         show_max = float(np.max(np.abs(answer.phi))) if answer.phi.size else 0.0
         display.show_attribution(scene, node, max_abs=show_max, background_node=ct_node,
@@ -272,9 +314,9 @@ def results_to_scene(scene, result, faithfulness: dict | None = None, ct_node=No
         nodes[f"attribution_{value}"] = node
     attribution_node.SetAttribute("SegSHAP.SummaryJSON", json.dumps(result.summary))
 
-    voxels = np.bincount(unit_labels.ravel(), minlength=len(result.unit_names) + 1)[1:len(result.unit_names) + 1]
-    nodes["units_table"] = tables.units_table(scene, list(result.unit_names), phi, voxels,
-                                              float(np.prod(result.units.spacing)), f"{run_label} units ranked by phi")
+    nodes["units_table"] = tables.units_table(scene, list(result.unit_names), phi, unit_voxels(result),
+                                              float(np.prod(result.units.spacing)), f"{run_label} units",
+                                              **table_ranking(result, first_value(result)))
     if faithfulness:
         nodes.update(tables.faithfulness_plot(scene, faithfulness, f"{run_label} faithfulness"))
 
@@ -388,9 +430,12 @@ def check_run(scene, run_id: str | None = None, *, expect_faithfulness: bool | N
         rows = tables.table_rows(table)
         if not rows:
             problems.append("units table: no rows")
-        elif [r["rank"] for r in rows] != list(range(1, len(rows) + 1)) or \
-                any(a["phi"] < b["phi"] for a, b in zip(rows, rows[1:])):
-            problems.append("units table: not ranked by phi")
+        else:
+            by = table.GetAttribute(tables.RANKED_BY) or "phi"
+            key = "phi" if by == "phi" else "abs_phi_lower_bound"
+            if [r["rank"] for r in rows] != list(range(1, len(rows) + 1)) or \
+                    any(a[key] < b[key] for a, b in zip(rows, rows[1:])):
+                problems.append(f"units table: not ranked by {key}")
         if units_colors is not None:
             names = display.color_table_names(units_colors)
             for row in rows:
@@ -465,5 +510,6 @@ def verify_saved_scene(path: str | os.PathLike) -> list[str]:
 
 
 __all__ = ["ExplanationOutputs", "load_output_dir", "first_value", "roi_ijk", "run_name", "versions",
-           "run_record", "model_class_names", "results_to_scene", "find_run_nodes", "run_ids", "check_run",
+           "run_record", "model_class_names", "value_converged", "table_ranking", "unit_voxels",
+           "attribution_node_of", "show_value", "on_ct_grid", "results_to_scene", "find_run_nodes", "run_ids", "check_run",
            "scene_for_output_dir", "write_scene_from_output", "verify_saved_scene"]

@@ -8,7 +8,8 @@ finished run in process (``job.ExplainJob``): both have the same ``start()/poll(
 
 ``p`` everywhere is the module's parameter node (``SegSHAPParameterNode`` in SegSHAP.py): an object with the
 attributes inputVolume, modelPath, runModel, predictionNode, target, organNode, roiMode, roiPoint, roiSegmentation,
-roiSegmentID, scoreRegion, dilateMm, units, fccScaleMm, grouping, groupingFile, value, budget, seed, device,
+roiSegmentID, scoreRegion, dilateMm, units, fccScaleMm, grouping, groupingFile, value, budget, budgetAuto, tolerance,
+seed, device,
 faithfulnessSteps, maskValue, batchSize, tta, checkpoint, unitsAsSegmentation.
 """
 
@@ -37,7 +38,8 @@ def python_for_runs() -> str:
 
 
 def default_job(request, *, run: Callable | None = None, evaluate: Callable | None = None,
-                faithfulness_steps: int = 0, inputs_dir=None, note: str = "", inputs=None):
+                faithfulness_steps: int = 0, inputs_dir=None, note: str = "", inputs=None,
+                tolerance: float | None = None):
     """The panel's job for a run: new and resumed runs compute in a child process (``ProcessExplainJob`` with
     ``python_for_runs()``), so a crash or out-of-memory ends the child, never Slicer; a given ``run`` (a finished
     run shown again, ``runs.replay_finished``, which only reads the folder back; or a script's own function) runs
@@ -46,11 +48,11 @@ def default_job(request, *, run: Callable | None = None, evaluate: Callable | No
         from .job import ExplainJob
 
         return ExplainJob(request, run=run, evaluate=evaluate, faithfulness_steps=faithfulness_steps,
-                          inputs_dir=inputs_dir, note=note, inputs=inputs)
+                          inputs_dir=inputs_dir, note=note, inputs=inputs, tolerance=tolerance)
     from .process_job import ProcessExplainJob
 
     return ProcessExplainJob(request, python=python_for_runs(), inputs_dir=inputs_dir, note=note,
-                             faithfulness_steps=faithfulness_steps, inputs=inputs)
+                             faithfulness_steps=faithfulness_steps, inputs=inputs, tolerance=tolerance)
 
 
 class ExplainRunLogic:
@@ -86,8 +88,9 @@ class ExplainRunLogic:
             has_roi_segment=p.roiSegmentation is not None and bool(p.roiSegmentID),
             units=p.units, fcc_scale_mm=p.fccScaleMm, grouping=p.grouping, grouping_file=path_text(p.groupingFile),
             value=p.value, score_region=p.scoreRegion,
-            dilate_mm=p.dilateMm, budget=p.budget, seed=p.seed, mask_value=p.maskValue, device=p.device,
-            batch_size=p.batchSize, tta=p.tta, checkpoint=p.checkpoint, faithfulness_steps=p.faithfulnessSteps)
+            dilate_mm=p.dilateMm, budget=p.budget, budget_auto=bool(p.budgetAuto), tolerance=p.tolerance,
+            seed=p.seed, mask_value=p.maskValue, device=p.device, batch_size=p.batchSize, tta=p.tta,
+            checkpoint=p.checkpoint, faithfulness_steps=p.faithfulnessSteps)
 
     def validate(self, p) -> list[str]:
         """Problems that block Apply, one sentence each; [] when the run can start."""
@@ -115,10 +118,10 @@ class ExplainRunLogic:
         return panel.device_choices(None if installed_version("torch") else 0)
 
     # ------------------------------------------------------------------------------------ running
-    def prepare_run(self, p):
+    def prepare_run(self, p, create: bool = True):
         """Read the nodes into plain volumes and choose the run folder -> (RunPlan, CaseInputs, device note).
         The plan resumes an unfinished run of the same inputs, shows a finished one with the same budget and seed
-        again, or starts a new run folder (``runs.plan_run``)."""
+        again, or starts a new run folder (``runs.plan_run``; ``create=False``: nothing is written)."""
         from SegSHAPLib.errors import InputError
         from SegSHAPLib.explain.case_inputs import CaseInputs
 
@@ -142,7 +145,7 @@ class ExplainRunLogic:
             kwargs["organs"], kwargs["organ_names"] = _label_volume(p.organNode, ct, None)
         request = panel.build_request(values, self.runs_folder, device=device, roi_point_ras=point_local)
         inputs = CaseInputs(**kwargs)
-        return runs.plan_run(self.runs_folder, request, inputs), inputs, note
+        return runs.plan_run(self.runs_folder, request, inputs, create=create), inputs, note
 
     def start_explain(self, p, run: Callable | None = None):
         """Start the explanation -> (job, status note: resume/show note and device). ``run`` replaces run_explain
@@ -155,9 +158,52 @@ class ExplainRunLogic:
         factory = self.job_factory or default_job
         job = factory(plan.request, run=runs.replay_finished if replay else run,
                       evaluate=runs.stored_or_new_faithfulness, faithfulness_steps=p.faithfulnessSteps,
-                      inputs_dir=plan.inputs_dir, note=plan.note, inputs=None if replay else inputs)
+                      inputs_dir=plan.inputs_dir, note=plan.note, inputs=None if replay else inputs,
+                      tolerance=panel.stop_tolerance(self.panel_values(p)))
         job.roi_point_ras = self.panel_values(p).roi_point_ras
         return job.start(), "; ".join(text for text in (plan.note, note) if text)
+
+    def start_estimate(self, p):
+        """The cost of what Apply would run, counted in a child process (``segshap explain --dry-run``, nothing
+        run, nothing written to a run folder) -> a started ``cost_estimate.CostEstimateJob``. The in-memory inputs
+        are written as the run would write them (the same content-named files), so the run reuses them."""
+        from .cost_estimate import CostEstimateJob
+
+        plan, inputs, _note = self.prepare_run(p, create=False)
+        request = inputs.persist(plan.request, plan.inputs_dir)
+        return CostEstimateJob(request, python=python_for_runs(), folder=self.runs_folder / "estimates",
+                               tolerance=panel.stop_tolerance(self.panel_values(p))).start()
+
+    def start_refine(self, p, parent_out, organs: list[str]):
+        """Zoom into a finished organ-unit run: explain it again with ``organs`` (names of its units) split into
+        cells of the panel's FCC scale, every other organ kept whole, with the panel's value function, budget,
+        stop rule, seed and device and the parent's inputs (its files) -> (job, status note). The parent's
+        coalitions are reused where the plans coincide; an interrupted zoom resumes like any run."""
+        import dataclasses
+
+        from SegSHAPLib.errors import InputError
+        from SegSHAPLib.explain.refine import parent_request, resolve_refinement
+
+        from . import runs
+
+        if not organs:
+            raise InputError("select the organs to refine in the units table first")
+        values = self.panel_values(p)
+        device, device_note = panel.choose_device(values.device, logger=LOG)
+        parent = Path(parent_out)
+        request = resolve_refinement(dataclasses.replace(
+            parent_request(parent), out=parent, refine=parent, refine_organs=list(organs), refine_top=None,
+            fcc_scale_mm=float(values.fcc_scale_mm), value=values.value, budget=int(values.budget),
+            seed=int(values.seed), device=device, batch_size=int(values.batch_size), tta=bool(values.tta)))
+        plan = runs.plan_run(self.runs_folder, request)
+        LOG.info("SegSHAP zoom into %s: %s; output in %s", ", ".join(organs), plan.note or "new run", plan.request.out)
+        factory = self.job_factory or default_job
+        job = factory(plan.request, run=runs.replay_finished if plan.action == "show" else None,
+                      evaluate=runs.stored_or_new_faithfulness, faithfulness_steps=p.faithfulnessSteps,
+                      inputs_dir=None, note=plan.note, inputs=None, tolerance=panel.stop_tolerance(values))
+        job.roi_point_ras = None
+        note = f"zoom into {', '.join(organs)}"
+        return job.start(), "; ".join(text for text in (note, plan.note, device_note) if text)
 
     def finish_explain(self, job, p) -> dict:
         """Map a finished job's result to nodes -> ``results_to_scene``'s dict of nodes."""

@@ -36,13 +36,14 @@ EXPLANATION = "explanation"
 @dataclass
 class RunPlan:
     """What Apply does. ``action``: "new" | "resume" | "show". ``request``: the ExplainRequest with ``out`` set to
-    the chosen ``<run folder>/explanation``. ``inputs_dir``: where the job writes the in-memory inputs.
+    the chosen ``<run folder>/explanation``. ``inputs_dir``: where the job writes the in-memory inputs (None when
+    the request has none).
     ``journaled``: coalitions already in the output folder's journal. ``source``: the run folder whose journal
     seeded a new one (None otherwise)."""
 
     action: str
     request: object
-    inputs_dir: Path
+    inputs_dir: Path | None
     journaled: int = 0
     source: Path | None = None
 
@@ -62,13 +63,18 @@ class RunPlan:
         return ""
 
 
-def plan_run(base, request, inputs) -> RunPlan:
+def plan_run(base, request, inputs=None, *, create: bool = True) -> RunPlan:
     """Choose the folder for ``request`` (its ``out`` is ignored) by the module's rule. ``inputs``: the
-    in-memory inputs (a ``CaseInputs``) as ExplainJob takes them. Creates the new run folder (and seeds its
-    journal) when that is the choice; writes nothing otherwise."""
+    in-memory inputs (a ``CaseInputs``) as ExplainJob takes them, or None for a request whose inputs are files
+    already (a zoom into an earlier run: its parent's files). Creates the new run folder (and seeds its journal)
+    when that is the choice; writes nothing otherwise. ``create=False`` (a cost preview) writes nothing at all: a
+    new run's ``out`` is then the finished folder whose journal would seed it, or a folder that does not exist."""
     base = Path(base)
-    inputs_dir = base / "inputs" / inputs.digest(request.grouping)[:16]
-    spec = dataclasses.replace(request, **inputs.files(request, inputs_dir)).journal_spec()
+    if inputs is None:
+        inputs_dir, spec = None, request.journal_spec()
+    else:
+        inputs_dir = base / "inputs" / inputs.digest(request.grouping)[:16]
+        spec = dataclasses.replace(request, **inputs.files(request, inputs_dir)).journal_spec()
     matching = _explanations_with_spec(base, spec)
     finished = [out for out in matching if ExplanationFolder(out).finished()]
     for out in finished:
@@ -80,7 +86,11 @@ def plan_run(base, request, inputs) -> RunPlan:
     if unfinished:
         out = max(unfinished, key=lambda o: (o / JOURNAL_FILE).stat().st_mtime)
         return RunPlan("resume", dataclasses.replace(request, out=out), inputs_dir, journaled_coalitions(out))
-    return _new_run(base, request, inputs_dir, seed_from=max(finished, key=journaled_coalitions, default=None))
+    seed_from = max(finished, key=journaled_coalitions, default=None)
+    if not create:
+        out = seed_from if seed_from is not None else base / "run-next" / EXPLANATION
+        return RunPlan("new", dataclasses.replace(request, out=out), inputs_dir)
+    return _new_run(base, request, inputs_dir, seed_from=seed_from)
 
 
 def _new_run(base: Path, request, inputs_dir: Path, seed_from: Path | None) -> RunPlan:

@@ -19,7 +19,15 @@ UNIT_COLUMNS = (
     ("volume_ml", vtk.vtkDoubleArray, "volume (ml)", "unit volume in millilitres"),
     ("phi", vtk.vtkDoubleArray, "phi", "Shapley value: change of the score the unit is responsible for"),
     ("share_abs_phi", vtk.vtkDoubleArray, "share of |phi|", "|phi| / sum of |phi| over all units"),
+    ("std_error", vtk.vtkDoubleArray, "SE", "standard error of phi (0 when exact; NaN when the coalitions so far "
+                                            "cannot estimate it)"),
+    ("abs_phi_lower_bound", vtk.vtkDoubleArray, "|phi| lower bound",
+     "max(0, |phi| - z SE), z = 1.96: how large the unit's effect is at least (the ranking of a run that has not "
+     "converged)"),
+    ("sign", vtk.vtkStringArray, "sign", "'settled' when the 95% interval of phi excludes 0, else 'not yet'"),
 )
+RANK_BY = ("phi", "lower_bound")        # the table's order: phi (converged answers), |phi| lower bound (others)
+RANKED_BY = "SegSHAP.RankedBy"          # table node attribute: which of RANK_BY
 CURVE_COLUMNS = ("fraction_removed", "morf", "lerf", "random")
 CURVE_STYLE = {            # series colour (RGB) and line style per curve
     "morf": ((0.84, 0.15, 0.16), "solid", "MoRF (most relevant removed first)"),
@@ -29,17 +37,30 @@ CURVE_STYLE = {            # series colour (RGB) and line style per curve
 
 
 def rank_units(unit_names: Sequence[str], phi: Sequence[float], voxels: Sequence[int],
-               voxel_volume_mm3: float) -> list[dict]:
-    """Rows of the unit table, ranked by phi (largest first; ties by unit id). Pure Python, no MRML."""
+               voxel_volume_mm3: float, std_error: Sequence[float | None] | None = None,
+               by: str = "phi") -> list[dict]:
+    """Rows of the unit table (pure Python, no MRML). ``std_error`` (M,): None or NaN where not estimable; omitted
+    = exact (0). ``by`` "phi": largest phi first; "lower_bound": largest |phi| lower bound first (then |phi|), the
+    order that does not rank noise above a sure effect. Ties by unit id."""
+    from SegSHAPLib.shapley.diagnostics import CONFIDENCE_Z
+
+    if by not in RANK_BY:
+        raise ValueError(f"rank by {by!r}: use one of {RANK_BY}")
     phi = np.asarray(phi, dtype=float)
     voxels = np.asarray(voxels, dtype=np.int64)
-    if not (len(unit_names) == phi.size == voxels.size):
-        raise ValueError(f"{len(unit_names)} names, {phi.size} phi values and {voxels.size} voxel counts differ")
+    errors = np.zeros_like(phi) if std_error is None else \
+        np.array([np.nan if e is None else float(e) for e in std_error], dtype=float)
+    if not (len(unit_names) == phi.size == voxels.size == errors.size):
+        raise ValueError(f"{len(unit_names)} names, {phi.size} phi values, {voxels.size} voxel counts and "
+                         f"{errors.size} standard errors differ")
+    lower = np.where(np.isfinite(errors), np.maximum(np.abs(phi) - CONFIDENCE_Z * np.nan_to_num(errors), 0.0), 0.0)
     total = float(np.abs(phi).sum())
-    order = sorted(range(phi.size), key=lambda j: (-phi[j], j))
+    key = (lambda j: (-phi[j], j)) if by == "phi" else (lambda j: (-lower[j], -abs(phi[j]), j))
+    order = sorted(range(phi.size), key=key)
     return [{"rank": rank + 1, "unit_id": j + 1, "name": str(unit_names[j]), "voxels": int(voxels[j]),
              "volume_ml": float(voxels[j]) * voxel_volume_mm3 / 1000.0, "phi": float(phi[j]),
-             "share_abs_phi": float(abs(phi[j]) / total) if total > 0 else 0.0}
+             "share_abs_phi": float(abs(phi[j]) / total) if total > 0 else 0.0, "std_error": float(errors[j]),
+             "abs_phi_lower_bound": float(lower[j]), "sign": "settled" if lower[j] > 0 else "not yet"}
             for rank, j in enumerate(order)]
 
 
@@ -57,11 +78,10 @@ def _fill_table(table_node, columns: Sequence[tuple[str, type]], rows: Sequence[
 
 
 def units_table(scene, unit_names: Sequence[str], phi: Sequence[float], voxels: Sequence[int],
-                voxel_volume_mm3: float, name: str = "SegSHAP units"):
-    """A vtkMRMLTableNode of the units ranked by phi (columns: ``UNIT_COLUMNS``)."""
-    rows = rank_units(unit_names, phi, voxels, voxel_volume_mm3)
+                voxel_volume_mm3: float, name: str = "SegSHAP units", *, std_error=None, by: str = "phi"):
+    """A vtkMRMLTableNode of the units ranked ``by`` phi or by the |phi| lower bound (columns: ``UNIT_COLUMNS``;
+    ``rank_units`` for the arguments)."""
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
-    _fill_table(node, UNIT_COLUMNS, rows)
     for column, _cls, title, description in UNIT_COLUMNS:
         node.SetColumnTitle(column, title)
         node.SetColumnDescription(column, description)
@@ -69,7 +89,16 @@ def units_table(scene, unit_names: Sequence[str], phi: Sequence[float], voxels: 
     node.SetUseColumnTitleAsColumnHeader(True)
     node.SetLocked(True)
     node.SetAttribute(ROLE, "units_table")
+    fill_units_table(node, unit_names, phi, voxels, voxel_volume_mm3, std_error=std_error, by=by)
     return node
+
+
+def fill_units_table(node, unit_names: Sequence[str], phi: Sequence[float], voxels: Sequence[int],
+                     voxel_volume_mm3: float, *, std_error=None, by: str = "phi") -> None:
+    """Refill a units table in place (a live estimate, another value function); its ``RANKED_BY`` attribute
+    says the order."""
+    _fill_table(node, UNIT_COLUMNS, rank_units(unit_names, phi, voxels, voxel_volume_mm3, std_error, by))
+    node.SetAttribute(RANKED_BY, by)
 
 
 def table_rows(table_node) -> list[dict]:
@@ -160,5 +189,5 @@ def faithfulness_plot(scene, faithfulness: dict, name: str = "SegSHAP faithfulne
     return nodes
 
 
-__all__ = ["UNIT_COLUMNS", "CURVE_COLUMNS", "rank_units", "units_table", "table_rows", "curves_from_faithfulness",
+__all__ = ["UNIT_COLUMNS", "RANK_BY", "RANKED_BY", "CURVE_COLUMNS", "rank_units", "units_table", "fill_units_table", "table_rows", "curves_from_faithfulness",
            "faithfulness_summary", "faithfulness_plot"]

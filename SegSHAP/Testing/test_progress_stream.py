@@ -31,7 +31,7 @@ def test_every_stdout_line_is_a_record_per_stage_and_batch_then_the_end(cropped_
     start, progress, end = records[0], records[1:-1], records[-1]
     assert set(start) == {"event", "pid"} and start["event"] == "start" and start["pid"] > 0
     assert end == {"event": "end", "status": "finished", "out": str(out), "message": end["message"]}
-    assert all(set(r) == PROGRESS_KEYS and r["event"] == "progress" for r in progress)
+    assert all(set(r) - {"estimate"} == PROGRESS_KEYS and r["event"] == "progress" for r in progress)
     stages = [r["stage"] for r in progress]
     assert stages[0] == "prepare" and stages[-1] == "write" and "coalitions" in stages
     assert stages.index("write") > max(i for i, s in enumerate(stages) if s == "coalitions")
@@ -45,6 +45,17 @@ def test_every_stdout_line_is_a_record_per_stage_and_batch_then_the_end(cropped_
     event = event_from_record(coalitions[-1])                                # what the panel's runner rebuilds
     assert (event.stage, event.done, event.counters["patch_forwards"]) == ("coalitions", 8, forwards[-1])
     assert "explained" in done.stderr                                        # the human summary moved to stderr
+
+    # the live estimate: once per solver segment, never repeated on the engine's lines, the last one the answer
+    estimates = [r["estimate"] for r in coalitions if "estimate" in r]
+    assert estimates and all(r["stage"] == "coalitions" for r in progress if "estimate" in r)
+    assert [e["coalitions"] for e in estimates] == sorted({e["coalitions"] for e in estimates})
+    last = estimates[-1]
+    assert last["units"] == [u["name"] for u in summary["units"]] and list(last["values"]) == summary["value_functions"]
+    for name, answer in last["values"].items():
+        assert answer["phi"] == pytest.approx([u["shap"] for u in summary["by_value"][name]["units"]], abs=1e-12)
+    rebuilt = event_from_record(next(r for r in coalitions if "estimate" in r))
+    assert rebuilt.estimate == estimates[0]
 
 
 @pytest.mark.slow

@@ -155,7 +155,7 @@ def test_every_parameter_has_a_serializer_and_every_bound_widget_a_connector(wra
     tag = p.connectGui(ui)
     connectors = p._guis[tag][0] if hasattr(p, "_guis") else p._parameterGUIs[tag]      # stand-in / Slicer
     bound = {w.property("SlicerParameterName") for w in ui_widget.findChildren(qt.QWidget)} - {None}
-    assert set(connectors) == bound and len(bound) == 22
+    assert set(connectors) == bound and len(bound) == 24
     assert list(ui.organSelector.nodeTypes) == ["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"]
     assert [ui.unitsComboBox.itemText(i) for i in range(ui.unitsComboBox.count)] == ["organs", "fcc", "hybrid"]
     assert typing.get_origin(module.SegSHAPParameterNode.dataType("organNode")) is Union

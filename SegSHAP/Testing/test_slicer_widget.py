@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ vtk = pytest.importorskip("vtk")
 import slicer_standins  # noqa: E402
 from conftest import CROPPED_CASES  # noqa: E402
 from SegSHAPLib.io.image_io import read_volume  # noqa: E402
-from SegSHAPMRML import display, results, scene_io, volumes  # noqa: E402
+from SegSHAPMRML import display, results, scene_io, tables, volumes  # noqa: E402
 from SegSHAPMRML import panel as panel_module  # noqa: E402
 
 BUDGET = 16                                   # two solver batches of 8
@@ -146,11 +147,18 @@ def test_the_panel_from_set_up_to_scene_close(panel):
     assert ui.applyButton.text == "Cancel" and not ui.inputsCollapsibleButton.enabled
     _process_until(gate.reached.is_set, app)
     _process_until(lambda: any(v > 0 for v in progress_values), app)
+    # the first estimate is on view while the run goes on: the overlay on the CT's grid and the ranked table
+    _process_until(lambda: widget._live is not None and widget._live.paints > 0, app)
+    live = widget._live.nodes
+    assert ui.resultsTableView.mrmlTableNode() is live["units_table"] and tables.table_rows(live["units_table"])
+    assert volumes.same_voxel_grid(live["attribution"], ct)
+    assert re.match(r"Live estimate \(softdice\), \d+/16 coalitions: ", ui.verdictLabel.text), ui.verdictLabel.text
     ui.applyButton.click()                                         # Cancel
     assert ui.statusLabel.text.startswith("Cancelling")
     gate.release.set()
     _process_until(lambda: widget._job is None, app)
     assert ui.statusLabel.text.startswith("Cancelled") and ui.applyButton.text == "Explain"
+    assert "the last estimate stays on view" in ui.statusLabel.text and live["attribution"].GetScene() is scene
     assert session.errors == []
     out = next((widget.runLogic.runs_folder).glob("run-*/explanation"))
     assert not (out / "summary.json").exists()
@@ -167,6 +175,7 @@ def test_the_panel_from_set_up_to_scene_close(panel):
     assert "coalitions" in ui.costLabel.text and not ui.resultsCollapsibleButton.collapsed
     assert results.check_run(scene, widget._lastNodes["run_id"]) == []
     assert volumes.same_voxel_grid(widget._lastNodes["attribution"], ct)
+    assert live["attribution"].GetScene() is None and widget._live is None      # the final nodes replaced them
 
     # Apply with another seed, then close the scene while it runs: no pop-up, the job is cancelled
     gate.reached.clear()
@@ -188,6 +197,72 @@ def test_the_panel_from_set_up_to_scene_close(panel):
     assert fresh is not None and fresh.inputVolume is None and ui.ctSelector.currentNode() is None
     fresh.budget = 40
     assert ui.budgetSpinBox.value == 40
+
+
+def test_switching_the_value_function_and_refining_selected_organs(panel):
+    """After a run (every value function, until converged at most 16 coalitions): the value combo lists the
+    value functions computed, switching one refills the table and puts its map in the slice views without a run;
+    selecting table rows (Slicer's qMRMLTableView: rows of its sort proxy -> MRML table rows) enables Refine, which
+    zooms into exactly those organs, reusing the organ run's coalitions."""
+    widget, scene, session, gate, (ct, organs, point), app = panel
+    gate.release.set()
+    ui, p = widget.ui, widget._parameterNode
+    composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")         # a slice view, as Slicer's layout has
+    assert p.budgetAuto and p.value == "all" and ui.toleranceSpinBox.enabled
+    ui.organSelector.setCurrentNode(organs)
+    ui.roiPointSelector.setCurrentNode(point)
+    ui.budgetSpinBox.value = BUDGET
+    ui.faithfulnessStepsSpinBox.value = 0
+    ui.deviceComboBox.currentIndex = 1
+    ui.applyButton.click()
+    _process_until(lambda: widget._job is None, app)
+    assert session.errors == [] and ui.statusLabel.text.startswith("Done"), ui.statusLabel.text
+    nodes, result = widget._lastNodes, widget._lastResult
+    summary = result.summary
+    assert summary["solver"]["budget_rule"] == "auto" and summary["solver"]["stop"] in ("converged", "budget")
+    values = summary["value_functions"]
+    combo = ui.shownValueComboBox
+    assert [combo.itemText(i) for i in range(combo.count)] == values and len(values) > 1 and combo.enabled
+    assert ui.verdictLabel.text and values[0] in ui.verdictLabel.text
+    assert composite.GetForegroundVolumeID() == nodes["attribution"].GetID()
+
+    combo.currentIndex = 1                                                # switch: nothing runs
+    second = values[1]
+    table = ui.resultsTableView.mrmlTableNode()
+    assert table is nodes["units_table"] and table.GetAttribute("SegSHAP.Value") == second
+    shown = {r["name"]: r["phi"] for r in tables.table_rows(table)}
+    assert shown == pytest.approx(dict(zip(result.unit_names, result.by_value[second].phi)))
+    assert composite.GetForegroundVolumeID() == nodes[f"attribution_{second}"].GetID()
+    assert second in ui.verdictLabel.text and widget._job is None
+    assert results.check_run(scene, nodes["run_id"]) == []
+
+    # select two rows of the table -> Refine zooms into those organs
+    assert not ui.refineButton.enabled
+    view = ui.resultsTableView
+    rows = tables.table_rows(table)
+    names = [rows[0]["name"], rows[1]["name"]]
+    for row in (0, 1):
+        source = view.tableModel().index(row, 0)
+        view.selectionModel().select(view.sortFilterProxyModel().mapFromSource(source),
+                                     qt_selection_flags().Select)
+    assert ui.refineButton.enabled
+    assert widget._selectedUnitNames() == names
+    organ_run = result.out
+    ui.refineButton.click()
+    assert widget._job is not None and "zoom into" in ui.statusLabel.text
+    _process_until(lambda: widget._job is None, app)
+    assert session.errors == [] and ui.statusLabel.text.startswith("Done"), ui.statusLabel.text
+    zoom = widget._lastResult.summary
+    assert zoom["refine"]["organs"] == [n for n in result.unit_names if n in names]
+    assert zoom["refine"]["parent"] == str(organ_run.resolve()) and zoom["refine"]["reused_coalitions"] > 0
+    assert not ui.refineButton.enabled                                    # a zoom is not refined again
+    assert results.check_run(scene, widget._lastNodes["run_id"]) == []
+
+
+def qt_selection_flags():
+    from PySide6.QtCore import QItemSelectionModel
+
+    return QItemSelectionModel.SelectionFlag
 
 
 def test_the_default_job_runs_out_of_process_and_shows_its_output(panel):

@@ -6,14 +6,18 @@ sides use this one definition of the keys.
 
     {"event": "start", "pid": int}
     {"event": "progress", "stage": "prepare" | "coalitions" | "verify" | "write", "done": int, "total": int,
-     "forwards": int, "hits": int, "hit_rate": float, "eta_s": float | null, "elapsed_s": float, "message": str}
+     "forwards": int, "hits": int, "hit_rate": float, "eta_s": float | null, "elapsed_s": float, "message": str,
+     "estimate": object (only on the coalitions lines that follow a solver segment)}
     {"event": "end", "status": "finished" | "cancelled" | "terminated" | "output_error" | "error", "out": str,
      "message": str}
 
 ``start`` is the first line: ``pid`` is the process that runs the explanation (behind a launcher such as
 Slicer's PythonSlicer it is not the launcher's), the one to interrupt.
 ``forwards``/``hits`` are the run's patch forwards and patch-cache hits so far; ``eta_s`` is the estimated time
-left in the coalitions stage (null elsewhere and before the first batch). The ``end`` line is the last line;
+left in the coalitions stage (null elsewhere and before the first batch). ``estimate`` is ``ProgressEvent.estimate``,
+the solver's current answer (``{"coalitions", "total", "units", "values": {name: {"phi0", "phi", "std_error",
+"converged", "coalitions_needed_forecast"}}}``), written once per solver segment (on the first line after it), not
+repeated on the engine's lines in between. The ``end`` line is the last line;
 its status matches the exit code (cli.main): finished 0, cancelled (Ctrl-C, SIGINT) 130, terminated (SIGTERM,
 ``errors.Terminated``) 143, output_error (an output not written whole, ``errors.OutputError``) 1, error (bad input
 2, anything else 1). Cancelled, terminated and output_error runs keep every journaled coalition: rerun to resume.
@@ -21,6 +25,7 @@ its status matches the exit code (cli.main): finished 0, cancelled (Ctrl-C, SIGI
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -33,11 +38,14 @@ def progress_record(event, elapsed_s: float) -> dict:
     """A ``ProgressEvent`` as a stream record."""
     counters = event.counters or {}
     eta = counters.get("eta_s")
-    return {"event": PROGRESS, "stage": event.stage, "done": int(event.done), "total": int(event.total),
+    record = {"event": PROGRESS, "stage": event.stage, "done": int(event.done), "total": int(event.total),
             "forwards": int(counters.get("patch_forwards", 0)), "hits": int(counters.get("patch_cache_hits", 0)),
             "hit_rate": float(counters.get("hit_rate", 0.0)),
             "eta_s": None if eta is None else round(float(eta), 3), "elapsed_s": round(elapsed_s, 3),
             "message": event.message}
+    if event.estimate is not None:
+        record["estimate"] = event.estimate
+    return record
 
 
 def end_record(status: str, out, message: str) -> dict:
@@ -68,9 +76,14 @@ class JsonLinesProgress:
     def __init__(self, stream):
         self.stream = stream
         self.started = time.perf_counter()
+        self._last_estimate = None
         self._write({"event": START, "pid": os.getpid()})
 
     def __call__(self, event) -> None:
+        if event.estimate is not None and event.estimate is self._last_estimate:    # written once, when new
+            event = dataclasses.replace(event, estimate=None)
+        else:
+            self._last_estimate = event.estimate
         self._write(progress_record(event, time.perf_counter() - self.started))
 
     def end(self, status: str, out, message: str) -> None:
@@ -91,11 +104,13 @@ def parse_line(line: str) -> dict | None:
 
 
 def event_from_record(record: dict):
-    """A progress record back as a ``ProgressEvent`` (counters under the names run_explain uses)."""
+    """A progress record back as a ``ProgressEvent`` (counters under the names run_explain uses, the live estimate
+    when the record carries one)."""
     from SegSHAPLib.progress import ProgressEvent
 
     counters = {"patch_forwards": record["forwards"], "patch_cache_hits": record["hits"],
                 "hit_rate": record["hit_rate"]}
     if record["stage"] == "coalitions":
         counters.update(coalitions=record["done"], eta_s=record["eta_s"])
-    return ProgressEvent(record["stage"], record["done"], record["total"], record["message"], counters)
+    return ProgressEvent(record["stage"], record["done"], record["total"], record["message"], counters,
+                         record.get("estimate"))

@@ -5,7 +5,8 @@
     result = run_explain(ExplainRequest(ct=..., model=..., roi_point=(x, y, z), units="hybrid",
                                         organs=..., value="all", out=Path("out")))
 
-ROI -> support -> units -> cached engine -> solver -> outputs in ``request.out``: ``attribution_<value>.nii.gz``
+ROI -> support -> units -> cached engine -> solver -> outputs in ``request.out`` (``units.nii.gz`` as soon as the
+units are built, for live views of the estimate; rewritten with the rest): ``attribution_<value>.nii.gz``
 for every value function asked for (float32, phi of the voxel's unit) and ``attribution.nii.gz`` (the first
 one's), ``units.nii.gz`` (int32 unit ids), ``roi.nii.gz`` (uint8), ``prediction.nii.gz`` (the label map the ROI
 was taken from), ``summary.json`` (keys in docs/architecture.md; ``value_functions`` and ``by_value`` per value function) and
@@ -233,6 +234,8 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
         progress(ProgressEvent("prepare", 0, 1, "loading the model, predicting and building units"))
     context = prepare_context(request, inputs=inputs)
     claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
+    write_volume(context.ct.with_array(context.units.labels.astype(np.int32)),   # the unit map now, so that a live
+                 ExplanationFolder(out).image_path("units"))                     # view can paint each estimate
     prepared = time.perf_counter()
     if progress is not None:
         progress(ProgressEvent("prepare", 1, 1, f"prepared {context.n_units} units"))

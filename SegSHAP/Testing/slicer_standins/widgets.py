@@ -27,7 +27,9 @@ and commontk/CTK 868d56c):
   ``currentNode()``, ``currentNodeID()``, ``currentSegmentID()``, ``setCurrentNode``, ``setCurrentSegmentID``;
   signals ``currentNodeChanged(vtkMRMLNode*)``, ``currentSegmentChanged(QString)``.
 - ``qMRMLTableView`` (qMRMLTableView.h, a QTableView): ``transposed``, ``firstRowLocked``,
-  ``firstColumnLocked``; ``setMRMLTableNode``, ``mrmlTableNode()``, ``setMRMLScene``.
+  ``firstColumnLocked``; ``setMRMLTableNode``, ``mrmlTableNode()``, ``setMRMLScene``, ``tableModel()`` (a
+  qMRMLTableModel with ``mrmlTableRowIndex``, qMRMLTableModel.h), ``sortFilterProxyModel()``; signal
+  ``selectionChanged()``.
 Not reproduced: their drawing, menus and dialogs (nothing the panel's logic reads). Overloaded C++ signals keep
 the overload the panel connects to (``currentNodeChanged(vtkMRMLNode*)``).
 
@@ -43,7 +45,7 @@ from __future__ import annotations
 import types
 import xml.etree.ElementTree as ElementTree
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Property, Signal
 from PySide6.QtUiTools import QUiLoader
 
@@ -323,13 +325,58 @@ class qMRMLSegmentSelectorWidget(qMRMLWidget):
             self.currentSegmentChanged.emit(segment_id)
 
 
+class qMRMLTableModel(QtGui.QStandardItemModel):
+    """qMRMLTableModel.h's part the panel uses: the cells of a vtkMRMLTableNode, refreshed when the node is
+    modified, and ``mrmlTableRowIndex(index)``: the model row itself when the node uses its column titles as the
+    header (``GetUseColumnTitleAsColumnHeader``), else the row - 1 (the first model row shows the titles), as
+    qMRMLTableModel.cxx computes it (not transposed)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._node, self._observer = None, None
+
+    def setMRMLTableNode(self, node):
+        if self._node is not None:
+            self._node.RemoveObserver(self._observer)
+        self._node = node
+        self._observer = node.AddObserver("ModifiedEvent", lambda *args: self._refill()) if node is not None else None
+        self._refill()
+
+    def _refill(self):
+        self.clear()
+        if self._node is None:
+            return
+        table = self._node.GetTable()
+        header = self._node.GetUseColumnTitleAsColumnHeader()
+        columns = [table.GetColumn(c) for c in range(table.GetNumberOfColumns())]
+        rows = [] if header else [[column.GetName() for column in columns]]
+        rows += [[str(column.GetValue(r)) for column in columns] for r in range(table.GetNumberOfRows())]
+        for cells in rows:
+            self.appendRow([QtGui.QStandardItem(text) for text in cells])
+
+    def mrmlTableRowIndex(self, index):
+        if self._node is None:
+            return -1
+        return index.row() if self._node.GetUseColumnTitleAsColumnHeader() else index.row() - 1
+
+
 class qMRMLTableView(_StandIn, QtWidgets.QTableView):
+    """qMRMLTableView.h: the view shows a QSortFilterProxyModel (``sortFilterProxyModel()``) of its
+    qMRMLTableModel (``tableModel()``), and emits ``selectionChanged()`` (no arguments) when the selected cells
+    change."""
+
     mrmlSceneChanged = Signal(object)
+    selectionChanged = Signal()              # the C++ header's overload the panel connects to
 
     def __init__(self, parent=None):
         QtWidgets.QTableView.__init__(self, parent)
         self._init_values()
         self._table = None
+        self._model = qMRMLTableModel(self)
+        self._proxy = QtCore.QSortFilterProxyModel(self)
+        self._proxy.setSourceModel(self._model)
+        self.setModel(self._proxy)
+        self.selectionModel().selectionChanged.connect(lambda *args: self.selectionChanged.emit())
 
     transposed = _prop(bool, "transposed", False)
     firstRowLocked = _prop(bool, "firstRowLocked", False)
@@ -342,9 +389,16 @@ class qMRMLTableView(_StandIn, QtWidgets.QTableView):
         if node is not None and not node.IsA("vtkMRMLTableNode"):
             raise TypeError(f"setMRMLTableNode: {node.GetClassName()} is not a vtkMRMLTableNode")
         self._table = node
+        self._model.setMRMLTableNode(node)
 
     def mrmlTableNode(self):
         return self._table
+
+    def tableModel(self):
+        return self._model
+
+    def sortFilterProxyModel(self):
+        return self._proxy
 
 
 CUSTOM_WIDGETS = {cls.__name__: cls for cls in (ctkCollapsibleButton, ctkPathLineEdit, qMRMLWidget, qSlicerWidget,
