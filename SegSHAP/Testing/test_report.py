@@ -81,7 +81,7 @@ def explanation_dir(tmp_path):
         "units": units, "base_value": -0.5, "full_value": 0.3,
         "solver": {"method": "exact", "coalitions": SUMMARY_COST["coalitions"],
                    "diagnostics": {"efficiency_residual": 0.0, "heldout_r2": 1.0, "phi_std_error": [0.01, 0.02, 0.03],
-                                   "converged": False, "coalitions_needed_forecast": 500}},
+                                   "converged": True, "coalitions_needed_forecast": 6}},
         "inference": {"patches_full_grid": 27, "patches_in_support": 12,
                       "patch_forwards": SUMMARY_COST["patch_forwards"],
                       "patch_cache_hits": SUMMARY_COST["patch_cache_hits"],
@@ -168,7 +168,8 @@ def test_report_is_self_contained_and_complete(explanation_dir, tmp_path):
     assert "False-positive spleen component (64 voxels)" in page
     assert "1,234 / 98,765" in page and "80.0\u00d7" in page and "78%" in page and "12.5 s" in page
     assert "exact Shapley values" in page
-    assert "\u00b10.02" in page and "have not converged" in page and "about 500 coalitions" in page
+    assert "\u00b10.02" in page and "verdict ok" in page and "verdict no" not in page
+    assert page.index("Exact Shapley values") < page.index("<table>")          # the verdict leads
     for key in ("aopc", "abpc", "naopc", "nabpc"):
         assert f"{FAITHFULNESS[key]:.4g}" in page
     assert "CC BY 4.0" in page and "Apache-2.0" in page and f"SegSHAP {__version__}" in page
@@ -183,3 +184,30 @@ def test_report_without_faithfulness_or_ct_still_renders(explanation_dir, tmp_pa
     page = write_report([ExplanationFolder(explanation_dir)], tmp_path / "r.html", "t").read_text(encoding="utf-8")
     assert "segshap evaluate" in page and "CT not found" in page
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 2
+
+
+def test_noise_leads_with_its_verdict_and_ranks_by_the_lower_bound(explanation_dir, tmp_path):
+    """A sampled explanation that has not converged: the verdict (with the fix and its cost) comes before the
+    table, the rows follow the lower confidence bound, not |phi|, and unsettled signs carry a '?'."""
+    summary = json.loads((explanation_dir / "summary.json").read_text())
+    # phi 0.05 (kidney_left, id 3) measured tightly; phi 1.0 (spleen) and -0.25 (colon) within noise of 0
+    errors = [0.01, 0.6, 0.2]
+    bounds = [max(0.0, abs(u["shap"]) - 1.96 * e) for u, e in zip(UNITS, errors)]
+    summary["solver"] = {"method": "kernelshap", "coalitions": 6, "resumed_coalitions": 0,
+                         "diagnostics": {"heldout_r2": 0.15, "phi_std_error": errors, "converged": False,
+                                         "coalitions_needed_forecast": 500, "abs_phi_lower_bound": bounds,
+                                         "confidence_z": 1.96, "separated_top_units": 0, "tolerance": 0.01}}
+    for unit, error in zip(summary["units"], errors):
+        unit["std_error"] = error
+    (explanation_dir / "summary.json").write_text(json.dumps(summary))
+    page = write_report([ExplanationFolder(explanation_dir)], tmp_path / "r.html", "t").read_text(encoding="utf-8")
+    assert page.index("Not converged (held-out R\u00b2 0.15") < page.index("<table>")
+    assert page.count("verdict no") == 2                       # the overview and the section
+    # the fix: 2^3 = 8 < 500 coalitions, so exact enumeration; 2 more at 1,234 / 6 forwards each, 10 s / 1,234 each
+    assert "--budget 8 (exact enumeration) (about 2 coalitions, 412 patch forwards, ~3 s on this machine)" in page
+    rows = re.findall(r'<tr><td>(\d+)</td><td class="name">([^<]*)</td>', page)
+    by_bound = [u["name"] for _, u in sorted(zip(bounds, UNITS), key=lambda p: (-p[0], -abs(p[1]["shap"])))]
+    assert [name for _, name in rows] == [escape(n) for n in by_bound]
+    assert rows[0][1] == "kidney_left"                          # the one settled sign ranks first
+    assert "+1?" in page and "+0.05?" not in page
+    assert "1,234 patch forwards" not in page and "about 500 coalitions forecast" in page

@@ -186,6 +186,22 @@ def interrupt_sets(cancel: threading.Event):
             signal.signal(number, handler)
 
 
+def print_verdict(summary: dict, shown: int = 5) -> None:
+    """The last lines of a run: the verdict on the first value function (``report.verdict``) and its top units,
+    ranked by |phi| when converged, else by the lower 95% bound of |phi| ('?': sign not settled), then the fixes."""
+    from SegSHAPLib.report.verdict import verdict
+
+    judged = verdict(summary)
+    print(f"value functions: {', '.join(summary.get('value_functions') or [judged.value])}; verdict on "
+          f"{judged.value}: {judged.headline}")
+    print(f"top units by {judged.ranked_by}:")
+    for unit in judged.ranked[:shown]:
+        bound = "" if judged.converged else f"  (|phi| >= {unit.lower_bound:.3g} at 95%)"
+        print(f"  {unit.phi:+.4f}{'' if judged.converged or unit.sign_settled else '?'}  {unit.name}{bound}")
+    for action in judged.actions:
+        print(f"fix: {action.text}")
+
+
 def check_scene_path(scene: Path) -> None:
     """Refuse a --scene that could not be written, before the run rather than after it."""
     if not str(scene).lower().endswith(".mrb"):
@@ -237,7 +253,6 @@ def _explain(args: argparse.Namespace, progress):
 
         write_scene_from_output(result.out, args.scene)
     summary = result.summary
-    ranked = sorted(summary["units"], key=lambda u: -abs(u["shap"]))[:5]
     print(f"explained {summary['roi']['voxels']} ROI voxels with {len(summary['units'])} "
           f"{'zoom (organs and cells)' if request.refine else request.units} units "
           f"({summary['solver']['method']}, {summary['solver']['coalitions']} coalitions, stop: "
@@ -247,8 +262,5 @@ def _explain(args: argparse.Namespace, progress):
     if "refine" in summary:
         print(f"zoom into {', '.join(summary['refine']['organs'])}: {summary['refine']['reused_coalitions']} "
               f"coalitions reused from {summary['refine']['parent']}")
-    print(f"value functions: {', '.join(summary['value_functions'])}; top units by |phi| of "
-          f"{summary['value_functions'][0]}:")
-    for unit in ranked:
-        print(f"  {unit['shap']:+.4f}  {unit['name']}")
+    print_verdict(summary)
     return result

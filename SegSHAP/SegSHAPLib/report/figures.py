@@ -231,27 +231,33 @@ def slice_panel(ct: Volume, prediction: np.ndarray, roi: np.ndarray, attribution
 
 
 # ------------------------------------------------------------------------------------ bar chart
-def ranked_bar_chart(units: list[dict], top: int = 15) -> bytes:
+def ranked_bar_chart(units: list[dict], top: int = 15, ranked_ids: list[int] | None = None,
+                     half_widths: dict[int, float] | None = None, ranked_by: str = "|Shapley value|") -> bytes:
     """Horizontal bars of the ``top`` units by |phi| (largest at the top), red positive, blue negative.
 
-    units: summary.json's "units" list of {"name", "shap", ...}.
+    units: summary.json's "units" list of {"id", "name", "shap", ...}; ranked_ids: unit ids in the order to show
+    (e.g. by a lower confidence bound) instead of by |phi|, named in the title by ranked_by; half_widths: unit id -> half-width of an interval
+    drawn around phi (e.g. z x standard error).
     """
-    shown = rank_units(units)[:top]
+    by_id = {unit.get("id"): unit for unit in units}
+    shown = ([by_id[i] for i in ranked_ids] if ranked_ids is not None else rank_units(units))[:top]
     names = [unit["name"] for unit in shown][::-1]
     values = np.array([float(unit["shap"]) for unit in shown][::-1])
     fig = Figure(figsize=(6.0, 0.9 + 0.3 * max(len(shown), 1)))
     ax = fig.add_subplot()
+    widths = None if half_widths is None else [half_widths.get(unit.get("id"), 0.0) for unit in shown][::-1]
     ax.barh(range(len(values)), values, color=[POSITIVE_COLOUR if v >= 0 else NEGATIVE_COLOUR for v in values],
-            height=0.7)
+            height=0.7, xerr=widths, error_kw={"ecolor": "0.25", "capsize": 2, "lw": 0.8})
     ax.set_yticks(range(len(values)), names, fontsize=8)
     ax.axvline(0.0, color="0.3", lw=0.8)
-    span = symmetric_limit(values)
+    span = symmetric_limit(values if widths is None else np.abs(values) + np.asarray(widths))
     ax.set_xlim(-(1.5 if (values < 0).any() else 0.05) * span, (1.5 if (values > 0).any() else 0.05) * span)
     for y, v in enumerate(values):
         ax.text(v, y, f" {v:+.3g} ", va="center", ha="left" if v >= 0 else "right", fontsize=7)
     ax.set_xlabel("Shapley value", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
-    ax.set_title(f"top {len(shown)} of {len(units)} units by |Shapley value|", fontsize=9)
+    ax.set_title(f"top {len(shown)} of {len(units)} units by {ranked_by}"
+                 + ("" if widths is None else ", with 95% intervals"), fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return _png(fig)

@@ -4,9 +4,11 @@
     write_report([Path("out/fp_organs"), Path("out/dice_hybrid")], Path("report.html"), "Spleen case 01")
 
 The file holds everything inline (CSS, PNG figures as base64 data URIs): no JavaScript, no network, so it can be
-mailed or archived as is. Each value function of each folder contributes a section (a folder of several value
-functions, one per value function, in summary.json's order): the slice panel, the units ranked by |phi| (table and
-bar chart), the MoRF/LeRF curves when ``faithfulness.json`` has them, and the cost of the run. Every string taken
+mailed or archived as is. The page opens with every explanation's verdict (``report.verdict``: an answer or noise).
+Each value function of each folder contributes a section (a folder of several value functions, one per value
+function, in summary.json's order): its verdict first (with the fixes and their cost when not converged), the slice
+panel, the units ranked by |phi| - or by the lower confidence bound of |phi| when not converged - (table and bar
+chart), the MoRF/LeRF curves when ``faithfulness.json`` has them, and the cost of the run. Every string taken
 from the folders is HTML-escaped.
 """
 
@@ -23,6 +25,7 @@ import numpy as np
 from SegSHAPLib import __version__
 from SegSHAPLib.io.image_io import Volume, read_volume
 from SegSHAPLib.report.figures import curves_figure, rank_units, ranked_bar_chart, slice_panel
+from SegSHAPLib.report.verdict import Verdict, verdict
 
 VALUE_MEANINGS = {
     "tp": "tp - mean target logit over scoring-region voxels predicted both before and after the perturbation: "
@@ -69,6 +72,11 @@ tfoot td{color:#5b6678;border-bottom:none}
 .cards+.meta{margin-top:10px}
 .note{color:#5b6678;font-style:italic}
 .warn{background:#fff6e0;border-left:4px solid #e0a800;padding:6px 10px;color:#5a4500;font-size:13px}
+.verdict{border-radius:6px;padding:10px 14px;margin:0 0 14px;font-size:14px}
+.verdict.ok{background:#e8f5ec;border-left:5px solid #2e8b57;color:#1d4030}
+.verdict.no{background:#fdecea;border-left:5px solid #c0392b;color:#5a1d16}
+.verdict b{font-weight:600} .verdict ul{margin:4px 0 0;padding-left:20px}
+.verdicts h3{margin-top:0} .verdicts .verdict{margin-bottom:8px}
 .legend ul{margin:6px 0;padding-left:20px}
 .swatch{display:inline-block;width:12px;height:12px;border-radius:2px;vertical-align:-1px;margin-right:4px}
 footer{max-width:1240px;margin:0 auto;padding:4px 28px 28px;color:#5b6678;font-size:12px}
@@ -171,10 +179,14 @@ def std_errors(summary: dict) -> dict[int, float]:
     return {u["id"]: e for u, e in zip(units, errors) if e is not None} if len(errors) == len(units) else {}
 
 
-def unit_table(units: list[dict], voxel_ml: float, errors: dict[int, float] | None = None) -> str:
+def unit_table(units: list[dict], voxel_ml: float, errors: dict[int, float] | None = None,
+               judged: Verdict | None = None) -> str:
     """Rank, name, voxels, volume (ml), phi (+- standard error when given) and share of sum |phi|, ranked by
-    |phi|; a sum row at the bottom."""
-    ranked = rank_units(units)
+    |phi|, or, for a verdict that is not converged, by its lower bound of |phi| (shown in a column, with "?" after
+    a phi whose sign is not settled); a sum row at the bottom."""
+    by_id = {u["id"]: u for u in units}
+    bounds = {} if judged is None or judged.converged else {u.id: u for u in judged.ranked}
+    ranked = [by_id[u.id] for u in judged.ranked] if bounds else rank_units(units)
     total = sum(abs(float(u["shap"])) for u in ranked) or 1.0
     errors = errors or {}
     rows = []
@@ -183,16 +195,30 @@ def unit_table(units: list[dict], voxel_ml: float, errors: dict[int, float] | No
         sign = "pos" if phi >= 0 else "neg"
         share = abs(phi) / total
         error = f"<td>\u00b1{_num(errors.get(unit['id']), '.2g')}</td>" if errors else ""
+        bound = bounds.get(unit["id"])
+        unsettled = "?" if bound is not None and not bound.sign_settled else ""
+        lower = f"<td>{_num(bound.lower_bound, '.3g')}</td>" if bound is not None else ""
         rows.append(f'<tr><td>{rank}</td><td class="name">{escape(str(unit["name"]))}</td>'
                     f'<td>{int(unit["voxels"]):,}</td><td>{int(unit["voxels"]) * voxel_ml:,.1f}</td>'
-                    f'<td class="{sign}">{_num(phi, "+.4g")}</td>{error}<td>{share:.1%}'
+                    f'<td class="{sign}">{_num(phi, "+.4g")}{unsettled}</td>{error}{lower}<td>{share:.1%}'
                     f'<span class="share {sign}" style="width:{60 * share:.0f}px"></span></td></tr>')
     error_head, error_foot = ("<th>s.e.</th>", "<td></td>") if errors else ("", "")
+    bound_head, bound_foot = ("<th>|\u03c6| \u2265 (95%)</th>", "<td></td>") if bounds else ("", "")
     phi_sum = sum(float(u["shap"]) for u in ranked)
     return ('<table><thead><tr><th>rank</th><th class="name">unit</th><th>voxels</th><th>volume (ml)</th>'
-            f'<th>\u03c6</th>{error_head}<th>share of \u03a3|\u03c6|</th></tr></thead><tbody>' + "".join(rows) +
+            f'<th>\u03c6</th>{error_head}{bound_head}<th>share of \u03a3|\u03c6|</th></tr></thead><tbody>' +
+            "".join(rows) +
             f'</tbody><tfoot><tr><td></td><td class="name">\u03a3\u03c6 = v(full) \u2212 v(\u2205)</td><td></td>'
-            f'<td></td><td>{_num(phi_sum, "+.4g")}</td>{error_foot}<td></td></tr></tfoot></table>')
+            f'<td></td><td>{_num(phi_sum, "+.4g")}</td>{error_foot}{bound_foot}<td></td></tr></tfoot></table>')
+
+
+def verdict_box(judged: Verdict) -> str:
+    """The verdict as a coloured box: the headline, then (not converged) the settled units and every fix."""
+    if judged.converged:
+        return f'<div class="verdict ok">{escape(judged.headline)}</div>'
+    items = [f"<li>Sign settled (95%): {escape(', '.join(judged.settled) or 'no unit yet')}.</li>"]
+    items += [f"<li>Fix: {escape(action.text)}.</li>" for action in judged.actions]
+    return f'<div class="verdict no">{escape(judged.headline)}<ul>{"".join(items)}</ul></div>'
 
 
 def _faithfulness(exp: Explanation) -> str:
@@ -243,27 +269,38 @@ DIAGNOSTICS = (("efficiency_residual", "efficiency residual"), ("condition_numbe
 
 
 def solver_diagnostics(solver: dict) -> str:
-    """One line of the solver's diagnostics, and a warning when it reports that phi has not converged."""
+    """One line of the solver's diagnostics (the verdict above the section says what they mean)."""
     diagnostics = solver.get("diagnostics", {})
     shown = [f"{label} {_num(diagnostics[key], '.3g')}" for key, label in DIAGNOSTICS if key in diagnostics]
-    line = f'<p class="meta">Solver diagnostics: {escape("; ".join(shown))}</p>' if shown else ""
-    if diagnostics.get("converged") is False:
-        forecast = diagnostics.get("coalitions_needed_forecast")
-        needed = f" (about {forecast:,} coalitions forecast to be needed)" if forecast else ""
-        line += (f'<p class="warn">The sampled Shapley values have not converged at this budget{needed}: treat '
-                 "\u03c6 within about one standard error of 0 as noise.</p>")
-    return line
+    forecast = diagnostics.get("coalitions_needed_forecast")
+    if diagnostics.get("converged") is False and forecast:
+        shown.append(f"about {forecast:,} coalitions forecast to converge")
+    return f'<p class="meta">Solver diagnostics: {escape("; ".join(shown))}</p>' if shown else ""
 
 
 def explanation_section(exp: Explanation) -> str:
-    """One <section> for one explain output folder."""
+    """One <section> for one value function of one explain output folder: the verdict leads."""
     summary = exp.summary
-    table = unit_table(summary["units"], exp.voxel_ml, std_errors(summary))
-    chart = _img(ranked_bar_chart(summary["units"]), "units ranked by |Shapley value|")
-    return (f"<section><h2>{escape(section_title(exp))}</h2>{_meta(exp)}{_panel(exp)}"
-            f'<h3>Units ranked by |Shapley value|</h3><div class="two"><div>{table}</div><div>{chart}</div></div>'
+    judged = verdict(summary, exp.value)
+    table = unit_table(summary["units"], exp.voxel_ml, std_errors(summary), judged)
+    order = "|Shapley value|" if judged.converged else "lower 95% bound of |Shapley value|"
+    z = summary["solver"].get("diagnostics", {}).get("confidence_z", 0.0)
+    chart = _img(ranked_bar_chart(summary["units"], ranked_ids=None if judged.converged else
+                                  [u.id for u in judged.ranked], ranked_by=order,
+                                  half_widths={u.id: z * u.std_error for u in judged.ranked if u.std_error}),
+                 f"units ranked by {order}")
+    return (f"<section><h2>{escape(section_title(exp))}</h2>{verdict_box(judged)}{_meta(exp)}{_panel(exp)}"
+            f'<h3>Units ranked by {escape(order)}</h3><div class="two"><div>{table}</div><div>{chart}</div></div>'
             f"<h3>Faithfulness (MoRF / LeRF)</h3>{_faithfulness(exp)}"
             f"<h3>Cost</h3>{cost_cards(summary)}{solver_diagnostics(summary['solver'])}</section>")
+
+
+def verdicts_overview(explanations: list[Explanation]) -> str:
+    """The page's first box: each explanation's title and verdict headline (and its cheapest fix)."""
+    rows = "".join(f'<div class="verdict {"ok" if v.converged else "no"}"><b>{escape(section_title(e))}</b><br>'
+                   f"{escape(v.headline)}{escape(f' Fix: {v.actions[0].text}.') if v.actions else ''}</div>"
+                   for e, v in ((e, verdict(e.summary, e.value)) for e in explanations))
+    return f'<div class="legend verdicts"><h3>Verdicts</h3>{rows}</div>'
 
 
 def _legend(values: list[str]) -> str:
@@ -308,7 +345,7 @@ def write_report(folders: list, out_html: Path, title: str, extra: dict | None =
     """
     explanations = [e for folder in folders for e in Explanation.read(folder)]
     values = [e.value for e in explanations]
-    body = _legend(values) + "".join(explanation_section(e) for e in explanations)
+    body = verdicts_overview(explanations) + _legend(values) + "".join(explanation_section(e) for e in explanations)
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{CSS}</style></head><body>{_header(title, extra)}<main>{body}</main>{_footer()}</body></html>\n")
     out_html = Path(out_html)
