@@ -316,24 +316,13 @@ def live_verdict(estimate: dict, value: str | None = None) -> str:
 
 
 def result_verdict(summary: dict, value: str) -> str:
-    """The line that leads a finished run's results for value function ``value``: converged or not, and when
-    not, that the ranking is by the |phi| lower bound and what would fix it."""
-    by_value = summary.get("by_value") or {value: summary}
-    solver = (by_value.get(value) or summary).get("solver") or {}
-    diagnostics = solver.get("diagnostics") or {}
-    units = len((by_value.get(value) or summary).get("units") or [])
-    if solver.get("method") == "exact":
-        return f"Exact Shapley values ({value}): every coalition of the {units} units was evaluated."
-    if diagnostics.get("converged"):
-        return (f"Converged ({value}): every unit's standard error is within the tolerance after "
-                f"{int(solver.get('coalitions', 0)):,} coalitions; ranked by phi.")
-    r2 = diagnostics.get("heldout_r2")
-    fit = f"held-out R\u00b2 {r2:.2f}; " if isinstance(r2, (int, float)) else ""
-    return (f"Not converged ({value}): do not read this ranking as the answer. {fit}"
-            f"{int(diagnostics.get('separated_top_units', 0))} of {units} leading units are resolved; about "
-            f"{int(diagnostics.get('coalitions_needed_forecast', 0)):,} coalitions forecast to converge. Ranked by "
-            "the |phi| lower bound. To fix it: refine (zoom) into the top organs, or a larger budget, or coarser "
-            "units.")
+    """The line that leads a finished run's results for value function ``value``: ``report.verdict``'s headline
+    (the same words as the report and the CLI) and, when not converged, its cheapest fixes with their cost."""
+    from SegSHAPLib.report.verdict import verdict
+
+    found = verdict(summary, value)
+    fixes = "; ".join(action.text for action in found.actions[:2])
+    return found.headline + (f" To fix it: {fixes}." if fixes else "")
 
 
 # ----------------------------------------------------------------------------------------------- devices

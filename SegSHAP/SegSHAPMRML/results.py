@@ -167,19 +167,14 @@ def _new_run_id() -> str:
 
 
 # ------------------------------------------------------------------------------------- one value function
-def value_converged(result, value: str) -> bool:
-    """Whether the solver's own convergence test passed for ``value`` (exact enumeration counts as converged; a
-    folder without the diagnostics counts as not converged)."""
-    solver = ExplanationFolder(result.out).value_summary(value, result.summary).get("solver") or {}
-    return solver.get("method") == "exact" or bool((solver.get("diagnostics") or {}).get("converged"))
-
-
 def table_ranking(result, value: str) -> dict:
-    """``std_error`` and ``by`` for the units table of ``value``: ranked by phi when converged, else by the |phi|
-    lower bound (noise is never ranked above a sure effect)."""
+    """``std_error`` and ``by`` for the units table of ``value``: ranked by phi when the verdict
+    (``report.verdict``) is converged, else by the |phi| lower bound (noise is never ranked above a sure effect)."""
+    from SegSHAPLib.report.verdict import verdict
+
     answer = (getattr(result, "by_value", None) or {}).get(value)
     errors = None if answer is None else [None if not np.isfinite(e) else float(e) for e in answer.std_error]
-    return {"std_error": errors, "by": "phi" if value_converged(result, value) else "lower_bound"}
+    return {"std_error": errors, "by": "phi" if verdict(result.summary, value).converged else "lower_bound"}
 
 
 def unit_voxels(result) -> np.ndarray:
@@ -510,6 +505,6 @@ def verify_saved_scene(path: str | os.PathLike) -> list[str]:
 
 
 __all__ = ["ExplanationOutputs", "load_output_dir", "first_value", "roi_ijk", "run_name", "versions",
-           "run_record", "model_class_names", "value_converged", "table_ranking", "unit_voxels",
+           "run_record", "model_class_names", "table_ranking", "unit_voxels",
            "attribution_node_of", "show_value", "on_ct_grid", "results_to_scene", "find_run_nodes", "run_ids", "check_run",
            "scene_for_output_dir", "write_scene_from_output", "verify_saved_scene"]

@@ -166,7 +166,7 @@ def test_transformed_ct_gets_the_point_in_its_own_frame(module):
     assert plan.request.roi_point == pytest.approx(tuple(world - [0.0, 25.0, 0.0]))
 
 
-def _fake_run(request, *, inputs, progress=None, cancel=None):
+def _fake_run(request, *, inputs, progress=None, cancel=None, tolerance=None):
     """Stand-in for run_explain (fast, no model): organ units around the clicked point, made-up phi."""
     ct_volume, organ_names = inputs.ct, inputs.organ_names
     labels = inputs.organs.array

@@ -155,3 +155,17 @@ def test_another_value_function_after_a_finished_run_reuses_every_coalition(tmp_
     _as_run_explain_leaves_it(first, _inputs(), journaled=16, finished=True)
     other = runs.plan_run(tmp_path, _request(value="tp"), _inputs())
     assert other.action == "new" and other.source == first.folder and other.journaled == 16
+
+
+def test_a_cost_preview_plans_without_writing_anything(tmp_path):
+    """``create=False`` (the panel's Estimate cost): no run folder is made; a new run's ``out`` is the finished
+    same-inputs folder whose journal would seed it (so the preview counts those coalitions as done), else a folder
+    that does not exist; a resume or a show again plans as Apply would."""
+    fresh = runs.plan_run(tmp_path, _request(), _inputs(), create=False)
+    assert fresh.action == "new" and not Path(fresh.request.out).exists() and not list(tmp_path.glob("run-*"))
+    finished = _as_run_explain_leaves_it(runs.plan_run(tmp_path, _request(), _inputs()), _inputs(), 16, finished=True)
+    other_seed = runs.plan_run(tmp_path, _request(seed=3), _inputs(), create=False)
+    assert other_seed.action == "new" and Path(other_seed.request.out) == finished
+    assert len(list(tmp_path.glob("run-*"))) == 1
+    again = runs.plan_run(tmp_path, _request(), _inputs(), create=False)
+    assert again.action == "show" and Path(again.request.out) == finished

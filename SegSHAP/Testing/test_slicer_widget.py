@@ -92,6 +92,15 @@ def _load_case(scene, cropped_cases):
     return ct, organs, point
 
 
+def _fill_inputs(ui, organs, point) -> None:
+    """The widgets a planner sets for a quick run on the cropped case: organ map, ROI point, budget, no curves, CPU."""
+    ui.organSelector.setCurrentNode(organs)
+    ui.roiPointSelector.setCurrentNode(point)
+    ui.budgetSpinBox.value = BUDGET
+    ui.faithfulnessStepsSpinBox.value = 0
+    ui.deviceComboBox.currentIndex = 1
+
+
 @pytest.fixture
 def panel(monkeypatch, tmp_path, cropped_cases):
     scene = scene_io.new_scene()
@@ -209,11 +218,7 @@ def test_switching_the_value_function_and_refining_selected_organs(panel):
     ui, p = widget.ui, widget._parameterNode
     composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")         # a slice view, as Slicer's layout has
     assert p.budgetAuto and p.value == "all" and ui.toleranceSpinBox.enabled
-    ui.organSelector.setCurrentNode(organs)
-    ui.roiPointSelector.setCurrentNode(point)
-    ui.budgetSpinBox.value = BUDGET
-    ui.faithfulnessStepsSpinBox.value = 0
-    ui.deviceComboBox.currentIndex = 1
+    _fill_inputs(ui, organs, point)
     ui.applyButton.click()
     _process_until(lambda: widget._job is None, app)
     assert session.errors == [] and ui.statusLabel.text.startswith("Done"), ui.statusLabel.text
@@ -275,11 +280,7 @@ def test_the_default_job_runs_out_of_process_and_shows_its_output(panel):
     widget, scene, session, gate, (ct, organs, point), app = panel
     widget.runLogic.job_factory = None
     ui = widget.ui
-    ui.organSelector.setCurrentNode(organs)
-    ui.roiPointSelector.setCurrentNode(point)
-    ui.budgetSpinBox.value = BUDGET
-    ui.faithfulnessStepsSpinBox.value = 0
-    ui.deviceComboBox.currentIndex = 1
+    _fill_inputs(ui, organs, point)
     ui.applyButton.click()
     job = widget._job
     assert isinstance(job, ProcessExplainJob) and ui.runLogTextEdit.toPlainText() == ""

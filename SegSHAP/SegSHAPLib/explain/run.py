@@ -26,7 +26,7 @@ import numpy as np
 
 from SegSHAPLib import __version__
 from SegSHAPLib.io.atomic_files import output_error, sha256_of, stale_temporaries, write_json_atomic
-from SegSHAPLib.errors import Cancelled, InputError
+from SegSHAPLib.errors import Cancelled, InputError, OutputError
 from SegSHAPLib.explain.case_inputs import CaseInputs
 from SegSHAPLib.explain.context import ExplanationContext, check_request, prepare_context
 from SegSHAPLib.io.image_io import Volume, write_volume
@@ -211,6 +211,17 @@ def write_outputs(out: Path, context: ExplanationContext, phis: dict[str, np.nda
     return volumes
 
 
+def _write_unit_map_early(out: Path, context: ExplanationContext) -> None:
+    """units.nii.gz as soon as the units are built, so that a live view can paint each estimate. Only an aid: a
+    folder that cannot take it now (full disk, quota) does not stop the run; the outputs at the end are written,
+    or fail with one line, as always, and every coalition is journaled before them."""
+    try:
+        write_volume(context.ct.with_array(context.units.labels.astype(np.int32)),
+                     ExplanationFolder(out).image_path("units"))
+    except OutputError:
+        pass
+
+
 def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
                 progress: Callable[[ProgressEvent], None] | None = None,
                 cancel: threading.Event | None = None, finish: threading.Event | None = None,
@@ -234,8 +245,7 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
         progress(ProgressEvent("prepare", 0, 1, "loading the model, predicting and building units"))
     context = prepare_context(request, inputs=inputs)
     claim_output_folder(out, spec, "segshap explain")        # inputs are valid: only now write to --out
-    write_volume(context.ct.with_array(context.units.labels.astype(np.int32)),   # the unit map now, so that a live
-                 ExplanationFolder(out).image_path("units"))                     # view can paint each estimate
+    _write_unit_map_early(out, context)
     prepared = time.perf_counter()
     if progress is not None:
         progress(ProgressEvent("prepare", 1, 1, f"prepared {context.n_units} units"))
