@@ -51,6 +51,7 @@ DEVICE = "cpu"                                   # the CLI's and the request's
 PANEL_DEVICE = "Auto"                            # the panel's
 ORGAN_MAP_DEVICE = "cpu"
 CACHE = "memo"
+MEMO_BYTES = 1 << 30                             # the patch memo's bound on its evictable entries (bytes)
 CASE_CACHE = None                                # --case-cache: None = $SEGSHAP_CACHE_DIR, else ~/.cache/segshap
 PROGRESS_FORMAT = "bar"
 TTA = False

@@ -33,6 +33,7 @@ from SegSHAPLib import options
 from SegSHAPLib.box import Box
 from SegSHAPLib.errors import Cancelled
 from SegSHAPLib.inference import nnunet_private
+from SegSHAPLib.inference.forward_count import ForwardCount, count_forwards
 from SegSHAPLib.inference.patch_memo import PatchKey, PatchMemo
 from SegSHAPLib.inference.perturbation import apply_coalition
 
@@ -139,10 +140,28 @@ class SlidingWindowLayout:
                 found.append((index, patch, common))
         return found
 
+    def padded_units(self, unit_labels: np.ndarray) -> np.ndarray:
+        """Unit ids (z', y', x') int on the network grid -> int32 (Z, Y, X) on the padded grid (0 in the padding)."""
+        padded = np.zeros(self.padded.shape, dtype=np.int32)
+        padded[self.padded_box(Box.whole(self.network_shape)).slices] = unit_labels
+        return padded
+
     def support_network_boxes(self, box: Box) -> list[Box]:
         """The support patches of ``box`` as boxes on the unpadded network grid (padding clipped away)."""
         return [patch.shifted([-o for o in self.offset]).clipped(self.network_shape)
                 for _, patch, _ in self.support(box)]
+
+
+def support_patches(layout: SlidingWindowLayout, padded_units: np.ndarray, box: Box) -> list[SupportPatch]:
+    """The patches of ``layout`` that overlap ``box`` (network grid), with the unit ids inside each;
+    padded_units: int32 (Z, Y, X) on the padded grid (``layout.padded_units``)."""
+    box_padded = layout.padded_box(box)
+    found = []
+    for index, patch, common in layout.support(box):
+        units = np.unique(padded_units[patch.slices])
+        found.append(SupportPatch(index, patch, common.relative_to(patch), common.relative_to(box_padded),
+                                  units[units > 0]))
+    return found
 
 
 class CachedSlidingWindow:
@@ -150,7 +169,7 @@ class CachedSlidingWindow:
 
     def __init__(self, predictor, layout: SlidingWindowLayout, unit_labels: np.ndarray, n_units: int, box: Box,
                  mask_value: float, cache_mode: str = "memo", batch_size: int = 1,
-                 max_cache_bytes: int = 1 << 30):
+                 max_cache_bytes: int = options.MEMO_BYTES):
         """predictor: an initialised nnUNetPredictor; layout: its padded input and patch grid;
         unit_labels: (z', y', x') int32 unit ids on the network grid (0 = not a unit); box: half-open ROI box
         on the network grid; mask_value: the normalised value removed voxels take."""
@@ -172,16 +191,10 @@ class CachedSlidingWindow:
         self.device = predictor.device
         self.n_classes = predictor.label_manager.num_segmentation_heads
         self._padded = layout.padded
-        self._units = np.zeros(self._padded.shape, dtype=np.int32)
-        self._units[layout.padded_box(Box.whole(layout.network_shape)).slices] = unit_labels
+        self._units = layout.padded_units(unit_labels)
         self.box = Box(box)
         self.box_shape = self.box.shape
-        box_padded = layout.padded_box(self.box)
-        self.support: list[SupportPatch] = []
-        for index, patch, common in layout.support(self.box):
-            units = np.unique(self._units[patch.slices])
-            self.support.append(SupportPatch(index, patch, common.relative_to(patch), common.relative_to(box_padded),
-                                             units[units > 0]))
+        self.support = support_patches(layout, self._units, self.box)
 
         # nnU-Net's Gaussian over the patch, (pz, py, px); a 2d one gets a leading axis of 1 (one slice).
         gaussian = compute_gaussian(layout.patch_size, sigma_scale=1. / 8, value_scaling_factor=10,
@@ -268,21 +281,14 @@ class CachedSlidingWindow:
         self.counters.coalitions += n
         return logits.float().numpy()
 
-    def planned_forwards(self, keep: np.ndarray) -> int:
-        """The patch forwards ``evaluate(keep)`` would run on this engine as it is now (counted, none run):
-        keep bool (n, M). Assumes the memo keeps every result (it holds ``max_cache_bytes``), so a run can
-        only need more when that bound evicts."""
-        seen = set()
-        forwards = 0
-        for fold in range(len(self._fold_parameters)):
-            for row in np.asarray(keep, dtype=bool):
-                for sp in self.support:
-                    key = self._key(fold, sp, row)
-                    if key is None or (key not in seen and key not in self.memo):
-                        forwards += 1
-                        if key is not None:
-                            seen.add(key)
-        return forwards
+    def planned_forwards(self, keep: np.ndarray) -> ForwardCount:
+        """The patch forwards ``evaluate(keep)`` would run on a fresh engine of this support, in each cache mode
+        (counted, none run; ``forward_count``): keep bool (n, M) in evaluation order. Exact while the memo does
+        not evict (``ForwardCount.evicts``)."""
+        element_bytes = 2 if self.device.type == "cuda" else 4       # CUDA runs under autocast: float16 crops
+        crop_bytes = [self.n_classes * int(np.prod(sp.in_patch.shape)) * element_bytes for sp in self.support]
+        return count_forwards(keep, [sp.units for sp in self.support], crop_bytes,
+                              folds=len(self._fold_parameters), memo_bound_bytes=self.memo.max_bytes)
 
     def _contributions(self, fold: int, keep: np.ndarray, cancel, progress) -> list[list]:
         """Per coalition, per support patch: the Gaussian-weighted box crop, from the memo or the network."""
