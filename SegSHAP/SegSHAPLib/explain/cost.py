@@ -33,7 +33,8 @@ from SegSHAPLib.shapley.kernelshap import coalition_keys, coalition_plan
 class CostPreview:
     """n_units: M; coalitions: the plan's size (``method`` exact when 2^M <= budget); budget_rule: fixed, or auto
     (the run may stop before the plan's end, so every count is an upper bound); journaled: of the plan, already
-    in ``request.out``'s journal; patches_full_grid / patches_in_support / folds: the engine's;
+    in ``request.out``'s journal; patches_full_grid / patches_in_support / folds: the engine's; units_per_patch:
+    |U_p|, the units inside each support patch (a patch costs at most 2^|U_p| forwards per fold in mode memo);
     patch_forwards: cache mode -> the forwards the run will compute (the baseline and the coalitions not
     journaled); hit_rate: cache mode -> the share of patch look-ups answered without a forward;
     naive_patch_forwards: one full nnU-Net prediction for each of those, as summary.json counts it;
@@ -51,6 +52,7 @@ class CostPreview:
     patches_full_grid: int
     patches_in_support: int
     folds: int
+    units_per_patch: list[int]
     cache: str
     patch_forwards: dict[str, int]
     hit_rate: dict[str, float]
@@ -108,7 +110,8 @@ def cost_preview(request, inputs: CaseInputs | None = None, seconds_per_forward:
     preview = CostPreview(
         n_units=context.n_units, coalitions=len(plan.masks), method="exact" if plan.exact else "kernelshap",
         budget_rule=budget_rule, journaled=int(known.sum()), patches_full_grid=counters.patches_full_grid,
-        patches_in_support=counters.patches_in_support, folds=counters.folds, cache=request.cache,
+        patches_in_support=counters.patches_in_support, folds=counters.folds,
+        units_per_patch=[int(sp.units.size) for sp in engine.support], cache=request.cache,
         patch_forwards=dict(count.forwards), hit_rate={mode: round(count.hit_rate(mode), 6) for mode in count.forwards},
         naive_patch_forwards=len(pending) * counters.patches_full_grid * counters.folds,
         memo_peak_bytes=count.memo_peak_bytes, memo_bound_bytes=count.memo_bound_bytes,
