@@ -140,28 +140,10 @@ class SlidingWindowLayout:
                 found.append((index, patch, common))
         return found
 
-    def padded_units(self, unit_labels: np.ndarray) -> np.ndarray:
-        """Unit ids (z', y', x') int on the network grid -> int32 (Z, Y, X) on the padded grid (0 in the padding)."""
-        padded = np.zeros(self.padded.shape, dtype=np.int32)
-        padded[self.padded_box(Box.whole(self.network_shape)).slices] = unit_labels
-        return padded
-
     def support_network_boxes(self, box: Box) -> list[Box]:
         """The support patches of ``box`` as boxes on the unpadded network grid (padding clipped away)."""
         return [patch.shifted([-o for o in self.offset]).clipped(self.network_shape)
                 for _, patch, _ in self.support(box)]
-
-
-def support_patches(layout: SlidingWindowLayout, padded_units: np.ndarray, box: Box) -> list[SupportPatch]:
-    """The patches of ``layout`` that overlap ``box`` (network grid), with the unit ids inside each;
-    padded_units: int32 (Z, Y, X) on the padded grid (``layout.padded_units``)."""
-    box_padded = layout.padded_box(box)
-    found = []
-    for index, patch, common in layout.support(box):
-        units = np.unique(padded_units[patch.slices])
-        found.append(SupportPatch(index, patch, common.relative_to(patch), common.relative_to(box_padded),
-                                  units[units > 0]))
-    return found
 
 
 class CachedSlidingWindow:
@@ -191,10 +173,16 @@ class CachedSlidingWindow:
         self.device = predictor.device
         self.n_classes = predictor.label_manager.num_segmentation_heads
         self._padded = layout.padded
-        self._units = layout.padded_units(unit_labels)
+        self._units = np.zeros(self._padded.shape, dtype=np.int32)
+        self._units[layout.padded_box(Box.whole(layout.network_shape)).slices] = unit_labels
         self.box = Box(box)
         self.box_shape = self.box.shape
-        self.support = support_patches(layout, self._units, self.box)
+        box_padded = layout.padded_box(self.box)
+        self.support: list[SupportPatch] = []
+        for index, patch, common in layout.support(self.box):
+            units = np.unique(self._units[patch.slices])
+            self.support.append(SupportPatch(index, patch, common.relative_to(patch), common.relative_to(box_padded),
+                                             units[units > 0]))
 
         # nnU-Net's Gaussian over the patch, (pz, py, px); a 2d one gets a leading axis of 1 (one slice).
         gaussian = compute_gaussian(layout.patch_size, sigma_scale=1. / 8, value_scaling_factor=10,
