@@ -52,6 +52,7 @@ PANEL_DEVICE = "Auto"                            # the panel's
 PANEL_BUDGET_AUTO = True                         # the panel's budget is the cap of --budget auto (until converged)
 ORGAN_MAP_DEVICE = "cpu"
 CACHE = "memo"
+MEMO_BYTES = 1 << 30                             # the patch memo's bound on its evictable entries (bytes)
 CASE_CACHE = None                                # --case-cache: None = $SEGSHAP_CACHE_DIR, else ~/.cache/segshap
 PROGRESS_FORMAT = "bar"
 TTA = False

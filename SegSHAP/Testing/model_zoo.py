@@ -34,15 +34,16 @@ CT_INTENSITIES = {"max": 1800.0, "mean": 60.0, "median": 55.0, "min": -1024.0, "
 CT_SPACING = [3.0, 3.0, 3.0]
 
 
-def _architecture(dims: int, n_stages: int, residual: bool = False) -> dict:
-    """nnU-Net's architecture block of a configuration: a small PlainConvUNet or ResidualEncoderUNet."""
+def _architecture(dims: int, n_stages: int, residual: bool = False, base_features: int = 4) -> dict:
+    """nnU-Net's architecture block of a configuration: a PlainConvUNet or ResidualEncoderUNet with
+    ``base_features`` x 2^stage features per stage (at most 320, nnU-Net's cap)."""
     conv, norm = ("Conv3d", "InstanceNorm3d") if dims == 3 else ("Conv2d", "InstanceNorm2d")
     first_stride = [1, 1, 1] if dims == 3 else [1, 1]
     strides = [first_stride] + [([1, 2, 2] if s == 1 else [2, 2, 2]) if dims == 3 else [2, 2]
                                 for s in range(1, n_stages)]
     kwargs = {
         "n_stages": n_stages,
-        "features_per_stage": [4 * 2 ** s for s in range(n_stages)],
+        "features_per_stage": [min(base_features * 2 ** s, 320) for s in range(n_stages)],
         "conv_op": f"torch.nn.modules.conv.{conv}",
         "kernel_sizes": [[3] * dims] * n_stages,
         "strides": strides,
@@ -143,6 +144,25 @@ def normalisation_model(out: Path, scheme: str, use_mask_for_norm: bool = False)
     name = f"{scheme}{'_masked' if use_mask_for_norm else ''}"
     return _write(Path(out) / name, _plans(name, {"3d_fullres": _fullres(
         normalization=scheme, use_mask_for_norm=use_mask_for_norm)}), _dataset(SPLEEN), "3d_fullres", seed=11)
+
+
+PUBLISHED_PATCH = [128, 128, 128]     # about what nnU-Net plans for TotalSegmentator's 1.5 mm 3d_fullres models
+PUBLISHED_SPACING = [1.5, 1.5, 1.5]
+
+
+def published_scale_model(out: Path, labels: dict[int, str], base_features: int = 4) -> Path:
+    """A TotalSegmentator-like 3d_fullres model at the published scale: 1.5 mm, patch 128^3, one label per
+    ``labels`` entry (id -> name, ids 1..K, e.g. TotalSegmentator's own), a 6-stage PlainConvUNet with
+    ``base_features`` (32 is nnU-Net's default width; 4 loads in a second, for counting only) and random
+    weights. For the cost and throughput benchmarks: the counts depend on the grid, patch and classes, not on
+    the weights."""
+    architecture = _architecture(3, 6, base_features=base_features)
+    architecture["arch_kwargs"]["strides"] = [[1, 1, 1]] + [[2, 2, 2]] * 5
+    architecture["arch_kwargs"]["kernel_sizes"] = [[3, 3, 3]] * 6
+    architecture["arch_kwargs"]["n_conv_per_stage_decoder"] = [2] * 5
+    configuration = _fullres(patch_size=PUBLISHED_PATCH, spacing=PUBLISHED_SPACING, architecture=architecture)
+    dataset = _dataset({"background": 0, **{name: int(label) for label, name in sorted(labels.items())}})
+    return _write(Path(out), _plans("PublishedScale", {"3d_fullres": configuration}), dataset, "3d_fullres", seed=12)
 
 
 def build_zoo(out: Path) -> dict[str, Path]:

@@ -26,21 +26,23 @@ def test_the_preview_counts_the_forwards_the_run_then_runs(cropped_cases, tmp_pa
     _, point, space = CROPPED_CASES["liver_fp"]
     request = ExplainRequest(model=DEMO_MODEL, out=tmp_path / "out", ct=cropped_cases / "liver_fp_ct.nii.gz",
                              target="spleen", roi_point=tuple(float(v) for v in point.split()), point_space=space,
-                             units="fcc", fcc_scale_mm=15.0, value="softdice", budget=24, batch_size=4)
+                             units="organs", organs=cropped_cases / "liver_fp_organs.nii.gz", value="softdice", budget=24,
+                             batch_size=4)
 
     before = cost_preview(request)
     summary = run_explain(request).summary
     assert before.coalitions == summary["solver"]["coalitions"] and before.journaled == 0
-    assert before.method == summary["solver"]["method"] and before.units == len(summary["units"])
-    for key in ("patches_full_grid", "patches_in_support", "folds", "patch_forwards", "naive_patch_forwards"):
+    assert before.method == summary["solver"]["method"] and before.n_units == len(summary["units"])
+    for key in ("patches_full_grid", "patches_in_support", "folds", "naive_patch_forwards"):
         assert getattr(before, key) == summary["inference"][key], key
-    assert before.estimated_s == pytest.approx(before.patch_forwards * before.seconds_per_forward)
-    assert before.seconds_per_forward > 0 and before.device == "cpu"
+    assert before.patch_forwards["memo"] == summary["inference"]["patch_forwards"]
+    assert before.seconds_estimate == pytest.approx(before.patch_forwards["memo"] * before.seconds_per_forward)
+    assert before.seconds_per_forward > 0 and before.seconds_source == "measured" and before.device == "cpu"
     assert len(before.warnings) == 1 and before.warnings[0].startswith("running on the CPU")
 
     after = cost_preview(request)                          # everything journaled: only the baseline is left
     assert after.journaled == after.coalitions
-    assert after.patch_forwards == after.patches_in_support * after.folds
+    assert after.patch_forwards["memo"] == after.patches_in_support * after.folds
     assert measured == [1]                                 # measured once, then read from the cache folder
     timings = json.loads((tmp_path / "cache" / patch_timing.TIMINGS_FILE).read_text())
     assert list(timings.values()) == [before.seconds_per_forward]

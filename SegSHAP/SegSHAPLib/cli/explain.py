@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -89,6 +90,13 @@ def add_parser(subparsers) -> None:
                         metavar="NAME,...", help="the parent's units (names as in its summary.json) to refine")
     chosen.add_argument("--refine-top", type=int, metavar="K", help="refine the parent's top K units by |phi|")
     parser.add_argument("--scene", type=Path, help="also write a Slicer scene (.mrb) with every result node")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run no coalition and write nothing to --out: print the cost (units, coalitions, support "
+                             "patches, patch forwards per cache mode, memo memory, estimated time) as one JSON object "
+                             "on stdout, and for a person on stderr")
+    parser.add_argument("--patch-seconds", type=float, metavar="S",
+                        help="with --dry-run: seconds of one patch forward for the estimate (default: measured once "
+                             "per model and device, kept in the case cache folder)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.set_defaults(run=run)
 
@@ -213,6 +221,10 @@ def check_scene_path(scene: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _dry_run(args)
+    if args.patch_seconds is not None:
+        raise InputError("--patch-seconds is for --dry-run's estimate; add --dry-run or drop it")
     if args.progress == "json":
         from SegSHAPLib.explain.progress_stream import JsonLinesProgress, ending_of
 
@@ -234,6 +246,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budget_auto(args: argparse.Namespace) -> bool:
+    """Whether --budget is auto (then --cap, checked here, is the request's budget)."""
+    auto = args.budget == options.BUDGET_AUTO
+    if auto and args.cap < 2:
+        raise InputError(f"--cap must be at least 2 (the empty and the full coalition), got {args.cap}")
+    return auto
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """--dry-run: the cost preview as one JSON object on stdout (keys in docs/architecture.md), for a person on
+    stderr; everything else the preparation prints goes to stderr too, so a parent process reads stdout as JSON."""
+    from SegSHAPLib.explain.cost import cost_preview
+
+    request = request_from_args(args)
+    auto = _budget_auto(args)
+    with contextlib.redirect_stdout(sys.stderr):
+        preview = cost_preview(request, seconds_per_forward=args.patch_seconds,
+                               budget_rule=options.BUDGET_AUTO if auto else "fixed")
+    for line in preview.lines():
+        print(f"segshap explain --dry-run: {line}", file=sys.stderr)
+    print(json.dumps(preview.as_dict()), flush=True)
+    return 0
+
+
 def _explain(args: argparse.Namespace, progress):
     """Run the explanation (and write --scene); print the result's summary; return the ExplainResult."""
     from SegSHAPLib.explain.run import run_explain
@@ -241,9 +277,7 @@ def _explain(args: argparse.Namespace, progress):
     request = request_from_args(args)
     if args.scene is not None:
         check_scene_path(args.scene)
-    auto = args.budget == options.BUDGET_AUTO
-    if auto and args.cap < 2:
-        raise InputError(f"--cap must be at least 2 (the empty and the full coalition), got {args.cap}")
+    auto = _budget_auto(args)
     with interrupt_sets(threading.Event()) as cancel:
         result = run_explain(request, progress=progress, cancel=cancel, tolerance=args.tolerance if auto else None)
     if isinstance(progress, TqdmProgress):

@@ -7,6 +7,7 @@
 - ``perturbation``:     removed units take the mask value b.
 - ``patch_memo``:       the byte-budgeted memo of per-patch outputs.
 - ``cached_inference``: the engine (``CachedSlidingWindow``), restricted to the ROI's support and memoised per patch.
+- ``forward_count``:    the patch forwards of a coalition list per cache mode and the memo's bytes, counted, none run.
 - ``case_cache``:       the model, preprocessing and full prediction kept for the next explanation of the same CT.
 - ``case_store``:       the on-disk case cache shared by processes (key, integrity check, byte budget).
 - ``patch_timing``:     the measured seconds of one patch forward per model and device, kept in the cache folder.

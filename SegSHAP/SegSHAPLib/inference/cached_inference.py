@@ -33,6 +33,7 @@ from SegSHAPLib import options
 from SegSHAPLib.box import Box
 from SegSHAPLib.errors import Cancelled
 from SegSHAPLib.inference import nnunet_private
+from SegSHAPLib.inference.forward_count import ForwardCount, count_forwards
 from SegSHAPLib.inference.patch_memo import PatchKey, PatchMemo
 from SegSHAPLib.inference.perturbation import apply_coalition
 
@@ -150,7 +151,7 @@ class CachedSlidingWindow:
 
     def __init__(self, predictor, layout: SlidingWindowLayout, unit_labels: np.ndarray, n_units: int, box: Box,
                  mask_value: float, cache_mode: str = "memo", batch_size: int = 1,
-                 max_cache_bytes: int = 1 << 30):
+                 max_cache_bytes: int = options.MEMO_BYTES):
         """predictor: an initialised nnUNetPredictor; layout: its padded input and patch grid;
         unit_labels: (z', y', x') int32 unit ids on the network grid (0 = not a unit); box: half-open ROI box
         on the network grid; mask_value: the normalised value removed voxels take."""
@@ -268,21 +269,14 @@ class CachedSlidingWindow:
         self.counters.coalitions += n
         return logits.float().numpy()
 
-    def planned_forwards(self, keep: np.ndarray) -> int:
-        """The patch forwards ``evaluate(keep)`` would run on this engine as it is now (counted, none run):
-        keep bool (n, M). Assumes the memo keeps every result (it holds ``max_cache_bytes``), so a run can
-        only need more when that bound evicts."""
-        seen = set()
-        forwards = 0
-        for fold in range(len(self._fold_parameters)):
-            for row in np.asarray(keep, dtype=bool):
-                for sp in self.support:
-                    key = self._key(fold, sp, row)
-                    if key is None or (key not in seen and key not in self.memo):
-                        forwards += 1
-                        if key is not None:
-                            seen.add(key)
-        return forwards
+    def planned_forwards(self, keep: np.ndarray) -> ForwardCount:
+        """The patch forwards ``evaluate(keep)`` would run on a fresh engine of this support, in each cache mode
+        (counted, none run; ``forward_count``): keep bool (n, M) in evaluation order. Exact while the memo does
+        not evict (``ForwardCount.evicts``)."""
+        element_bytes = 2 if self.device.type == "cuda" else 4       # CUDA runs under autocast: float16 crops
+        crop_bytes = [self.n_classes * int(np.prod(sp.in_patch.shape)) * element_bytes for sp in self.support]
+        return count_forwards(keep, [sp.units for sp in self.support], crop_bytes,
+                              folds=len(self._fold_parameters), memo_bound_bytes=self.memo.max_bytes)
 
     def _contributions(self, fold: int, keep: np.ndarray, cancel, progress) -> list[list]:
         """Per coalition, per support patch: the Gaussian-weighted box crop, from the memo or the network."""
