@@ -99,11 +99,15 @@ def test_supervoxel_units_are_told_to_zoom_and_a_zoom_to_refine_less():
     kinds = [a.kind for a in hybrid.actions]
     assert "zoom" in kinds and "coarser" in kinds and "budget" in kinds
     assert [a.coalitions for a in hybrid.actions] == sorted(a.coalitions for a in hybrid.actions)
-    zoom = verdict(_summary(result, names, units="organs", refine="/parent"))
+    summary = _summary(result, names, units="organs", refine="/parent")
+    summary["refine"] = {"organs": ["liver", "stomach", "colon"]}
+    zoom = verdict(summary)
     refine_less = next(a for a in zoom.actions if "--refine-organs" in a.advice)
     top = max(("liver", "stomach", "colon"),
               key=lambda organ: sum(abs(result.phi[j]) for j, n in enumerate(names) if n.startswith(organ)))
     assert f"--refine-organs {top}" in refine_less.advice
+    summary["refine"] = {"organs": ["liver and gallbladder"]}        # a grouped parent unit: no such advice
+    assert not any("--refine-organs" in a.advice for a in verdict(summary).actions)
 
 
 def test_older_single_value_summary_and_unmeasured_cost():
