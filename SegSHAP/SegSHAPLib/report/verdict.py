@@ -65,13 +65,14 @@ class Action:
 
     @property
     def text(self) -> str:
-        """E.g. "rerun with --budget 1,800: about 1,672 more coalitions, 25,000 patch forwards, ~40 min"."""
+        """E.g. "rerun the same command with --budget 1800 (...): about 1,672 coalitions, 25,000 patch forwards,
+        ~40 min on this machine"."""
         cost = f"about {self.coalitions:,} coalitions"
         if self.patch_forwards is not None:
             cost += f", {self.patch_forwards:,} patch forwards"
         if self.seconds is not None:
             cost += f", ~{duration(self.seconds)} on this machine"
-        return f"{self.advice} ({cost})"
+        return f"{self.advice}: {cost}"
 
 
 @dataclass(frozen=True)
