@@ -72,8 +72,22 @@ def click_points(prediction: np.ndarray, reference: np.ndarray) -> dict[str, tup
     return {"spleen": inner_voxel(spleen), "false_positive": inner_voxel(false_positive)}
 
 
-def run(args: argparse.Namespace) -> int:
+def organ_request(out: Path, point_ijk: tuple[int, int, int], prediction: Path, budget: int):
+    """The demo's organ-unit explanation of the component at ``point_ijk`` (i, j, k) of ``prediction``."""
     from SegSHAPLib.explain.request import ExplainRequest
+
+    return ExplainRequest(model=DEMO_MODEL, out=out, ct=SAMPLE_CT, target=str(SPLEEN), roi_point=point_ijk,
+                          point_space="ijk", prediction=prediction, units="organs", organs=SAMPLE_ORGANS,
+                          grouping=DEMO_GROUPING, value=DEMO_VALUE, budget=budget, seed=0, batch_size=DEMO_BATCH)
+
+
+def zoom_request(parent, out: Path, budget: int):
+    """The demo's zoom of the finished organ explanation ``parent`` (its request) into its top organ's cells."""
+    return replace(parent, out=out, refine=parent.out, refine_top=DEMO_ZOOM_TOP,
+                   fcc_scale_mm=DEMO_ZOOM_FCC_SCALE_MM, budget=budget)
+
+
+def run(args: argparse.Namespace) -> int:
     from SegSHAPLib.explain.run import run_explain
     from SegSHAPLib.explain.case_inputs import CaseInputs
     from SegSHAPLib.explain.faithfulness import evaluate_output
@@ -100,14 +114,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"segshap demo: explaining the {roi_name.replace('_', ' ')} component at ijk {points[roi_name]} "
               f"with {what} and the {DEMO_VALUE} value")
         if units == "zoom":
-            request = replace(organ_requests[roi_name], out=folder, refine=organ_requests[roi_name].out,
-                              refine_top=DEMO_ZOOM_TOP, fcc_scale_mm=DEMO_ZOOM_FCC_SCALE_MM, budget=args.zoom_budget)
+            request = zoom_request(organ_requests[roi_name], folder, args.zoom_budget)
         else:
-            request = ExplainRequest(model=DEMO_MODEL, out=folder, ct=SAMPLE_CT, target=str(SPLEEN),
-                                     roi_point=points[roi_name], point_space="ijk",
-                                     prediction=out / "prediction.nii.gz", units=units, organs=SAMPLE_ORGANS,
-                                     grouping=DEMO_GROUPING, value=DEMO_VALUE, budget=args.budget,
-                                     seed=0, batch_size=DEMO_BATCH)
+            request = organ_request(folder, points[roi_name], out / "prediction.nii.gz", args.budget)
             organ_requests[roi_name] = request
         progress = TqdmProgress()
         try:
