@@ -47,6 +47,11 @@ def test_exact_enumeration_is_an_answer_ranked_by_abs_phi():
     v = verdict(_summary(result, ["liver", "stomach", "colon", "aorta"]))
     assert result.exact and v.converged and v.exact and not v.actions
     assert v.headline.startswith("Exact Shapley values")
+    assert ("The units interact" in v.headline) == (result.diagnostics["heldout_r2"] < HELDOUT_R2_GOAL)
+    weights = np.random.default_rng(3).normal(size=6)      # no held-out pair of equal gains (SST > 0)
+    additive = kernel_shap(lambda Z: Z @ weights, 6, budget=64)
+    assert additive.exact and additive.diagnostics["heldout_r2"] > 0.999
+    assert "interact" not in verdict(_summary(additive, list("abcdef"))).headline
     assert [u.name for u in v.ranked] == [["liver", "stomach", "colon", "aorta"][j]
                                           for j in np.argsort(-np.abs(result.phi), kind="stable")]
     assert v.ranked_by == "|phi|"

@@ -160,7 +160,10 @@ def _headline(value: str, converged: bool, exact: bool, ranked: tuple[UnitBound,
     lead = (f"{top.name} {_direction(top.phi)} the {value} score most "
             f"(\u03c6 {top.phi:+.3g}, {abs(top.phi) / total:.0%} of \u03a3|\u03c6|)")
     if exact:
-        return f"Exact Shapley values (every coalition evaluated): {lead}."
+        interacting = ("" if r2 is None or r2 >= HELDOUT_R2_GOAL else
+                       f" The units interact (held-out R\u00b2 {r2:.2f} of an additive fit): each \u03c6 is an average "
+                       "contribution over coalitions, not an effect that adds up alone.")
+        return f"Exact Shapley values (every coalition evaluated): {lead}.{interacting}"
     if converged:
         return (f"Converged (held-out R\u00b2 {r2:.2f}, every standard error within "
                 f"{diagnostics.get('tolerance', 0):.0%} of the effect): {lead}.")
