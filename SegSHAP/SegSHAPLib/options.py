@@ -60,8 +60,8 @@ TILE_STEP = 0.5                                  # nnU-Net's sliding-window step
 CHECKPOINT = "checkpoint_final.pth"              # the file in each fold_X, nnU-Net's own default for -chk
 VERIFY = 0
 FAITHFULNESS_STEPS = 10
-DEMO_BUDGET = 96                                 # segshap demo's coalitions per organ-unit explanation
-DEMO_ZOOM_BUDGET = 96                            # segshap demo's coalitions for the zoom into the top organs
+DEMO_BUDGET = 512                                # segshap demo's organ explanation: 2^9, exact for its 9 units
+DEMO_ZOOM_BUDGET = 160                           # segshap demo's coalitions for the zoom into the top organ
 
 # Cohort studies (segshap cohort run)
 EXECUTORS = ("local", "ray")

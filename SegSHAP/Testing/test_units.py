@@ -122,6 +122,27 @@ def test_grouping_reduces_units_and_names_groups(sample, tmp_path):
     print(f"\nsample: organs grouped ('default') M = {grouped.n_units}")
 
 
+def test_systems_grouping_is_coarser_and_a_zoom_separates_its_organs_again(sample):
+    """The built-in 'systems' grouping: fewer units than 'default' on the sample, every organ of the support in
+    one unit; zooming into 'liver and gallbladder' gives hybrid pieces named after each organ."""
+    from SegSHAPLib.units.zoom import refine_units
+
+    ct, organs, support, names = sample
+    default = organ_units(organs, support, names, grouping="default")
+    systems = organ_units(organs, support, names, grouping="systems")
+    assert systems.n_units < default.n_units
+    assert np.array_equal(systems.labels > 0, default.labels > 0)            # the same voxels, coarser
+    assert {"spleen", "stomach", "liver and gallbladder", "vessels"} <= set(systems.names)
+    everywhere = np.ones_like(support)                  # the spleen's support holds too little gallbladder
+    systems = organ_units(organs, everywhere, names, grouping="systems")
+    hybrid = hybrid_units(fcc_units(ct, everywhere, 60.0, organ_labels_zyx=organs, class_names=names), organs,
+                          names)
+    zoom = refine_units(systems, hybrid, [systems.names.index("liver and gallbladder") + 1])
+    pieces = {name.partition(" @ ")[0] for name in zoom.names if " @ " in name}
+    assert pieces == {"liver", "gallbladder"}
+    print(f"\nsample: organs grouped ('systems') M = {systems.n_units} ('default' {default.n_units})")
+
+
 def test_grouping_matches_names_whatever_their_case_and_separators(sample):
     """Renamed or re-cased organ names ("Rib left 1", "SPLEEN", "kidney-left") still group like
     TotalSegmentator's raw names: case ignored, spaces/hyphens/underscores alike."""

@@ -47,6 +47,11 @@ def test_exact_enumeration_is_an_answer_ranked_by_abs_phi():
     v = verdict(_summary(result, ["liver", "stomach", "colon", "aorta"]))
     assert result.exact and v.converged and v.exact and not v.actions
     assert v.headline.startswith("Exact Shapley values")
+    assert ("The units interact" in v.headline) == (result.diagnostics["heldout_r2"] < HELDOUT_R2_GOAL)
+    weights = np.random.default_rng(3).normal(size=6)      # no held-out pair of equal gains (SST > 0)
+    additive = kernel_shap(lambda Z: Z @ weights, 6, budget=64)
+    assert additive.exact and additive.diagnostics["heldout_r2"] > 0.999
+    assert "interact" not in verdict(_summary(additive, list("abcdef"))).headline
     assert [u.name for u in v.ranked] == [["liver", "stomach", "colon", "aorta"][j]
                                           for j in np.argsort(-np.abs(result.phi), kind="stable")]
     assert v.ranked_by == "|phi|"
@@ -99,11 +104,15 @@ def test_supervoxel_units_are_told_to_zoom_and_a_zoom_to_refine_less():
     kinds = [a.kind for a in hybrid.actions]
     assert "zoom" in kinds and "coarser" in kinds and "budget" in kinds
     assert [a.coalitions for a in hybrid.actions] == sorted(a.coalitions for a in hybrid.actions)
-    zoom = verdict(_summary(result, names, units="organs", refine="/parent"))
+    summary = _summary(result, names, units="organs", refine="/parent")
+    summary["refine"] = {"organs": ["liver", "stomach", "colon"]}
+    zoom = verdict(summary)
     refine_less = next(a for a in zoom.actions if "--refine-organs" in a.advice)
     top = max(("liver", "stomach", "colon"),
               key=lambda organ: sum(abs(result.phi[j]) for j, n in enumerate(names) if n.startswith(organ)))
     assert f"--refine-organs {top}" in refine_less.advice
+    summary["refine"] = {"organs": ["liver and gallbladder"]}        # a grouped parent unit: no such advice
+    assert not any("--refine-organs" in a.advice for a in verdict(summary).actions)
 
 
 def test_older_single_value_summary_and_unmeasured_cost():

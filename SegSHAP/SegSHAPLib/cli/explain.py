@@ -19,6 +19,7 @@ from pathlib import Path
 from SegSHAPLib import options
 from SegSHAPLib.cli.predict import add_model_arguments
 from SegSHAPLib.errors import InputError
+from SegSHAPLib.units.grouping import BUILTIN_GROUPINGS
 
 TOP_UNITS = 3
 
@@ -48,8 +49,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dilate-mm", type=float, help="dilation for --score-region dilated")
     parser.add_argument("--units", help=" | ".join(options.UNIT_TYPES))
     parser.add_argument("--organs", type=Path, help="organ label map (TotalSegmentator) on the CT grid")
-    parser.add_argument("--grouping", help=f"organ grouping: '{options.GROUPING_DEFAULT_GROUPS}' or a JSON file "
-                                           "{group: [glob, ...]}")
+    parser.add_argument("--grouping", help=f"organ grouping: {' | '.join(BUILTIN_GROUPINGS)} (built in; "
+                                           "systems is the coarsest) or a JSON file {group: [glob, ...]}")
     parser.add_argument("--fcc-scale-mm", type=float,
                         help=f"FCC cell centre spacing in mm (default {options.FCC_SCALE_MM})")
     parser.add_argument("--value",

@@ -257,7 +257,7 @@ def ranked_bar_chart(units: list[dict], top: int = 15, ranked_ids: list[int] | N
     ax.set_xlabel("Shapley value", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
     ax.set_title(f"top {len(shown)} of {len(units)} units by {ranked_by}"
-                 + ("" if widths is None else ", with 95% intervals"), fontsize=9)
+                 + ("" if widths is None else "\n(lines: 95% intervals of \u03c6)"), fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return _png(fig)

@@ -283,7 +283,7 @@ def explanation_section(exp: Explanation) -> str:
     summary = exp.summary
     judged = verdict(summary, exp.value)
     table = unit_table(summary["units"], exp.voxel_ml, std_errors(summary), judged)
-    order = "|Shapley value|" if judged.converged else "lower 95% bound of |Shapley value|"
+    order = "|Shapley value|" if judged.converged else "lower 95% bound of |\u03c6|"
     z = summary["solver"].get("diagnostics", {}).get("confidence_z", 0.0)
     chart = _img(ranked_bar_chart(summary["units"], ranked_ids=None if judged.converged else
                                   [u.id for u in judged.ranked], ranked_by=order,

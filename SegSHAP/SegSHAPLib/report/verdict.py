@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 HELDOUT_R2_GOAL = 0.9        # the held-out R^2 a converged sampled estimate must reach
 ZOOM_TOP = 2                 # the zoom the verdict suggests for supervoxel units: the top 2 organs' cells
 CELL_UNITS_SEPARATOR = " @ "  # hybrid and zoom cell names: "liver @ cell 23" (units.hybrid)
+SETTLED_SHOWN = 3            # settled units named in a headline
+MINUS = "\u2212"
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,14 @@ class Action:
 
     @property
     def text(self) -> str:
-        """E.g. "rerun with --budget 1,800: about 1,672 more coalitions, 25,000 patch forwards, ~40 min"."""
+        """E.g. "rerun the same command with --budget 1800 (...): about 1,672 coalitions, 25,000 patch forwards,
+        ~40 min on this machine"."""
         cost = f"about {self.coalitions:,} coalitions"
         if self.patch_forwards is not None:
             cost += f", {self.patch_forwards:,} patch forwards"
         if self.seconds is not None:
             cost += f", ~{duration(self.seconds)} on this machine"
-        return f"{self.advice} ({cost})"
+        return f"{self.advice}: {cost}"
 
 
 @dataclass(frozen=True)
@@ -157,23 +160,25 @@ def _headline(value: str, converged: bool, exact: bool, ranked: tuple[UnitBound,
     lead = (f"{top.name} {_direction(top.phi)} the {value} score most "
             f"(\u03c6 {top.phi:+.3g}, {abs(top.phi) / total:.0%} of \u03a3|\u03c6|)")
     if exact:
-        return f"Exact Shapley values (every coalition evaluated): {lead}."
+        interacting = ("" if r2 is None or r2 >= HELDOUT_R2_GOAL else
+                       f" The units interact (held-out R\u00b2 {r2:.2f} of an additive fit): each \u03c6 is an average "
+                       "contribution over coalitions, not an effect that adds up alone.")
+        return f"Exact Shapley values (every coalition evaluated): {lead}.{interacting}"
     if converged:
         return (f"Converged (held-out R\u00b2 {r2:.2f}, every standard error within "
                 f"{diagnostics.get('tolerance', 0):.0%} of the effect): {lead}.")
     why = f"held-out R\u00b2 {r2:.2f}" if r2 is not None else "no held-out check"
     if not diagnostics.get("converged"):
         why += ", standard errors above the goal"
+    if not settled:
+        return f"Not converged ({why}): treat this ranking as noise; no unit's sign is settled yet."
+    signed = [f"{u.name} ({'+' if u.phi >= 0 else MINUS})" for u in ranked if u.sign_settled]
+    shown = ", ".join(signed[:SETTLED_SHOWN]) + (f" and {len(signed) - SETTLED_SHOWN} more"
+                                                 if len(signed) > SETTLED_SHOWN else "")
+    said = f"{len(settled)} of {n} units have a settled sign: {shown}"
     if separated:
-        said = (f"only the top {separated} unit{'s' if separated > 1 else ''} by |\u03c6| "
-                f"({', '.join(u.name for u in sorted(ranked, key=lambda u: -abs(u.phi))[:separated])}) "
-                "stand apart from the rest")
-    elif settled:
-        said = (f"{len(settled)} of {n} units have a settled sign, the surest {top.name} "
-                f"({_direction(top.phi)}, |\u03c6| \u2265 {top.lower_bound:.2g} at 95%)")
-    else:
-        said = "no unit's sign is settled yet"
-    return f"Not converged ({why}): treat this ranking as noise; {said}."
+        said += f"; the top {separated} by |\u03c6| stand apart from the rest"
+    return f"Not converged ({why}): {said}. Treat the rest of the ranking as noise."
 
 
 def _cost_rates(summary: dict, own: dict) -> tuple[float | None, float | None]:
@@ -217,9 +222,10 @@ def _actions(summary: dict, own: dict, n_units: int) -> tuple[Action, ...]:
     cells = _cells_by_organ(own["units"])
     scale = 2 * float(inputs.get("fcc_scale_mm") or 30)
     coarser_cells = n_units - sum(len(c) - math.ceil(len(c) / 8) for c in cells.values())   # 8x the cell volume
-    if inputs.get("refine") and len(cells) > 1:
-        top = max(cells, key=lambda organ: sum(abs(float(u["shap"])) for u in cells[organ]))
-        one_organ = n_units - sum(len(c) - 1 for organ, c in cells.items() if organ != top)
+    refined = [organ for organ in summary.get("refine", {}).get("organs") or [] if organ in cells]
+    if inputs.get("refine") and len(refined) > 1:   # cells named after the refined units (an ungrouped parent)
+        top = max(refined, key=lambda organ: sum(abs(float(u["shap"])) for u in cells[organ]))
+        one_organ = n_units - sum(len(cells[organ]) - 1 for organ in refined if organ != top)
         actions.append(_action("coarser", f"refine one organ only (--refine-organs {top})",
                                _needed(forecast, n_units, one_organ), rates))
     if inputs.get("units") == "hybrid" and not inputs.get("refine") and cells:

@@ -33,6 +33,21 @@ BUILTIN_GROUPINGS: dict[str, dict[str, list[str]]] = {
         "iliac vessels": ["iliac_artery_*", "iliac_vena_*"],
         "kidney cysts": ["kidney_cyst_*"],
     },
+    # Coarser, by organ system, for a first look with few units (exact enumeration is affordable when each
+    # network patch holds few units; then zoom, ``--refine``, into the organs that matter: hybrid cells are split
+    # per organ label, so a zoom into "liver and gallbladder" separates the two again). Solid upper-abdominal
+    # organs other than the liver stay on their own.
+    "systems": {
+        "liver and gallbladder": ["liver", "gallbladder"],
+        "kidneys and adrenal glands": ["kidney_*", "adrenal_gland_*"],
+        "lungs and chest wall": ["lung_*", "trachea", "rib_left_*", "rib_right_*", "costal_cartilages", "sternum"],
+        "bowel": ["esophagus", "duodenum", "small_bowel", "colon"],
+        "vessels": ["aorta", "inferior_vena_cava", "superior_vena_cava", "portal_vein_and_splenic_vein",
+                    "iliac_artery_*", "iliac_vena_*", "pulmonary_*", "brachiocephalic_*", "subclavian_artery_*",
+                    "common_carotid_artery_*"],
+        "spine and back muscles": ["vertebrae_*", "sacrum", "spinal_cord", "autochthon_*", "iliopsoas_*"],
+        "pelvis and hips": ["hip_*", "femur_*", "gluteus_*", "urinary_bladder", "prostate"],
+    },
 }
 
 
