@@ -7,8 +7,10 @@ keeps its own combo items; test_options.py checks them against the choices below
 """
 
 # ------------------------------------------------------------------------------------------------ choices
-UNIT_TYPES = ("organs", "fcc", "hybrid")
-ORGAN_UNIT_TYPES = ("organs", "hybrid")          # the unit types built from an organ map
+UNIT_TYPES = ("organs", "fcc", "hybrid", "slic", "slic-hybrid")
+ORGAN_UNIT_TYPES = ("organs", "hybrid", "slic-hybrid")   # the unit types built from an organ map
+SLIC_UNIT_TYPES = ("slic", "slic-hybrid")        # the unit types built from SLIC supervoxels
+REMOVALS = ("constant", "blur", "mean")          # --removal: what a removed unit's voxels become
 VALUE_FUNCTIONS = ("softdice", "tp", "fp", "dice")
 ALL_VALUES = "all"                               # --value all: every value function, in ALL_VALUES_ORDER
 ALL_VALUES_ORDER = ("softdice", "tp", "dice", "fp")
@@ -40,12 +42,17 @@ ROI_MODE = "point"
 GROUPING_CHOICE = "individual organs"            # the panel's; the request's grouping is None (the same)
 DILATE_MM = 6.0
 FCC_SCALE_MM = 30.0
+SLIC_SIZE_MM = 30.0                              # --slic-size-mm: mean supervoxel volume = an FCC cell's at this scale
+SLIC_COMPACTNESS = 0.1                           # --slic-compactness: scikit-image's, intensities rescaled to [0, 1]
+SLIC_HU_WINDOW = (-200.0, 300.0)                 # SLIC sees the CT clipped to this window (soft tissue sets the scale)
 BUDGET = 256
 MIN_BUDGET = 8
 AUTO_CAP = 2048                                  # --cap: most coalitions of --budget auto
 TOLERANCE = 0.01                                 # --tolerance: standard-error goal relative to |v(full) - v(empty)|
 SEED = 0
-MASK_VALUE = -1024.0                             # HU given to removed units (air)
+MASK_VALUE = -1024.0                             # HU given to removed units (air) by --removal constant
+REMOVAL = "constant"
+BLUR_SIGMA_MM = 20.0                             # --blur-sigma-mm: Gaussian sigma of --removal blur
 BATCH_SIZE = 1                                   # network patches per forward (1 reproduces nnU-Net bit for bit)
 DEVICE = "cpu"                                   # the CLI's and the request's
 PANEL_DEVICE = "Auto"                            # the panel's

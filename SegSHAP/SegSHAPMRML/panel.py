@@ -134,7 +134,7 @@ def validate_panel(values: PanelValues) -> list[str]:
     else:
         problems.append(f"Unknown ROI mode '{values.roi_mode}' (use point or segment).")
     if values.units not in UNIT_TYPES:
-        problems.append(f"Unknown unit type '{values.units}'; choose organs, fcc or hybrid.")
+        problems.append(f"Unknown unit type '{values.units}'; choose one of {', '.join(UNIT_TYPES)}.")
     elif values.units in ORGAN_UNIT_TYPES:
         if not (values.has_organs or values.run_totalsegmentator):
             problems.append(f"'{values.units}' units need an organ segmentation: select one or run TotalSegmentator.")

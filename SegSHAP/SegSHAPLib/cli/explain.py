@@ -53,6 +53,12 @@ def add_parser(subparsers) -> None:
                                            "systems is the coarsest) or a JSON file {group: [glob, ...]}")
     parser.add_argument("--fcc-scale-mm", type=float,
                         help=f"FCC cell centre spacing in mm (default {options.FCC_SCALE_MM})")
+    parser.add_argument("--slic-size-mm", type=float,
+                        help=f"--units {' / '.join(options.SLIC_UNIT_TYPES)}: mean supervoxel volume that of an FCC "
+                             f"cell of this scale, mm (default {options.SLIC_SIZE_MM})")
+    parser.add_argument("--slic-compactness", type=float,
+                        help="--units slic / slic-hybrid: small follows intensity edges, large gives near-cubic cells "
+                             f"(default {options.SLIC_COMPACTNESS})")
     parser.add_argument("--value",
                         help=f"value function(s): {' | '.join(options.VALUE_FUNCTIONS)}, a comma-separated list (the "
                              f"first is shown first), or {options.ALL_VALUES} (default: every one defined for the "
@@ -69,7 +75,12 @@ def add_parser(subparsers) -> None:
                              f"|v(full) - v(empty)| (default {options.TOLERANCE})")
     parser.add_argument("--seed", type=int, help=f"default {options.SEED}")
     parser.add_argument("--mask-value", type=float,
-                        help=f"HU given to removed units (default {options.MASK_VALUE}, air)")
+                        help=f"--removal constant: HU given to removed units (default {options.MASK_VALUE}, air)")
+    parser.add_argument("--removal", choices=options.REMOVALS,
+                        help=f"what removed units become: constant (--mask-value), blur (a Gaussian-blurred copy of "
+                             f"the CT) or mean (each unit's own mean intensity) (default {options.REMOVAL})")
+    parser.add_argument("--blur-sigma-mm", type=float,
+                        help=f"--removal blur: the Gaussian's sigma in mm (default {options.BLUR_SIGMA_MM})")
     parser.add_argument("--batch-size", type=int,
                         help="network patches per forward (1 reproduces nnU-Net bit for bit)")
     parser.add_argument("--cache", choices=options.CACHE_MODES, help=f"default {options.CACHE}")

@@ -26,6 +26,7 @@ from SegSHAPLib.inference.case_store import open_store
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume, describe_grid_mismatch, read_volume
 from SegSHAPLib.inference.mask_value import MaskValue, mask_value
+from SegSHAPLib.inference.removal import Removal, build_removal, network_spacing
 from SegSHAPLib.inference.model import Preprocessed, check_model_folder, class_names, resolve_target
 from SegSHAPLib.io.label_maps import label_values, shown
 from SegSHAPLib.box import Box
@@ -34,6 +35,7 @@ from SegSHAPLib.scoring.roi import (bounding_box, check_value_on_region, check_v
                   roi_from_point, scoring_region)
 from SegSHAPLib.units.unit_map import UnitMap
 from SegSHAPLib.units import fcc_units, hybrid_units, organ_class_names, organ_units
+from SegSHAPLib.units.slic import slic_units
 from SegSHAPLib.units.zoom import parent_unit_of, refine_units
 from SegSHAPLib.scoring.values import ALL, ALL_ORDER, requested_values, value_table
 
@@ -65,6 +67,7 @@ class ExplanationContext:
     parent_unit_of: np.ndarray | None = None   # zoom: (M,) the parent organ unit id holding each unit
     case_source: str = "computed"      # where the CT's preprocessing came from: memory, disk or computed
     full_predictions: int = 0          # full-volume predictions this preparation ran (0 or 1)
+    removal: Removal | None = None     # the removal operator and its replacement R on the network grid
 
     @property
     def n_units(self) -> int:
@@ -98,12 +101,19 @@ def check_request(request, roi_mask_in_memory: bool) -> None:
     names = requested_values(request.value)
     if request.units in ("fcc", "hybrid") and not request.fcc_scale_mm > 0:
         raise InputError(f"--fcc-scale-mm must be > 0 (got {request.fcc_scale_mm})")
+    if request.units in options.SLIC_UNIT_TYPES and not (request.slic_size_mm > 0 and request.slic_compactness > 0):
+        raise InputError(f"--slic-size-mm and --slic-compactness must be > 0 (got {request.slic_size_mm}, "
+                         f"{request.slic_compactness})")
     if request.budget < 2:
         raise InputError(f"--budget must be at least 2 (the empty and the full coalition), got {request.budget}")
     if request.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {request.batch_size}")
     if not np.isfinite(request.mask_value):
         raise InputError(f"--mask-value must be a finite HU value, got {request.mask_value}")
+    if request.removal not in options.REMOVALS:
+        raise InputError(f"--removal {request.removal!r} is not one of {', '.join(options.REMOVALS)}")
+    if request.removal == "blur" and not (np.isfinite(request.blur_sigma_mm) and request.blur_sigma_mm > 0):
+        raise InputError(f"--blur-sigma-mm must be a positive number of mm, got {request.blur_sigma_mm}")
     if not 0 <= request.seed < 2 ** 63:
         raise InputError(f"--seed must be a whole number >= 0, got {request.seed}")
     if request.verify < 0:
@@ -182,7 +192,7 @@ def _support_mask(grid: NetworkGrid, layout: SlidingWindowLayout, box_net: Box) 
 def _units(request, ct: Volume, organs: Volume | None, names: dict[int, str] | None,
            support_mask: np.ndarray) -> tuple[UnitMap, np.ndarray | None]:
     """The request's units, and for a zoom (``request.refine``) the parent organ unit id of each unit."""
-    if request.units in ("organs", "hybrid") and organs is None:
+    if request.units in options.ORGAN_UNIT_TYPES and organs is None:
         raise InputError(f"--units {request.units} needs --organs LABELMAP (a TotalSegmentator-style organ map on "
                          "the CT grid)")
     if organs is not None and names is None:
@@ -193,6 +203,10 @@ def _units(request, ct: Volume, organs: Volume | None, names: dict[int, str] | N
         if request.refine is None:
             return organ_map, None
         refined = refined_unit_ids(request, organ_map)
+    if request.units in options.SLIC_UNIT_TYPES:
+        cells = slic_units(ct, support_mask, request.slic_size_mm, request.slic_compactness,
+                           organ_labels_zyx=organ_array, class_names=names)
+        return (cells if request.units == "slic" else hybrid_units(cells, organ_array, names)), None
     cells = fcc_units(ct, support_mask, request.fcc_scale_mm, organ_labels_zyx=organ_array, class_names=names)
     if request.units == "fcc":
         return cells, None
@@ -253,8 +267,11 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
     else:
         units, parent_of = _units(request, ct, organs, inputs.organ_names, support)
     mask = mask_value(predictor, ct, request.mask_value)
-    engine = CachedSlidingWindow(predictor, layout, grid.to_network(units.labels), units.n_units, box_net,
-                                 mask.normalised, cache_mode=request.cache, batch_size=request.batch_size)
+    units_net = grid.to_network(units.labels)
+    removal = build_removal(request.removal, pre.data[0], units_net, mask, sigma_mm=request.blur_sigma_mm,
+                            spacing_net=network_spacing(grid, ct.spacing_zyx))
+    engine = CachedSlidingWindow(predictor, layout, units_net, units.n_units, box_net, removal.replacement,
+                                 cache_mode=request.cache, batch_size=request.batch_size)
     region_net = grid.to_network(region)[box_net.slices]
     baseline_pred, value_names, requested = None, [], []
     if with_baseline:
@@ -268,7 +285,7 @@ def prepare_context(request, *, inputs: CaseInputs | None = None, predictor=None
         value_names = requested + [name for name in defined if name not in requested]
     return ExplanationContext(request, ct, predictor, pre, grid, prediction, target, ijk, roi, region, box_ct,
                               support, units, engine, mask, region_net, baseline_pred, value_names, requested,
-                              parent_of, case.source, case.full_predictions)
+                              parent_of, case.source, case.full_predictions, removal)
 
 
 def model_settings(request, predictor) -> dict:

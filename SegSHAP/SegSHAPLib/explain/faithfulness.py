@@ -1,8 +1,8 @@
 """Faithfulness of an explanation: MoRF / LeRF / random removal curves, AOPC, ABPC and their normalised forms.
 
 Units are ranked by phi. After removing the first n_k = round(k M / K) units of a ranking (k = 0..K), the score
-s(k) is recomputed with the explanation's own operator and value function (same engine, same ROI, same mask
-value). With s_max = s(0) and s_min = v(all units removed):
+s(k) is recomputed with the explanation's own operator and value function (same engine, same ROI, same removal
+operator, ``--removal``). With s_max = s(0) and s_min = v(all units removed):
 
     AOPC  = (1/K) sum_{k=1..K} (s(0) - s_MoRF(k))
     ABPC  = (1/K) sum_{k=1..K} (s_LeRF(k) - s_MoRF(k))
@@ -223,6 +223,7 @@ def evaluate_output(out_dir, steps: int = DEFAULT_STEPS, seed: int | None = None
     for k, value in enumerate(value_names):
         result = plans[value, "all"].result(scores[value, "all"])
         result["value"] = value
+        result["removal"] = request.removal
         result["steps_requested"] = steps
         result["phi_digest"] = phi_digest(phis[value])
         result["region_coverage_morf"] = region_coverage(context.units.labels, context.region,
@@ -235,7 +236,7 @@ def evaluate_output(out_dir, steps: int = DEFAULT_STEPS, seed: int | None = None
                                 "patch_forwards": int(context.engine.counters.patch_forwards)}
         result[ATTRIBUTION_DIGEST_KEY] = digests.get(ATTRIBUTION_FILE if k == 0 else attribution_file(value))
         results[value] = result
-        figure = curves_figure(result, title=f"{request.units} units, {value} value")
+        figure = curves_figure(result, title=f"{request.units} units, {value} value, {request.removal} removal")
         write_bytes_atomic(out_dir / f"curves_{value}.png", figure)
         if k == 0:
             write_bytes_atomic(out_dir / CURVES_FILE, figure)

@@ -41,11 +41,15 @@ class ExplainRequest:
     units: str = options.UNITS
     organs: Path | None = None
     fcc_scale_mm: float = options.FCC_SCALE_MM
+    slic_size_mm: float = options.SLIC_SIZE_MM
+    slic_compactness: float = options.SLIC_COMPACTNESS
     grouping: str | None = None
     value: str = options.VALUE
     budget: int = options.BUDGET
     seed: int = options.SEED
     mask_value: float = options.MASK_VALUE
+    removal: str = options.REMOVAL
+    blur_sigma_mm: float = options.BLUR_SIGMA_MM
     batch_size: int = options.BATCH_SIZE
     device: str = options.DEVICE
     cache: str = options.CACHE
@@ -137,14 +141,21 @@ class ExplainRequest:
     # ------------------------------------------------------------------------------------------ resume
     def journal_spec(self) -> dict:
         """What the coalition values depend on: every input but budget, seed, verify, out, case_cache and value
-        (every value function defined for the region is journaled), and but the settings this request does not use (the FCC
-        scale for organ units unless refined, the organ map and grouping for FCC units, the dilation unless the
-        score region is dilated); a zoom's ``refine_top`` is resolved into ``refine_organs`` before this is asked
-        (``explain.refine.resolve_refinement``)."""
+        (every value function defined for the region is journaled), and but the settings this request does not use
+        (the FCC scale for organ units unless refined, the organ map and grouping for FCC and SLIC units, the SLIC
+        size and compactness for other units, the mask value unless the removal is constant, the blur's sigma
+        unless it is blur, the dilation unless the score region is dilated); a zoom's ``refine_top`` is resolved
+        into ``refine_organs`` before this is asked (``explain.refine.resolve_refinement``). The removal operator
+        is always part of it: an explanation with another operator never reuses the journal."""
         spec = self.resolved_inputs()
         for key in ("refine_top",) if self.refine else ("refine", "refine_organs", "refine_top"):
             spec.pop(key)
-        unused = {"organs": () if self.refine else ("fcc_scale_mm",), "fcc": ("organs", "grouping")}.get(self.units, ())
+        unused = {"organs": () if self.refine else ("fcc_scale_mm",), "fcc": ("organs", "grouping"),
+                  "slic": ("organs", "grouping", "fcc_scale_mm"), "slic-hybrid": ("fcc_scale_mm",)}.get(self.units, ())
+        if self.units not in options.SLIC_UNIT_TYPES:
+            unused += ("slic_size_mm", "slic_compactness")
+        unused += {"constant": ("blur_sigma_mm",), "blur": ("mask_value",)}.get(self.removal,
+                                                                               ("mask_value", "blur_sigma_mm"))
         if self.score_region != "dilated":
             unused += ("dilate_mm",)
         for key in ("budget", "seed", "verify", "out", "value", "case_cache") + unused:

@@ -137,6 +137,7 @@ def _summary(request: ExplainRequest, context: ExplanationContext, results: dict
         "by_value": by_value,
         "inference": inference,
         "mask_value": context.mask_value.as_summary(),
+        "removal": context.removal.as_summary(),
         "timings_s": timings,
     }
 

@@ -4,7 +4,8 @@
 - ``network_grid``:     the CT grid <-> nnU-Net's preprocessed grid.
 - ``nnunet_private``:   every use of nnU-Net's private API (slicers, one patch's forward, fold weights, normalisers).
 - ``mask_value``:       the mask value b, normalised as nnU-Net normalises this case (per scheme).
-- ``perturbation``:     removed units take the mask value b.
+- ``perturbation``:     removed units take the replacement R (a scalar or an image).
+- ``removal``:          the removal operator (``--removal constant|blur|mean``) and its replacement R.
 - ``patch_memo``:       the byte-budgeted memo of per-patch outputs.
 - ``cached_inference``: the engine (``CachedSlidingWindow``), restricted to the ROI's support and memoised per patch.
 - ``forward_count``:    the patch forwards of a coalition list per cache mode and the memo's bytes, counted, none run.

@@ -17,7 +17,8 @@ patch* are removed. ``CachedSlidingWindow`` therefore
 
 Arrays: the preprocessed input is (1, z', y', x') float32; unit labels (z', y', x') int32 on the same network
 grid; logits come out as float32 (n, C, bz, by, bx) over the box, in nnU-Net's float16 precision.
-Coalitions are perturbed in network space: removed voxels take the model-normalised mask value.
+Coalitions are perturbed in network space: removed voxels take the replacement R of the removal operator
+(the model-normalised mask value, or a fixed image: ``inference.removal``).
 """
 
 from __future__ import annotations
@@ -150,11 +151,12 @@ class CachedSlidingWindow:
     """Coalition -> nnU-Net logits in the ROI box, with the fewest patch forwards the memo allows."""
 
     def __init__(self, predictor, layout: SlidingWindowLayout, unit_labels: np.ndarray, n_units: int, box: Box,
-                 mask_value: float, cache_mode: str = "memo", batch_size: int = 1,
+                 replacement: float | np.ndarray, cache_mode: str = "memo", batch_size: int = 1,
                  max_cache_bytes: int = options.MEMO_BYTES):
         """predictor: an initialised nnUNetPredictor; layout: its padded input and patch grid;
         unit_labels: (z', y', x') int32 unit ids on the network grid (0 = not a unit); box: half-open ROI box
-        on the network grid; mask_value: the normalised value removed voxels take."""
+        on the network grid; replacement: what removed voxels take, the normalised mask value (a float) or a
+        float32 image (z', y', x') on the network grid (``inference.removal``)."""
         import torch
         from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
@@ -167,14 +169,19 @@ class CachedSlidingWindow:
         self.predictor = predictor
         self.is_2d = layout.is_2d
         self.n_units = int(n_units)
-        self.mask_value = float(mask_value)
         self.cache_mode = cache_mode
         self.batch_size = int(batch_size)
         self.device = predictor.device
         self.n_classes = predictor.label_manager.num_segmentation_heads
         self._padded = layout.padded
         self._units = np.zeros(self._padded.shape, dtype=np.int32)
-        self._units[layout.padded_box(Box.whole(layout.network_shape)).slices] = unit_labels
+        network_part = layout.padded_box(Box.whole(layout.network_shape)).slices
+        self._units[network_part] = unit_labels
+        if np.ndim(replacement) == 0:
+            self._replacement = float(replacement)
+        else:                                             # on the padded grid; padding is no unit, never replaced
+            self._replacement = np.zeros(self._padded.shape, dtype=np.float32)
+            self._replacement[network_part] = replacement
         self.box = Box(box)
         self.box_shape = self.box.shape
         box_padded = layout.padded_box(self.box)
@@ -210,7 +217,8 @@ class CachedSlidingWindow:
     # -- network ----------------------------------------------------------------------------------------
     def _patch_input(self, sp: SupportPatch, keep: np.ndarray) -> np.ndarray:
         """The network input patch (pz, py, px) float32 for coalition ``keep`` ((1, py, px) for 2d)."""
-        return apply_coalition(self._padded[sp.patch.slices], self._units[sp.patch.slices], keep, self.mask_value)
+        replacement = self._replacement if np.ndim(self._replacement) == 0 else self._replacement[sp.patch.slices]
+        return apply_coalition(self._padded[sp.patch.slices], self._units[sp.patch.slices], keep, replacement)
 
     def _forward(self, inputs: list[np.ndarray]) -> list:
         """Network outputs (C, pz, py, px) for a batch of patch inputs ((C, 1, py, px) for 2d, whose network

@@ -26,7 +26,7 @@ def verify_engine(context, n_random: int, seed: int) -> dict:
     max_diff, mismatches = 0.0, 0
     for row in keep:
         ours = engine.evaluate(row[None])[0]
-        perturbed = apply_coalition(data, units_net, row, np.float32(context.mask_value.normalised))[None]
+        perturbed = apply_coalition(data, units_net, row, context.removal.replacement)[None]
         theirs = predict_logits(context.predictor, perturbed).float().numpy()[box]
         max_diff = max(max_diff, float(np.abs(ours - theirs).max()))
         mismatches += int((ours.argmax(axis=0) != theirs.argmax(axis=0)).sum())

@@ -25,7 +25,7 @@ import numpy as np
 from SegSHAPLib.errors import InputError
 from SegSHAPLib.io.image_io import Volume
 from SegSHAPLib.units.unit_map import UnitMap, finish_units, support_box
-from SegSHAPLib.units.organs import check_label_map, class_name
+from SegSHAPLib.units.organs import cell_names
 
 MIN_CELL_FRACTION = 0.25
 _CHUNK_VOXELS = 1 << 20            # physical positions are computed this many voxels at a time
@@ -93,21 +93,6 @@ def _check_scale(volume: Volume, scale_mm: float) -> None:
                          f"so cells would be thinner than a voxel; use at least {coarsest:g} mm")
 
 
-def _dominant_organ_names(unit_labels: np.ndarray, organs: np.ndarray, n_units: int,
-                          class_names: dict[int, str]) -> list[str]:
-    """For units 1..n on a box: the name of the label (organ or background 0) covering most of each unit,
-    "" where background is the largest."""
-    n_labels = int(organs.max(initial=0)) + 1
-    keys, counts = np.unique((unit_labels.astype(np.int64) * n_labels + organs)[unit_labels > 0], return_counts=True)
-    unit, organ = keys // n_labels, keys % n_labels
-    order = np.lexsort((organ, -counts, unit))
-    unit, organ = unit[order], organ[order]
-    first = np.r_[True, unit[1:] != unit[:-1]]
-    dominant = np.zeros(n_units + 1, dtype=np.int64)
-    dominant[unit[first]] = organ[first]
-    return ["" if label == 0 else class_name(class_names, label) for label in dominant[1:]]
-
-
 def fcc_units(volume: Volume, support_mask: np.ndarray, scale_mm: float, *, min_voxels: int | None = None,
               organ_labels_zyx: np.ndarray | None = None, class_names: dict[int, str] | None = None) -> UnitMap:
     """FCC cells of scale S (mm) inside the support, as units (see the module docstring for the lattice).
@@ -135,9 +120,5 @@ def fcc_units(volume: Volume, support_mask: np.ndarray, scale_mm: float, *, min_
     if units.n_units < 2:
         raise InputError(f"--fcc-scale-mm {scale_mm:g} gives a single unit over the ROI's support; use a smaller "
                          "scale so that the support holds several cells")
-    units.names = [f"cell {j}" for j in range(1, units.n_units + 1)]  # named once numbered
-    if organ_labels_zyx is not None:
-        check_label_map(organ_labels_zyx, support_mask.shape)
-        organs = _dominant_organ_names(units.labels[box], organ_labels_zyx[box], units.n_units, class_names or {})
-        units.names = [f"{name} ({organ})" if organ else name for name, organ in zip(units.names, organs)]
+    units.names = cell_names(units, box, organ_labels_zyx, class_names)  # named once numbered
     return units

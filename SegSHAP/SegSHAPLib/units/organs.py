@@ -137,3 +137,31 @@ def organ_units(organ_labels_zyx: np.ndarray, support_mask: np.ndarray, class_na
                         merge_key=np.arange(len(candidates)),
                         no_units_hint="the organ map has no organ there; check that --organs belongs to this CT "
                                       "or use --units fcc")
+
+
+def dominant_organ_names(unit_labels: np.ndarray, organs: np.ndarray, n_units: int,
+                          class_names: dict[int, str]) -> list[str]:
+    """For units 1..n on a box: the name of the label (organ or background 0) covering most of each unit,
+    "" where background is the largest."""
+    n_labels = int(organs.max(initial=0)) + 1
+    keys, counts = np.unique((unit_labels.astype(np.int64) * n_labels + organs)[unit_labels > 0], return_counts=True)
+    unit, organ = keys // n_labels, keys % n_labels
+    order = np.lexsort((organ, -counts, unit))
+    unit, organ = unit[order], organ[order]
+    first = np.r_[True, unit[1:] != unit[:-1]]
+    dominant = np.zeros(n_units + 1, dtype=np.int64)
+    dominant[unit[first]] = organ[first]
+    return ["" if label == 0 else class_name(class_names, label) for label in dominant[1:]]
+
+
+def cell_names(units: UnitMap, box: tuple[slice, slice, slice], organ_labels_zyx: np.ndarray | None,
+               class_names: dict[int, str] | None) -> list[str]:
+    """Names of supervoxel units (FCC or SLIC cells) numbered 1..M: "cell <j>", or with an organ map
+    (z, y, x) on the CT grid "cell <j> (<organ>)" after the label covering most of unit j (plain "cell <j>" when
+    that is background). ``box``: the support's bounding box, which holds every unit."""
+    names = [f"cell {j}" for j in range(1, units.n_units + 1)]
+    if organ_labels_zyx is None:
+        return names
+    check_label_map(organ_labels_zyx, units.labels.shape)
+    organs = dominant_organ_names(units.labels[box], organ_labels_zyx[box], units.n_units, class_names or {})
+    return [f"{name} ({organ})" if organ else name for name, organ in zip(names, organs)]
