@@ -61,7 +61,7 @@ def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: 
     scale = abs(delta) if delta != 0.0 else float(np.abs(phi).sum())
     estimable = plan.exact or bool(np.isfinite(full.std_error).all())
     std_error = np.zeros_like(phi) if plan.exact else np.where(np.isfinite(full.std_error), full.std_error, scale)
-    converged, forecast = _convergence(plan, std_error, tolerance * scale)
+    converged, forecast = convergence(plan, std_error, tolerance * scale)
     mae, r2 = _heldout(masks, gains, position, delta, chosen)
     return {
         "efficiency_residual": float(abs(phi.sum() - delta)),
@@ -125,7 +125,7 @@ def _coefficient_change(masks: np.ndarray, gains: np.ndarray, position: np.ndarr
     return float(np.abs(phi - half).sum() / (scale if scale > 0.0 else 1.0))
 
 
-def _convergence(plan: CoalitionPlan, std_error: np.ndarray, goal: float) -> tuple[bool, int]:
+def convergence(plan: CoalitionPlan, std_error: np.ndarray, goal: float) -> tuple[bool, int]:
     """(converged, coalitions forecast to converge) from the standard errors (M,) and the goal for their max."""
     used = len(plan.masks)
     worst = float(std_error.max())

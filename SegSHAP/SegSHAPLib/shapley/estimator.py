@@ -51,11 +51,13 @@ from SegSHAPLib.shapley.surrogate import Surrogate, boosted_trees
 # Module constants so that benchmarks/bench_solver.py --ablation can switch the pieces off.
 SHRINKAGE = True                  # ridge towards the equal split, lam by leave-one-out
 TRIPLES = True                    # odd order-3 terms when they all fit and held-out error drops
-SURROGATE = False                 # boosted-tree control variate (measured, not used)
+SURROGATE = False                 # boosted-tree control variate always (measured, not used)
 TRIPLE_FRACTION = 0.25            # all C(M, 3) triples are tried when they are at most this many per pair
 TRIPLE_RIDGE = 1e-2               # the triples' ridge, relative to their mean Gram diagonal
 HOLDOUT_EVERY = 5                 # every 5th sampled pair held out to decide on the triples
 RIDGE_GRID = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)  # the linear ridge, as a prior worth that many pairs
+NEAR_SQUARE = 2.0                 # designs with fewer pairs than this many per unit are near-square...
+NEAR_SQUARE_GRID = (30.0, 100.0)  # ...and may also be shrunk this strongly
 JITTER = 1e-9                     # relative diagonal jitter of the leave-one-out eigen-decomposition
 EXACT_FIT = 1e-20                 # relative residual below which the linear model is taken as exact
 
@@ -210,7 +212,8 @@ def _choose(x: np.ndarray, target: np.ndarray, weight: np.ndarray, sampled: np.n
         return LINEAR
     linear = _features(x, LINEAR.triples)
     _, unit = _penalties(linear, weight, n_features - 1, 0.0, 0.0)
-    ridge = _loo_ridge(linear, target, weight, np.zeros(n_features - 1), unit, sampled) if SHRINKAGE else 0.0
+    grid = RIDGE_GRID + NEAR_SQUARE_GRID if n_pairs < NEAR_SQUARE * n_features else RIDGE_GRID
+    ridge = _loo_ridge(linear, target, weight, np.zeros(n_features - 1), unit, sampled, grid) if SHRINKAGE else 0.0
     settings = Settings(ridge, LINEAR.triples, 0.0)
     triples = np.array(list(_triples(n_features)), dtype=int).reshape(-1, 3)
     if not TRIPLES or not len(triples) or len(triples) > TRIPLE_FRACTION * n_pairs:
@@ -265,7 +268,7 @@ def _fit(x: np.ndarray, target: np.ndarray, weight: np.ndarray,
 
 
 def _loo_ridge(design: np.ndarray, target: np.ndarray, weight: np.ndarray, fixed: np.ndarray,
-               direction: np.ndarray, scored: np.ndarray) -> float:
+               direction: np.ndarray, scored: np.ndarray, grid=RIDGE_GRID) -> float:
     """The grid value g of RIDGE_GRID minimising the weighted leave-one-pair-out
     error, over the pairs where scored (p,) is True, of the fit penalised by diag(fixed + g direction).
 
@@ -282,7 +285,7 @@ def _loo_ridge(design: np.ndarray, target: np.ndarray, weight: np.ndarray, fixed
     projected = design @ transform                                      # (p, d)
     moments = transform.T @ (design.T @ (weight * target))              # (d,)
     best, best_error = 0.0, math.inf
-    for g in RIDGE_GRID:
+    for g in grid:
         shrink = 1.0 / (1.0 + g * np.maximum(mu, 0.0))
         fitted = projected @ (shrink * moments)
         leverage = (weight * ((projected ** 2) @ shrink))[scored]
@@ -292,3 +295,4 @@ def _loo_ridge(design: np.ndarray, target: np.ndarray, weight: np.ndarray, fixed
         if error < best_error:
             best, best_error = g, error
     return best
+

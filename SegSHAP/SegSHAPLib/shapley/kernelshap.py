@@ -34,8 +34,7 @@ import numpy as np
 
 from SegSHAPLib import options
 from SegSHAPLib.errors import Cancelled
-from SegSHAPLib.shapley.diagnostics import _convergence as convergence  # the rule summary.json reports
-from SegSHAPLib.shapley.diagnostics import diagnostics
+from SegSHAPLib.shapley.diagnostics import convergence, diagnostics
 from SegSHAPLib.shapley.estimator import LINEAR
 from SegSHAPLib.shapley.estimator import estimate as estimate_phi  # `estimate` is kernel_shap_many's callback
 from SegSHAPLib.shapley.fit import exact_shapley, fit
