@@ -136,6 +136,10 @@ class SegSHAPParameterNode:
     device: str = options.PANEL_DEVICE
     faithfulnessSteps: Annotated[int, WithinRange(0, 50)] = options.FAITHFULNESS_STEPS
     maskValue: Annotated[float, WithinRange(-3000.0, 4000.0)] = options.MASK_VALUE
+    slicSizeMm: Annotated[float, WithinRange(5.0, 200.0)] = options.SLIC_SIZE_MM
+    slicCompactness: Annotated[float, WithinRange(0.001, 10.0)] = options.SLIC_COMPACTNESS
+    removal: Annotated[str, Choice(list(options.REMOVALS))] = options.REMOVAL
+    blurSigmaMm: Annotated[float, WithinRange(0.5, 200.0)] = options.BLUR_SIGMA_MM
     batchSize: Annotated[int, WithinRange(1, 64)] = options.BATCH_SIZE
     tta: bool = options.TTA
     checkpoint: str = options.CHECKPOINT
@@ -364,8 +368,12 @@ class SegSHAPWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.roiPointPlaceWidget.enabled = pointMode
         self.ui.roiSegmentSelector.enabled = not pointMode
         self.ui.predictionSelector.enabled = not p.runModel
-        self.ui.fccScaleSpinBox.enabled = p.units in ("fcc", "hybrid")
-        organUnits = p.units in ("organs", "hybrid")
+        self.ui.fccScaleSpinBox.enabled = p.units in ("fcc", "hybrid", "organs")     # organs: the cells of a Refine
+        slicUnits = p.units in options.SLIC_UNIT_TYPES
+        self.ui.slicSizeSpinBox.enabled = self.ui.slicCompactnessSpinBox.enabled = slicUnits
+        self.ui.blurSigmaSpinBox.enabled = p.removal == "blur"
+        self.ui.maskValueSpinBox.enabled = p.removal == "constant"
+        organUnits = p.units in options.ORGAN_UNIT_TYPES
         self.ui.groupingLabel.visible = self.ui.groupingComboBox.visible = organUnits
         self.ui.groupingFilePathLineEdit.visible = organUnits and p.grouping == "from file"
         self.ui.dilateSpinBox.enabled = p.scoreRegion == "dilated"

@@ -54,6 +54,10 @@ class PanelValues:
     tolerance: float = options.TOLERANCE
     seed: int = options.SEED
     mask_value: float = options.MASK_VALUE
+    slic_size_mm: float = options.SLIC_SIZE_MM
+    slic_compactness: float = options.SLIC_COMPACTNESS
+    removal: str = options.REMOVAL
+    blur_sigma_mm: float = options.BLUR_SIGMA_MM
     device: str = options.PANEL_DEVICE
     batch_size: int = options.BATCH_SIZE
     tta: bool = options.TTA
@@ -145,6 +149,12 @@ def validate_panel(values: PanelValues) -> list[str]:
         problems.append("The FCC cell scale must be a positive size in mm.")
     if values.value not in VALUE_FUNCTIONS:
         problems.append(f"Unknown value function '{values.value}'; choose one of {', '.join(VALUE_FUNCTIONS)}.")
+    if values.units in options.SLIC_UNIT_TYPES and not (values.slic_size_mm > 0 and values.slic_compactness > 0):
+        problems.append("The SLIC supervoxel size (mm) and compactness must be positive.")
+    if values.removal not in options.REMOVALS:
+        problems.append(f"Unknown removal '{values.removal}'; choose one of {', '.join(options.REMOVALS)}.")
+    elif values.removal == "blur" and not values.blur_sigma_mm > 0:
+        problems.append("The blur's sigma must be a positive size in mm.")
     if values.score_region not in SCORE_REGIONS:
         problems.append(f"Unknown scoring region '{values.score_region}'; choose box, component or dilated.")
     elif values.value == "fp" and values.score_region == "component":
@@ -212,7 +222,9 @@ def build_request_kwargs(values: PanelValues, out: str | Path, *, device: str | 
         grouping=grouping_argument(values), value=values.value, budget=int(values.budget), seed=int(values.seed),
         mask_value=float(values.mask_value), batch_size=int(values.batch_size),
         device=device or device_request_name(values.device), tta=bool(values.tta),
-        checkpoint=checkpoint_name(values),
+        checkpoint=checkpoint_name(values), slic_size_mm=float(values.slic_size_mm),
+        slic_compactness=float(values.slic_compactness), removal=values.removal,
+        blur_sigma_mm=float(values.blur_sigma_mm),
     )
 
 

@@ -9,7 +9,7 @@ finished run in process (``job.ExplainJob``): both have the same ``start()/poll(
 ``p`` everywhere is the module's parameter node (``SegSHAPParameterNode`` in SegSHAP.py): an object with the
 attributes inputVolume, modelPath, runModel, predictionNode, target, organNode, roiMode, roiPoint, roiSegmentation,
 roiSegmentID, scoreRegion, dilateMm, units, fccScaleMm, grouping, groupingFile, value, budget, budgetAuto, tolerance,
-seed, device,
+seed, slicSizeMm, slicCompactness, removal, blurSigmaMm, device,
 faithfulnessSteps, maskValue, batchSize, tta, checkpoint, unitsAsSegmentation.
 """
 
@@ -90,7 +90,8 @@ class ExplainRunLogic:
             value=p.value, score_region=p.scoreRegion,
             dilate_mm=p.dilateMm, budget=p.budget, budget_auto=bool(p.budgetAuto), tolerance=p.tolerance,
             seed=p.seed, mask_value=p.maskValue, device=p.device, batch_size=p.batchSize, tta=p.tta,
-            checkpoint=p.checkpoint, faithfulness_steps=p.faithfulnessSteps)
+            checkpoint=p.checkpoint, faithfulness_steps=p.faithfulnessSteps, slic_size_mm=p.slicSizeMm,
+            slic_compactness=p.slicCompactness, removal=p.removal, blur_sigma_mm=p.blurSigmaMm)
 
     def validate(self, p) -> list[str]:
         """Problems that block Apply, one sentence each; [] when the run can start."""

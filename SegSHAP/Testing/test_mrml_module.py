@@ -27,7 +27,7 @@ import slicer_standins  # noqa: E402
 from SegSHAPLib import options  # noqa: E402
 from SegSHAPLib.errors import InputError  # noqa: E402
 from SegSHAPLib.io.image_io import read_volume  # noqa: E402
-from SegSHAPMRML import display, results, scene_io, volumes  # noqa: E402
+from SegSHAPMRML import display, panel, results, scene_io, volumes  # noqa: E402
 from SegSHAPMRML.results import ExplanationOutputs  # noqa: E402
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
@@ -104,6 +104,23 @@ def test_validation_from_the_parameter_node(module):
     assert any("Place a point" in p for p in problems)
     assert any("need an organ segmentation" in p for p in problems)
     assert logic.runLogic.device_choices()[:2] == ["Auto", "CPU"]
+
+
+def test_slic_units_and_the_removal_operator_reach_the_request(module):
+    """The panel's SLIC size and compactness (slic units) and removal operator with its blur sigma (Advanced) become
+    the request's, as ``segshap explain --units slic --slic-size-mm ... --removal blur --blur-sigma-mm ...``; a
+    non-positive sigma blocks Apply."""
+    ct, organs, point, _ = _load_sample(module.scene)
+    logic = module.SegSHAPLogic()
+    p = _parameters(module, ct, organs, point, device="CPU", units="slic-hybrid", slicSizeMm=40.0,
+                    slicCompactness=0.2, removal="blur", blurSigmaMm=15.0)
+    assert logic.runLogic.validate(p) == []
+    request = logic.runLogic.prepare_run(p, create=False)[0].request
+    assert (request.units, request.slic_size_mm, request.slic_compactness, request.removal,
+            request.blur_sigma_mm) == ("slic-hybrid", 40.0, 0.2, "blur", 15.0)
+    values = logic.runLogic.panel_values(p)
+    values.blur_sigma_mm = 0.0
+    assert any("blur's sigma" in problem for problem in panel.validate_panel(values))
 
 
 def test_prepare_run_reads_nodes_into_volumes(module):

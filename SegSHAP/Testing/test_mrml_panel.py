@@ -240,7 +240,7 @@ def test_requirements_each_have_one_installer(tmp_path):
     status = {r.name: r for r in deps.requirement_status()}
     assert status["torch"].source == deps.TORCH and status["nnunetv2"].source == deps.NNUNET
     assert status["SimpleITK"].source == status["numpy"].source == deps.SLICER
-    assert {name for name, _, _ in deps.pip_requirements()} == {"scipy", "nibabel", "tqdm", "matplotlib"}
+    assert {name for name, _, _ in deps.pip_requirements()} == {"scipy", "nibabel", "tqdm", "matplotlib", "scikit-image"}
     assert status["numpy"].satisfied and "numpy" in deps.status_text()
     assert not deps.Requirement("torch", "2.1", None).satisfied
     assert not deps.Requirement("scipy", "1.11", "1.9.3").satisfied

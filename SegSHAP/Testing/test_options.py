@@ -21,9 +21,11 @@ TESTING_DIR = Path(__file__).resolve().parent
 MODULE_DIR = TESTING_DIR.parent
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SegSHAP.ui"
 CHANGED = dict(UNITS="fcc", BUDGET=96, FCC_SCALE_MM=45.0, VALUE="dice", SCORE_REGION="dilated", SEED=7,
-               CHECKPOINT="checkpoint_best.pth")
-SEEN = ("units", "budget", "fcc_scale_mm", "value", "score_region", "seed", "checkpoint")        # request / panel field names
-NODE_NAMES = {"fcc_scale_mm": "fccScaleMm", "score_region": "scoreRegion"}          # parameter node's names
+               CHECKPOINT="checkpoint_best.pth", SLIC_SIZE_MM=25.0, REMOVAL="blur", BLUR_SIGMA_MM=12.0)
+SEEN = ("units", "budget", "fcc_scale_mm", "value", "score_region", "seed", "checkpoint", "slic_size_mm", "removal",
+        "blur_sigma_mm")                                                            # request / panel field names
+NODE_NAMES = {"fcc_scale_mm": "fccScaleMm", "score_region": "scoreRegion", "slic_size_mm": "slicSizeMm",
+              "blur_sigma_mm": "blurSigmaMm"}                                   # parameter node's names
 
 CONSUMERS = """
 import json, sys
@@ -117,13 +119,14 @@ def _combo_items(parameter: str) -> list[str]:
 
 @pytest.mark.parametrize("parameter, choices", [("units", options.UNIT_TYPES), ("value", options.VALUE_CHOICES),
                                                 ("scoreRegion", options.SCORE_REGIONS),
-                                                ("grouping", options.GROUPING_CHOICES)])
+                                                ("grouping", options.GROUPING_CHOICES),
+                                                ("removal", options.REMOVALS)])
 def test_ui_combo_items_are_the_options_choices(parameter, choices):
     assert _combo_items(parameter) == list(choices)
 
 
 CHOICES = {"units": options.UNIT_TYPES, "value": options.VALUE_CHOICES, "scoreRegion": options.SCORE_REGIONS,
-           "grouping": options.GROUPING_CHOICES, "roiMode": options.ROI_MODES}
+           "grouping": options.GROUPING_CHOICES, "roiMode": options.ROI_MODES, "removal": options.REMOVALS}
 
 
 def test_parameter_node_choices_are_the_options_choices(monkeypatch, tmp_path):

@@ -27,6 +27,7 @@ pytest.importorskip("PySide6")
 import slicer_standins  # noqa: E402
 from slicer_standins import parameter_node_wrapper as pnw  # noqa: E402
 from SegSHAPMRML import scene_io  # noqa: E402
+from SegSHAPLib import options  # noqa: E402
 
 
 @pytest.fixture
@@ -155,9 +156,9 @@ def test_every_parameter_has_a_serializer_and_every_bound_widget_a_connector(wra
     tag = p.connectGui(ui)
     connectors = p._guis[tag][0] if hasattr(p, "_guis") else p._parameterGUIs[tag]      # stand-in / Slicer
     bound = {w.property("SlicerParameterName") for w in ui_widget.findChildren(qt.QWidget)} - {None}
-    assert set(connectors) == bound and len(bound) == 24
+    assert set(connectors) == bound and len(bound) == 28
     assert list(ui.organSelector.nodeTypes) == ["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"]
-    assert [ui.unitsComboBox.itemText(i) for i in range(ui.unitsComboBox.count)] == ["organs", "fcc", "hybrid"]
+    assert [ui.unitsComboBox.itemText(i) for i in range(ui.unitsComboBox.count)] == list(options.UNIT_TYPES)
     assert typing.get_origin(module.SegSHAPParameterNode.dataType("organNode")) is Union
 
 
