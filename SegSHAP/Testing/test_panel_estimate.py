@@ -18,10 +18,10 @@ from SegSHAPMRML.process_job import explain_arguments
 
 def request_for(cropped_cases, out, **changes) -> ExplainRequest:
     _, point, space = CROPPED_CASES["spleen"]
-    return ExplainRequest(ct=cropped_cases / "spleen_ct.nii.gz", model=DEMO_MODEL, target="spleen",
-                          roi_point=tuple(float(v) for v in point.split(",")), point_space=space, units="organs",
-                          organs=cropped_cases / "spleen_organs.nii.gz", budget=16, batch_size=8, out=out,
-                          **changes)
+    fields = dict(ct=cropped_cases / "spleen_ct.nii.gz", model=DEMO_MODEL, target="spleen",
+                  roi_point=tuple(float(v) for v in point.split(",")), point_space=space, units="organs",
+                  organs=cropped_cases / "spleen_organs.nii.gz", budget=16, batch_size=8, out=out)
+    return ExplainRequest(**{**fields, **changes})
 
 
 def test_the_stop_rule_reaches_the_child_as_budget_auto_with_the_budget_as_cap(tmp_path):
