@@ -328,13 +328,14 @@ def live_verdict(estimate: dict, value: str | None = None) -> str:
 
 
 def result_verdict(summary: dict, value: str) -> str:
-    """The line that leads a finished run's results for value function ``value``: ``report.verdict``'s headline
-    (the same words as the report and the CLI) and, when not converged, its cheapest fixes with their cost."""
+    """The line that leads a finished run's results for value function ``value``: the value's name, then
+    ``report.verdict``'s headline (the same words as the report and the CLI) and, when not converged, its cheapest
+    fixes with their cost."""
     from SegSHAPLib.report.verdict import verdict
 
     found = verdict(summary, value)
     fixes = "; ".join(action.text for action in found.actions[:2])
-    return found.headline + (f" To fix it: {fixes}." if fixes else "")
+    return f"{found.value}: {found.headline}" + (f" To fix it: {fixes}." if fixes else "")
 
 
 # ----------------------------------------------------------------------------------------------- devices

@@ -143,10 +143,10 @@ def test_the_panel_from_set_up_to_scene_close(panel):
     ui.deviceComboBox.currentIndex = 1
     ui.roiPointSelector.setCurrentNode(point)
     assert (p.organNode, p.budget, p.faithfulnessSteps, p.device, p.roiPoint) == (organs, BUDGET, 0, "CPU", point)
-    p.units = "hybrid"
-    assert ui.unitsComboBox.currentText == "hybrid" and ui.fccScaleSpinBox.enabled
-    p.units = "organs"
-    assert ui.unitsComboBox.currentText == "organs" and not ui.fccScaleSpinBox.enabled
+    p.units = "slic"
+    assert ui.unitsComboBox.currentText == "slic" and ui.slicSizeSpinBox.enabled and not ui.fccScaleSpinBox.enabled
+    p.units = "organs"                                             # the FCC scale is the cell size of a Refine
+    assert ui.unitsComboBox.currentText == "organs" and ui.fccScaleSpinBox.enabled and not ui.slicSizeSpinBox.enabled
     assert ui.applyButton.enabled, ui.applyButton.toolTip
 
     # Apply -> progress; Cancel after the first batch
@@ -228,7 +228,7 @@ def test_switching_the_value_function_and_refining_selected_organs(panel):
     values = summary["value_functions"]
     combo = ui.shownValueComboBox
     assert [combo.itemText(i) for i in range(combo.count)] == values and len(values) > 1 and combo.enabled
-    assert ui.verdictLabel.text and values[0] in ui.verdictLabel.text
+    assert ui.verdictLabel.text.startswith(f"{values[0]}: ")
     assert composite.GetForegroundVolumeID() == nodes["attribution"].GetID()
 
     combo.currentIndex = 1                                                # switch: nothing runs
@@ -238,7 +238,7 @@ def test_switching_the_value_function_and_refining_selected_organs(panel):
     shown = {r["name"]: r["phi"] for r in tables.table_rows(table)}
     assert shown == pytest.approx(dict(zip(result.unit_names, result.by_value[second].phi)))
     assert composite.GetForegroundVolumeID() == nodes[f"attribution_{second}"].GetID()
-    assert second in ui.verdictLabel.text and widget._job is None
+    assert ui.verdictLabel.text.startswith(f"{second}: ") and widget._job is None
     assert results.check_run(scene, nodes["run_id"]) == []
 
     # select two rows of the table -> Refine zooms into those organs
