@@ -27,7 +27,8 @@ import SimpleITK as sitk  # noqa: E402
 
 from SegSHAPLib.io.image_io import Volume, read_volume  # noqa: E402
 from SegSHAPLib.scoring.roi import bounding_box, point_to_ijk, roi_from_mask, roi_from_point  # noqa: E402
-from SegSHAPLib.units import fcc_units, hybrid_units, organ_class_names, organ_units  # noqa: E402
+from SegSHAPLib import options  # noqa: E402
+from SegSHAPLib.units import fcc_units, hybrid_units, organ_class_names, organ_units, slic_units  # noqa: E402
 
 WINDOW_HU = (-160.0, 240.0)
 OVERLAY_UPSAMPLING = 4  # overlay pixels per voxel side
@@ -99,6 +100,8 @@ def main(argv=None):
     parser.add_argument("--target", type=int, default=1)
     parser.add_argument("--support-margin", type=int, default=10, help="voxels around the ROI's bounding box")
     parser.add_argument("--fcc-scale-mm", type=float, default=30.0)
+    parser.add_argument("--slic-size-mm", type=float, default=options.SLIC_SIZE_MM)
+    parser.add_argument("--slic-compactness", type=float, default=options.SLIC_COMPACTNESS)
     parser.add_argument("--grouping", default=None, help="organ grouping: built-in name or JSON file")
     parser.add_argument("--out-dir", default="docs/images")
     args = parser.parse_args(argv)
@@ -118,6 +121,10 @@ def main(argv=None):
     unit_maps = {"organs": (organ_units(organs.array, support, names, grouping=args.grouping), ""),
                  "fcc": (fcc, f", S = {args.fcc_scale_mm:g} mm"),
                  "hybrid": (hybrid_units(fcc, organs.array, names), f", S = {args.fcc_scale_mm:g} mm")}
+    slic = slic_units(ct, support, args.slic_size_mm, args.slic_compactness, organ_labels_zyx=organs.array,
+                      class_names=names)
+    unit_maps.update({"slic": (slic, f", S = {args.slic_size_mm:g} mm"),
+                      "slic-hybrid": (hybrid_units(slic, organs.array, names), f", S = {args.slic_size_mm:g} mm")})
     for kind, (units, detail) in unit_maps.items():
         out = Path(args.out_dir) / f"units_{kind}.png"
         render(ct, units.labels, roi, support, f"{kind} units: M = {units.n_units}{detail}", out)

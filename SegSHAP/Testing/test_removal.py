@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import cropped_explain_args
+from test_cached_inference import cropped_spleen_case  # noqa: F401 (a fixture)
 from SegSHAPLib import options
 from SegSHAPLib.cli.main import main
 from SegSHAPLib.inference.cached_inference import CachedSlidingWindow, SlidingWindowLayout
@@ -20,7 +21,6 @@ from SegSHAPLib.inference.network_grid import NetworkGrid
 from SegSHAPLib.inference.perturbation import apply_coalition
 from SegSHAPLib.inference.removal import build_removal, network_spacing
 from SegSHAPLib.io.image_io import Volume, read_volume
-from SegSHAPLib.scoring.roi import bounding_box
 
 B = MaskValue(-1024.0, -4.5, "CTNormalization", False)
 
@@ -80,16 +80,10 @@ def test_network_spacing_follows_nnunets_resampling(demo_predictor, sample_ct):
 
 
 @pytest.fixture(scope="module")
-def cropped_spleen(demo_predictor, cropped_cases):
-    """The spleen crop (two sliding-window patches) with its three largest organs as units, on the network grid."""
-    ct, organs = read_volume(cropped_cases / "spleen_ct.nii.gz"), read_volume(cropped_cases / "spleen_organs.nii.gz")
-    pre = preprocess(demo_predictor, ct)
-    grid = NetworkGrid.from_preprocessing(pre.properties, demo_predictor.plans_manager.transpose_forward,
-                                          pre.data.shape[1:], ct.shape_zyx)
-    lookup = np.zeros(int(organs.array.max()) + 1, dtype=np.int32)
-    lookup[[1, 86, 3]] = [1, 2, 3]                                        # spleen, colon, left kidney
-    units_net = grid.to_network(lookup[organs.array])
-    box = grid.ct_box_to_network(bounding_box(organs.array == 1))
+def cropped_spleen(demo_predictor, cropped_cases, cropped_spleen_case):
+    """test_cached_inference's spleen crop (three organ units) with the replacement of every operator."""
+    pre, grid, units_net, box = cropped_spleen_case
+    ct = read_volume(cropped_cases / "spleen_ct.nii.gz")
     mask = mask_value(demo_predictor, ct, options.MASK_VALUE)
     removals = {op: build_removal(op, pre.data[0], units_net, mask, sigma_mm=options.BLUR_SIGMA_MM,
                                   spacing_net=network_spacing(grid, ct.spacing_zyx)) for op in options.REMOVALS}
@@ -133,7 +127,7 @@ def test_explain_verify_is_exact_and_evaluate_uses_the_same_operator(operator, c
     assert summary["inference"]["verify"]["max_abs_logit_diff"] == 0.0
     assert summary["removal"]["operator"] == operator and summary["inputs"]["removal"] == operator
     spec = json.loads((out / "journal_spec.json").read_text())
-    assert spec["removal"] == operator
+    assert spec.get("removal", "constant") == operator       # constant is left out: older journals still resume
     assert ("mask_value" in spec) == (operator == "constant") and ("blur_sigma_mm" in spec) == (operator == "blur")
     (out / "journal.tsv").unlink()
     assert main(["evaluate", str(out)]) == 0
@@ -157,3 +151,15 @@ def test_a_bad_blur_sigma_is_one_line(cropped_cases, tmp_path, capsys):
     assert main(["explain", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].count("--blur-sigma-mm must be a positive number of mm") == 1 and "Traceback" not in "".join(err)
+
+
+def test_a_zoom_with_mean_removal_does_not_reuse_the_parents_values(cropped_cases, tmp_path, capsys):
+    """A removed organ takes the organ's mean, its removed cells their own means: the parent's values differ."""
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    assert main(["explain", *cropped_explain_args(cropped_cases, "liver_fp", parent, "--removal", "mean",
+                                                  budget=4)]) == 0
+    assert main(["explain", "--refine", str(parent), "--refine-top", "1", "--budget", "4", "--out", str(child)]) == 0
+    refine = json.loads((child / "summary.json").read_text())["refine"]
+    assert refine["reused_coalitions"] == 0 and "--removal mean" in refine["reuse_refused"]
+    assert json.loads((child / "summary.json").read_text())["removal"]["operator"] == "mean"
+    capsys.readouterr()

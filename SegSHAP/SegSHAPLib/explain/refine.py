@@ -87,13 +87,18 @@ def refined_unit_ids(request: ExplainRequest, organ_map: UnitMap) -> list[int]:
 class ParentReuse:
     """The solver's store (lookup/record, ``shapley.store``) over ``store`` (the child's journal), seeded with the
     parent's journaled coalitions mapped to child coalitions when the parent's values are the child's (the same
-    journal spec but for the unit keys, and every value function the child journals). ``reused`` counts the solver's lookups answered by a parent value."""
+    journal spec but for the unit keys, every value function the child journals, and a removal operator whose
+    replacement does not depend on the units: not ``mean``). ``reused`` counts the solver's lookups answered by a parent value."""
 
     def __init__(self, store, request: ExplainRequest, parent_of: np.ndarray):
         self.store, self.reused = store, 0
         parent = ExplanationFolder(request.refine)
         differing = [k for k in differing_keys(parent.spec() or {}, request.journal_spec()) if k not in UNIT_KEYS]
         self.refused = f"the parent differs in {', '.join(differing)}" if differing else None
+        if request.removal == "mean" and not differing:    # a removed organ takes its mean, its removed cells theirs
+            differing = ["removal"]
+            self.refused = ("--removal mean: a removed organ takes the organ's mean intensity, its removed cells "
+                            "their own means, so the parent's values are not the zoom's")
         parent_summary = parent.summary() or {}
         parent_value = (parent_summary.get("value_functions") or [parent_summary.get("inputs", {}).get("value")])[0]
         entries = {} if differing else journal_entries(parent.path, legacy_value=parent_value)

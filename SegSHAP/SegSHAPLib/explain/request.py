@@ -146,7 +146,8 @@ class ExplainRequest:
         size and compactness for other units, the mask value unless the removal is constant, the blur's sigma
         unless it is blur, the dilation unless the score region is dilated); a zoom's ``refine_top`` is resolved
         into ``refine_organs`` before this is asked (``explain.refine.resolve_refinement``). The removal operator
-        is always part of it: an explanation with another operator never reuses the journal."""
+        is part of it unless it is ``constant`` (the only operator before there was a choice, so older journals
+        still resume): an explanation with another operator never reuses the journal."""
         spec = self.resolved_inputs()
         for key in ("refine_top",) if self.refine else ("refine", "refine_organs", "refine_top"):
             spec.pop(key)
@@ -154,8 +155,8 @@ class ExplainRequest:
                   "slic": ("organs", "grouping", "fcc_scale_mm"), "slic-hybrid": ("fcc_scale_mm",)}.get(self.units, ())
         if self.units not in options.SLIC_UNIT_TYPES:
             unused += ("slic_size_mm", "slic_compactness")
-        unused += {"constant": ("blur_sigma_mm",), "blur": ("mask_value",)}.get(self.removal,
-                                                                               ("mask_value", "blur_sigma_mm"))
+        unused += {"constant": ("blur_sigma_mm", "removal"), "blur": ("mask_value",)}.get(
+            self.removal, ("mask_value", "blur_sigma_mm"))
         if self.score_region != "dilated":
             unused += ("dilate_mm",)
         for key in ("budget", "seed", "verify", "out", "value", "case_cache") + unused:
