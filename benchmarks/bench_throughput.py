@@ -119,7 +119,7 @@ def bench_model(name: str, predictor, x: np.ndarray, repeats: int, compile_netwo
     torch.set_num_threads(default_threads)
     if compile_network:
         started = time.perf_counter()
-        predictor.network = torch.compile(network)
+        predictor.network = torch.compile(network, dynamic=False)     # one patch shape: no symbolic shapes
         try:
             forward(predictor, x[:1], 1)
             print(f"| torch.compile: first forward (compiling) {time.perf_counter() - started:.1f} s | | | | | |")
