@@ -298,7 +298,6 @@ def _quick_fit(prefix: CoalitionPlan, values: np.ndarray, tolerance: float):
     """(phi (M,), std errors (M,), converged, forecast) of one game on a prefix: the main fit and the
     convergence rule of shapley.diagnostics, without its refits (held-out and half-sample)."""
     delta = float(values[1] - values[0])
-    delta = float(values[1] - values[0])
     chosen = estimate_phi(prefix.masks[2:], values[2:] - values[0], delta, LINEAR if prefix.exact else None)
     full = fit(prefix.masks[2:], values[2:] - values[0], delta, residual=chosen.row_residual,
                parameters=chosen.parameters)
