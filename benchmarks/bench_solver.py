@@ -246,6 +246,8 @@ def ablation(all_games: list[Game], seeds: int, shap_mse: dict, best_shapiq: dic
     variants = [({"SHRINKAGE": False, "TRIPLES": False}, {}, "plain paired regression (no shrinkage, no triples)"),
                 ({"TRIPLES": False}, {}, "shrinkage only"),
                 ({"SHRINKAGE": False}, {}, "odd triples only"),
+                ({"NEAR_SQUARE_GRID": ()}, {}, "no strong priors for near-square designs"),
+                ({"TRIPLE_FRACTION": 0.25, "TRIPLE_RIDGES": (1e-2,)}, {}, "triples only within a quarter of the pairs"),
                 ({"SURROGATE": True}, {}, "plus the boosted-tree control variate"),
                 ({}, {"BALANCE_USAGE": False, "HERD_MOMENTS": False}, "uniform draws (stratified Leverage SHAP)")]
     for estimator_settings, plan_settings, label in variants:

@@ -291,6 +291,47 @@ def test_shrinkage_rescues_near_square_designs_and_vanishes_as_pairs_grow():
     assert by_budget[0] > by_budget[1] > by_budget[2] and by_budget[2] < 0.01
 
 
+def test_near_square_designs_may_shrink_strongly_and_only_they():
+    from SegSHAPLib.shapley import estimator
+
+    from SegSHAPLib.shapley.fit import exact_shapley
+
+    weights = np.random.default_rng(3).integers(1, 10, size=16)            # weighted majority game, M = 16
+    game = lambda Z: (Z @ weights >= weights.sum() // 2 + 1).astype(float)  # noqa: E731
+    everything = ((np.arange(1 << 16)[:, None] >> np.arange(16)) & 1).astype(bool)
+    phi = exact_shapley(everything, game(everything))
+    strong, capped, ridges = [], [], []
+    for seed in range(4):
+        masks, gains, delta = planned(game, 16, 64, seed)                  # 31 pairs for 15 free parameters
+        chosen = estimator.estimate(masks, gains, delta)
+        ridges.append(chosen.settings.linear_ridge)
+        strong.append(np.mean((chosen.phi - phi) ** 2))
+        grid, estimator.NEAR_SQUARE_GRID = estimator.NEAR_SQUARE_GRID, ()
+        try:
+            capped.append(np.mean((estimator.estimate(masks, gains, delta).phi - phi) ** 2))
+        finally:
+            estimator.NEAR_SQUARE_GRID = grid
+        many = estimator.estimate(*planned(game, 16, 256, seed))            # 127 pairs > 2 M: the usual grid only
+        assert many.settings.linear_ridge <= max(estimator.RIDGE_GRID)
+    assert max(ridges) > max(estimator.RIDGE_GRID)
+    assert np.mean(strong) < 0.6 * np.mean(capped)                        # measured: 0.34 times
+
+
+def test_triples_are_tried_beyond_one_per_pair_and_chosen_by_held_out_error():
+    from SegSHAPLib.shapley.estimator import LINEAR, estimate
+
+    game, phi = unanimity_game(12, 1, orders=(3,), terms=6)               # odd part: linear + 6 triples
+    chosen_error, linear_error = [], []
+    for seed in range(2):
+        masks, gains, delta = planned(game, 12, 400, seed)                 # 199 pairs, C(12, 3) = 220 triples
+        chosen = estimate(masks, gains, delta)
+        assert len(chosen.settings.triples) == 220 > len(masks) // 2 and chosen.settings.triple_ridge > 0.0
+        assert abs(chosen.phi.sum() - delta) < 1e-12
+        chosen_error.append(np.mean((chosen.phi - phi) ** 2))
+        linear_error.append(np.mean((estimate(masks, gains, delta, LINEAR).phi - phi) ** 2))
+    assert np.mean(chosen_error) < np.mean(linear_error)                   # measured: 0.89 times
+
+
 def test_odd_triples_recover_a_known_odd_interaction():
     from SegSHAPLib.shapley.estimator import LINEAR, Settings, estimate
 

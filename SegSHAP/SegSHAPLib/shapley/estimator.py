@@ -17,18 +17,24 @@ noise model (the game is deterministic, the "noise" is the part of v_odd the mod
 it measures the one thing that matters, prediction of unseen pairs. The data term grows with the
 number of pairs while the candidates are fixed multiples of the mean diagonal of one pair's Gram
 matrix, so the shrinkage vanishes as pairs grow; an interpolating fit (pairs <= M - 1) has
-h_kk = 1 and infinite leave-one-out error, so lam = 0 is never chosen there.
+h_kk = 1 and infinite leave-one-out error, so lam = 0 is never chosen there. Near-square designs
+(fewer than NEAR_SQUARE pairs per unit) may also take the priors of NEAR_SQUARE_GRID (30 and 100
+pairs' worth): with barely more pairs than units the fit has nothing left to average, and on
+threshold-like games the equal split plus a small step along the data is far closer than the fit
+(benchmarks/README.md); from NEAR_SQUARE * M pairs on those priors are not offered, as they shrank too
+much there.
 
 **Odd interactions** (high budgets; PolySHAP, Fumagalli et al. 2026, and OddSHAP: paired sampling sees only
 the odd part, so only odd terms can help). Order-3 characters chi_T(x) = x_a x_b x_c, centred as
 chi_T(x) - sum(x) / M so that efficiency keeps holding (the surrogate's value at the full coalition stays
-Delta / 2), join the linear features with their own small ridge (TRIPLE_RIDGE). The Shapley value of
+Delta / 2), join the linear features with their own ridge (one of TRIPLE_RIDGES). The Shapley value of
 chi_T is 2/3 for each of its members, so phi = Delta / M + Q beta + sum_T c_T (2/3 1_T - 2/M 1). Because
 the linear part is the regression of the residual game v - h, h = sum_T c_T chi_T, phi = Shapley(h)
 exactly + the regression estimate of Shapley(v - h), the estimate stays exact at full enumeration
-whatever the triples. They are used only when all C(M, 3) of them fit in TRIPLE_FRACTION of the pairs
-(the k-additive PolySHAP frontier) and the error on held-out pairs (every HOLDOUT_EVERY-th sampled
-pair, fitted on the others) drops. Screened subsets (the triples whose characters correlate most with
+whatever the triples. All C(M, 3) of them are tried when they are at most TRIPLE_FRACTION per pair
+(more triples than pairs is fine: their ridge keeps the fit determined) and at most MAX_TRIPLES (cost);
+the error on held-out pairs (every HOLDOUT_EVERY-th sampled pair, fitted on the others) chooses between
+no triples and each of the triples' ridges. Screened subsets (the triples whose characters correlate most with
 the linear residual, as OddSHAP screens with a tree proxy) were measured and dropped: they cut the
 held-out error on every benchmark game yet made phi worse on most (benchmarks/README.md).
 
@@ -52,12 +58,14 @@ from SegSHAPLib.shapley.surrogate import Surrogate, boosted_trees
 SHRINKAGE = True                  # ridge towards the equal split, lam by leave-one-out
 TRIPLES = True                    # odd order-3 terms when they all fit and held-out error drops
 SURROGATE = False                 # boosted-tree control variate always (measured, not used)
-TRIPLE_FRACTION = 0.25            # all C(M, 3) triples are tried when they are at most this many per pair
-TRIPLE_RIDGE = 1e-2               # the triples' ridge, relative to their mean Gram diagonal
+TRIPLE_FRACTION = 2.5             # all C(M, 3) triples are tried when they are at most this many per pair...
+MAX_TRIPLES = 1140                # ...and at most C(20, 3) (the fit's cost grows as their number cubed)
+TRIPLE_RIDGES = (1e-2, 1e-1, 1.0)  # the triples' ridges tried, relative to their mean Gram diagonal
 HOLDOUT_EVERY = 5                 # every 5th sampled pair held out to decide on the triples
 RIDGE_GRID = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)  # the linear ridge, as a prior worth that many pairs
 NEAR_SQUARE = 2.0                 # designs with fewer pairs than this many per unit are near-square...
 NEAR_SQUARE_GRID = (30.0, 100.0)  # ...and may also be shrunk this strongly
+LEVERAGE_FLOOR = 1e-3             # 1 - h_kk never taken below this in left-out residuals
 JITTER = 1e-9                     # relative diagonal jitter of the leave-one-out eigen-decomposition
 EXACT_FIT = 1e-20                 # relative residual below which the linear model is taken as exact
 
@@ -138,6 +146,8 @@ def _regression(masks: np.ndarray, gains: np.ndarray, delta: float, settings: Se
     if settings is None:
         settings = _choose(x, target, weight, _unseen_strata(masks[0::2]))
     coefficients, residual, parameters = _fit(x, target, weight, settings)
+    if len(settings.triples):
+        residual = _left_out_residual(x, residual, weight, settings)
     c = coefficients[n_features - 1:]
     phi = _phi(coefficients, settings.triples, delta, n_features)
     linear = phi - _member_sums(settings.triples, 2.0 * c / 3.0, n_features)
@@ -216,16 +226,16 @@ def _choose(x: np.ndarray, target: np.ndarray, weight: np.ndarray, sampled: np.n
     ridge = _loo_ridge(linear, target, weight, np.zeros(n_features - 1), unit, sampled, grid) if SHRINKAGE else 0.0
     settings = Settings(ridge, LINEAR.triples, 0.0)
     triples = np.array(list(_triples(n_features)), dtype=int).reshape(-1, 3)
-    if not TRIPLES or not len(triples) or len(triples) > TRIPLE_FRACTION * n_pairs:
+    if not TRIPLES or not len(triples) or len(triples) > min(TRIPLE_FRACTION * n_pairs, MAX_TRIPLES):
         return settings
-    candidate = Settings(ridge, triples, TRIPLE_RIDGE)
     held = sampled & (np.cumsum(sampled) % HOLDOUT_EVERY == 0)
+    models = [settings] + [Settings(ridge, triples, triple_ridge) for triple_ridge in TRIPLE_RIDGES]
     errors = []
-    for model in (settings, candidate):
+    for model in models:
         coefficients, _, _ = _fit(x[~held], target[~held], weight[~held], model)
         error = target[held] - _features(x[held], model.triples) @ coefficients
         errors.append(float(weight[held] @ error ** 2))
-    return candidate if errors[1] < errors[0] else settings
+    return models[int(np.argmin(errors))]
 
 
 def _fits_exactly(x: np.ndarray, target: np.ndarray, weight: np.ndarray) -> bool:
@@ -258,13 +268,28 @@ def _penalties(design: np.ndarray, weight: np.ndarray, linear: int, linear_ridge
 def _fit(x: np.ndarray, target: np.ndarray, weight: np.ndarray,
          settings: Settings) -> tuple[np.ndarray, np.ndarray, float]:
     """(coefficients (M - 1 + K,), paired residuals (p,), trace of the hat matrix) of the penalised fit."""
-    design = _features(x, settings.triples)
-    penalty, _ = _penalties(design, weight, x.shape[1] - 1, settings.linear_ridge, settings.triple_ridge)
-    gram = design.T @ (weight[:, None] * design) + np.diag(penalty)
-    inverse = np.linalg.pinv(gram, rcond=RANK_TOLERANCE, hermitian=True)
+    design, inverse = _penalised_inverse(x, weight, settings)
     coefficients = inverse @ (design.T @ (weight * target))
     parameters = float(np.einsum("ij,ji->", inverse, design.T @ (weight[:, None] * design)))
     return coefficients, target - design @ coefficients, parameters
+
+
+def _penalised_inverse(x: np.ndarray, weight: np.ndarray, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """(design (p, d), (X^T W X + penalty)^+ (d, d)) of the penalised fit."""
+    design = _features(x, settings.triples)
+    penalty, _ = _penalties(design, weight, x.shape[1] - 1, settings.linear_ridge, settings.triple_ridge)
+    gram = design.T @ (weight[:, None] * design) + np.diag(penalty)
+    return design, np.linalg.pinv(gram, rcond=RANK_TOLERANCE, hermitian=True)
+
+
+def _left_out_residual(x: np.ndarray, residual: np.ndarray, weight: np.ndarray, settings: Settings) -> np.ndarray:
+    """Leave-one-pair-out residuals e_k / (1 - h_kk) (p,) of the penalised fit with triples, for its standard
+    errors (with the degrees-of-freedom correction on top): with as many triples as pairs the in-sample
+    residuals are shrunk towards zero far more than the correction alone undoes (mean SE^2 / MSE down to
+    0.16 on the benchmark games; 0.89 with the left-out residuals)."""
+    design, inverse = _penalised_inverse(x, weight, settings)
+    leverage = weight * np.einsum("ij,ij->i", design @ inverse, design)
+    return residual / np.maximum(1.0 - leverage, LEVERAGE_FLOOR)
 
 
 def _loo_ridge(design: np.ndarray, target: np.ndarray, weight: np.ndarray, fixed: np.ndarray,

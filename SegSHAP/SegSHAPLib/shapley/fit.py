@@ -121,8 +121,8 @@ def _sandwich_std_error(masks: np.ndarray, scores: np.ndarray, inverse_gram: np.
     c = p / (p - k) the degrees-of-freedom correction for p pairs and k = `parameters` fitted
     parameters (M - 1 for this regression alone). This treats the pairs of a sampled
     stratum as a simple random sample; the plan's balanced draws are more accurate than that, so the
-    errors are conservative (mean squared SE >= the mean squared error in 65 of 66 benchmark cells,
-    min 0.97, geometric mean 7.6 times; benchmarks/README.md). Infinite when a stratum is sampled and p <= k (no degrees of freedom left).
+    errors are conservative (mean squared SE >= the mean squared error in 64 of 66 benchmark cells,
+    min 0.89; benchmarks/README.md). Infinite when a stratum is sampled and p <= k (no degrees of freedom left).
     masks bool (n, M) are the paired coalitions, scores (n, M-1) holds w_i r_i x_i per coalition,
     inverse_gram (M-1, M-1) is H^+ and basis (M, M-1) is Q.
     """

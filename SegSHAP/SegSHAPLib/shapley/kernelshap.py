@@ -16,8 +16,8 @@ standard errors are small enough.
   problem with the efficiency constraint eliminated exactly (shapley.fit) on the pairs' odd part, shrunk
   towards the equal split when pairs are few and with odd interaction terms when the data support them
   (shapley.estimator). Measured at equal budgets (benchmarks/bench_solver.py): mean squared error
-  0.008-0.88 times shap.KernelExplainer's in all 72 cells; ahead of the best shapiq 1.8 approximator
-  in 47 of 66 cells, up to 4 times behind it on unanimity games at high budgets (benchmarks/README.md).
+  0.002-0.85 times shap.KernelExplainer's in all 72 cells; ahead of the best shapiq 1.8 approximator
+  in 59 of 66 cells, up to 3 times behind it on unanimity games at M = 32 (benchmarks/README.md).
 
 The whole plan is fixed by (M, budget, seed) before any value is asked for, so a run interrupted
 through `cancel` resumes from its `store` (protocol in shapley.store) to exactly the same result; and
@@ -297,7 +297,6 @@ def _live_estimate(plan: CoalitionPlan, values: np.ndarray, n: int, tolerance: f
 def _quick_fit(prefix: CoalitionPlan, values: np.ndarray, tolerance: float):
     """(phi (M,), std errors (M,), converged, forecast) of one game on a prefix: the main fit and the
     convergence rule of shapley.diagnostics, without its refits (held-out and half-sample)."""
-    delta = float(values[1] - values[0])
     delta = float(values[1] - values[0])
     chosen = estimate_phi(prefix.masks[2:], values[2:] - values[0], delta, LINEAR if prefix.exact else None)
     full = fit(prefix.masks[2:], values[2:] - values[0], delta, residual=chosen.row_residual,
