@@ -225,9 +225,10 @@ def _choose(x: np.ndarray, target: np.ndarray, weight: np.ndarray, sampled: np.n
     grid = RIDGE_GRID + NEAR_SQUARE_GRID if n_pairs < NEAR_SQUARE * n_features else RIDGE_GRID
     ridge = _loo_ridge(linear, target, weight, np.zeros(n_features - 1), unit, sampled, grid) if SHRINKAGE else 0.0
     settings = Settings(ridge, LINEAR.triples, 0.0)
-    triples = np.array(list(_triples(n_features)), dtype=int).reshape(-1, 3)
-    if not TRIPLES or not len(triples) or len(triples) > min(TRIPLE_FRACTION * n_pairs, MAX_TRIPLES):
+    count = math.comb(n_features, 3)                 # counted first: C(M, 3) is ~1 GiB of indices at M = 650
+    if not TRIPLES or not count or count > min(TRIPLE_FRACTION * n_pairs, MAX_TRIPLES):
         return settings
+    triples = np.array(list(_triples(n_features)), dtype=int).reshape(-1, 3)
     held = sampled & (np.cumsum(sampled) % HOLDOUT_EVERY == 0)
     models = [settings] + [Settings(ridge, triples, triple_ridge) for triple_ridge in TRIPLE_RIDGES]
     errors = []
