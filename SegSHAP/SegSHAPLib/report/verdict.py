@@ -237,8 +237,8 @@ def _actions(summary: dict, own: dict, n_units: int) -> tuple[Action, ...]:
                                        f"organs' cells (--refine OUT --refine-top {ZOOM_TOP})",
                                _needed(forecast, n_units, len(cells)) + _needed(forecast, n_units, zoom_units),
                                rates))
-    if cells or inputs.get("units") == "fcc":
-        fewer = coarser_cells if cells else max(1, math.ceil(n_units / COARSER_CELLS ** 3))
+    fewer = coarser_cells if cells else max(1, math.ceil(n_units / COARSER_CELLS ** 3))
+    if (cells or inputs.get("units") == "fcc") and fewer < n_units:
         actions.append(_action("coarser", f"coarser cells (--fcc-scale-mm {scale:g})",
                                _needed(forecast, n_units, fewer), rates))
     return tuple(sorted(actions, key=lambda a: a.coalitions))
