@@ -115,6 +115,18 @@ def test_supervoxel_units_are_told_to_zoom_and_a_zoom_to_refine_less():
     assert not any("--refine-organs" in a.advice for a in verdict(summary).actions)
 
 
+def test_a_zooms_reused_coalitions_are_not_counted_twice_in_the_cost():
+    """A zoom's parent-reused coalitions are among its resumed ones (they seed its store): the rate divides the
+    forwards by the coalitions evaluated here, coalitions - resumed."""
+    M = 16
+    result = kernel_shap(_interacting(M), M, budget=48)
+    summary = _summary(result, [f"organ {j}" for j in range(M)], refine="/parent")
+    summary["refine"] = {"organs": ["organ 0"], "reused_coalitions": 8}
+    summary["by_value"]["softdice"]["solver"]["resumed_coalitions"] = 8
+    budget = next(a for a in verdict(summary).actions if a.kind == "budget")
+    assert budget.patch_forwards == math.ceil(budget.coalitions * FORWARDS / (result.coalitions - 8))
+
+
 def test_older_single_value_summary_and_unmeasured_cost():
     M = 16
     summary = _summary(kernel_shap(_interacting(M), M, budget=48), [f"organ {j}" for j in range(M)])

@@ -32,7 +32,7 @@ RESOURCES = Path(__file__).resolve().parents[2] / "Resources"   # SegSHAP/Resour
 SAMPLE_CT = RESOURCES / "SampleData" / "example_ct_sm.nii.gz"
 SAMPLE_ORGANS = RESOURCES / "SampleData" / "example_ct_sm_totalseg.nii.gz"
 DEMO_MODEL = RESOURCES / "DemoModel"
-SPLEEN = 1
+SPLEEN, SPLEEN_NAME = 1, "spleen"   # the demo model's label (dataset.json), by value and by name
 DEMO_EXPLANATIONS = (("false_positive", "organs"), ("false_positive", "zoom"))
 DEMO_GROUPING = "systems"      # units.grouping.BUILTIN_GROUPINGS: 9 organ units around the false positive
 DEMO_ZOOM_TOP = 1              # the zoom refines the false positive's organ of largest |phi| into hybrid cells
@@ -76,7 +76,7 @@ def organ_request(out: Path, point_ijk: tuple[int, int, int], prediction: Path, 
     """The demo's organ-unit explanation of the component at ``point_ijk`` (i, j, k) of ``prediction``."""
     from SegSHAPLib.explain.request import ExplainRequest
 
-    return ExplainRequest(model=DEMO_MODEL, out=out, ct=SAMPLE_CT, target=str(SPLEEN), roi_point=point_ijk,
+    return ExplainRequest(model=DEMO_MODEL, out=out, ct=SAMPLE_CT, target=SPLEEN_NAME, roi_point=point_ijk,
                           point_space="ijk", prediction=prediction, units="organs", organs=SAMPLE_ORGANS,
                           grouping=DEMO_GROUPING, value=DEMO_VALUE, budget=budget, seed=0, batch_size=DEMO_BATCH)
 
@@ -87,15 +87,26 @@ def zoom_request(parent, out: Path, budget: int):
                    fcc_scale_mm=DEMO_ZOOM_FCC_SCALE_MM, budget=budget)
 
 
+def write_demo_report(out: Path, folders: list[Path], wall_s: float) -> Path:
+    """``out``/report.html of the demo's explanation folders (checked first: the report shows only folders whose
+    parts belong together), with the demo's wall time in its header."""
+    from SegSHAPLib.explain.folder import ExplanationFolder
+    from SegSHAPLib.explain.output_check import check_output_folder
+    from SegSHAPLib.report.page import write_report
+
+    for folder in folders:
+        check_output_folder(folder)
+    return write_report([ExplanationFolder(folder) for folder in folders], out / "report.html",
+                        "SegSHAP demo: why did the model call these voxels spleen?",
+                        extra={"wall time (s)": round(wall_s, 1)})
+
+
 def run(args: argparse.Namespace) -> int:
     from SegSHAPLib.explain.run import run_explain
     from SegSHAPLib.explain.case_inputs import CaseInputs
     from SegSHAPLib.explain.faithfulness import evaluate_output
-    from SegSHAPLib.explain.folder import ExplanationFolder
-    from SegSHAPLib.explain.output_check import check_output_folder
     from SegSHAPLib.io.image_io import read_volume, write_volume
     from SegSHAPLib.inference.model import load_predictor, predict_segmentation
-    from SegSHAPLib.report.page import write_report
     from SegSHAPLib.cli.explain import TqdmProgress, print_verdict
 
     started = time.perf_counter()
@@ -108,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
     points = click_points(prediction.array, organs.array)
     folders, organ_requests = [], {}
     for roi_name, units in DEMO_EXPLANATIONS:
-        folder = out / f"{roi_name}__{units}__{DEMO_VALUE}"
-        what = (f"zoomed into its top {DEMO_ZOOM_TOP} organ's hybrid cells ({DEMO_ZOOM_FCC_SCALE_MM:g} mm)"
+        kind = f"zoom_{DEMO_ZOOM_FCC_SCALE_MM:g}mm" if units == "zoom" else f"{units}_{DEMO_GROUPING}"
+        folder = out / f"{roi_name}__{kind}__{DEMO_VALUE}"       # named by their settings: never an older demo's
+        what = (f"a zoom into its top organ's hybrid cells ({DEMO_ZOOM_FCC_SCALE_MM:g} mm)"
                 if units == "zoom" else f"{units} units ({DEMO_GROUPING} grouping)")
         print(f"segshap demo: explaining the {roi_name.replace('_', ' ')} component at ijk {points[roi_name]} "
               f"with {what} and the {DEMO_VALUE} value")
@@ -127,12 +139,8 @@ def run(args: argparse.Namespace) -> int:
         print_verdict(result.summary)
         evaluate_output(folder, steps=options.FAITHFULNESS_STEPS)
         folders.append(folder)
-    for folder in folders:
-        check_output_folder(folder)              # the report shows only folders whose parts belong together
     wall = time.perf_counter() - started
-    report = write_report([ExplanationFolder(folder) for folder in folders], out / "report.html",
-                          "SegSHAP demo: why did the model call these voxels spleen?",
-                          extra={"wall time (s)": round(wall, 1)})
+    report = write_demo_report(out, folders, wall)
     (out / "demo.json").write_text(json.dumps({"wall_time_s": round(wall, 1), "clicked_ijk": points,
                                                "explanations": [str(f) for f in folders]}, indent=2) + "\n")
     print(f"segshap demo: done in {wall:.0f} s -> {report}")

@@ -287,7 +287,8 @@ def explanation_section(exp: Explanation) -> str:
     z = summary["solver"].get("diagnostics", {}).get("confidence_z", 0.0)
     chart = _img(ranked_bar_chart(summary["units"], ranked_ids=None if judged.converged else
                                   [u.id for u in judged.ranked], ranked_by=order,
-                                  half_widths={u.id: z * u.std_error for u in judged.ranked if u.std_error}),
+                                  half_widths=None if judged.converged else
+                                  {u.id: z * u.std_error for u in judged.ranked if u.std_error}),
                  f"units ranked by {order}")
     return (f"<section><h2>{escape(section_title(exp))}</h2>{verdict_box(judged)}{_meta(exp)}{_panel(exp)}"
             f'<h3>Units ranked by {escape(order)}</h3><div class="two"><div>{table}</div><div>{chart}</div></div>'
