@@ -25,7 +25,8 @@ ROI_MODES = ("point", "segment")                 # the panel's ROI: a markups po
 # Organ grouping: the panel's choice -> the request's ``grouping`` (None: every organ label is a unit).
 GROUPING_DEFAULT_GROUPS = "default"              # the built-in grouping's name on the CLI and in the manifest
 GROUPING_FROM_FILE = "from file"
-BUILTIN_GROUPING_OF_CHOICE = {"individual organs": None, "default groups": GROUPING_DEFAULT_GROUPS}
+BUILTIN_GROUPING_OF_CHOICE = {"individual organs": None, "default groups": GROUPING_DEFAULT_GROUPS,
+                              "organ systems": "systems"}
 GROUPING_CHOICES = (*BUILTIN_GROUPING_OF_CHOICE, GROUPING_FROM_FILE)
 
 # Devices: the CLI takes cpu, cuda, cuda:N or auto; the panel offers Auto, CPU and one entry per GPU.

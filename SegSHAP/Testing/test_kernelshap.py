@@ -596,3 +596,14 @@ def test_many_units_never_enumerate_the_triples():
     tracemalloc.stop()
     assert peak < 500e6, f"{peak / 1e6:.0f} MB traced"
     assert result.phi.shape == (1200,) and np.isclose(result.phi.sum(), weights.sum())
+
+
+def test_an_additive_game_whose_held_out_values_are_all_equal_scores_r2_one():
+    """Weights 0.1, 0.2, 0.3, 0.4, exact: the one held-out pair, {1, 4} and {2, 3}, is worth 0.5 each, so the
+    scored values are equal (SST = 0) and the additive fit predicts them to rounding (SSE ~ 1e-33): a perfect
+    prediction, R^2 1 (it read 0 when only SSE == 0 counted); a real interaction still scores below 1."""
+    weights = np.array([0.1, 0.2, 0.3, 0.4])
+    result = kernel_shap(lambda keep: keep.astype(float) @ weights, 4, 16, seed=0)
+    assert result.exact and result.diagnostics["heldout_r2"] == 1.0
+    noisy = kernel_shap(lambda keep: keep.astype(float) @ weights + 0.05 * (keep[:, 0] & keep[:, 1]), 4, 16, seed=0)
+    assert noisy.diagnostics["heldout_r2"] < 1.0

@@ -16,6 +16,7 @@ from SegSHAPLib.shapley.fit import Fit
 from SegSHAPLib.shapley.plan import CoalitionPlan
 
 HELDOUT_FRACTION = 0.1
+ROUNDING = 1e-9                  # relative error of a prediction that counts as exact (held-out R^2 with SST = 0)
 CONFIDENCE_Z = 1.96
 
 
@@ -32,7 +33,8 @@ def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: 
       the linear model, plus the odd interaction terms when they are used). The
       same is done in exact mode, where it measures how additive the game is. With fewer than two pairs
       (M <= 2 and tiny budgets) the fitted coalitions themselves are scored. R^2 is 1 - SSE/SST about
-      the scored values' mean; with SST = 0 it is 1 if the prediction is exact and 0 otherwise.
+      the scored values' mean; with SST = 0 it is 1 if the prediction is exact (to ROUNDING relative to the
+      largest scored value) and 0 otherwise.
     - coefficient_change: ||phi - phi_half||_1 / ||phi||_1 (the denominator 1 when phi = 0), phi_half
       the refit on the first half of the pairs by position (about half of every stratum).
     - phi_std_error: per-unit sandwich standard errors (shapley.fit.Fit.std_error, conservative for
@@ -114,7 +116,8 @@ def _heldout(masks: np.ndarray, gains: np.ndarray, position: np.ndarray, delta: 
     mae = float(np.abs(error).mean())
     if sst > 0.0:
         return mae, 1.0 - sse / sst
-    return mae, 1.0 if sse == 0.0 else 0.0
+    scale = float(np.abs(gains[scored]).max()) or 1.0            # every scored value the same: exact to rounding?
+    return mae, 1.0 if sse <= len(error) * (ROUNDING * scale) ** 2 else 0.0
 
 
 def _coefficient_change(masks: np.ndarray, gains: np.ndarray, position: np.ndarray, delta: float,
