@@ -165,7 +165,7 @@ def test_report_is_self_contained_and_complete(explanation_dir, tmp_path):
     assert rows == [(str(rank), name) for rank, name in enumerate(expected, start=1)]
     assert "<sigmoid>" not in page and "Case &lt;01&gt;" in page
     # title, cost, faithfulness, footer
-    assert "False-positive spleen component (64 voxels)" in page
+    assert "Predicted spleen component (64 voxels)" in page
     assert "1,234 / 98,765" in page and "80.0\u00d7" in page and "78%" in page and "12.5 s" in page
     assert "exact Shapley values" in page
     assert "\u00b10.02" in page and "verdict ok" in page and "verdict no" not in page

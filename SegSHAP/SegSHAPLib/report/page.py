@@ -136,11 +136,11 @@ def _num(value, fmt: str = ",") -> str:
 
 
 def section_title(exp: Explanation) -> str:
-    """E.g. "False-positive spleen component (228 voxels) - hybrid units - fp value", or "... - organs, zoom into
-    liver, stomach cells - ..." for a zoom (plain text)."""
+    """E.g. "Predicted spleen component (228 voxels) - hybrid units - fp value", or "... - organs, zoom into
+    liver, stomach cells - ..." for a zoom (plain text). Whether the component is a false positive is not known
+    here (no reference), whatever the value function."""
     inputs = exp.summary["inputs"]
-    kind = (f"False-positive {exp.target_name} component" if exp.value == "fp"
-            else f"{exp.target_name[:1].upper()}{exp.target_name[1:]} component")
+    kind = f"Predicted {exp.target_name} component"
     units = (f"organs, zoom into {', '.join(inputs.get('refine_organs') or [])} cells" if inputs.get("refine")
              else f"{inputs.get('units')} units")
     return f"{kind} ({exp.summary['roi']['voxels']:,} voxels) \u2013 {units} \u2013 {exp.value} value"
