@@ -37,12 +37,13 @@ def test_demo_organ_explanation_is_exact_and_costs_what_the_memo_counts(demo_pre
     request = demo.organ_request(tmp_path / "organs", point, prediction, options.DEMO_BUDGET)
     inputs = CaseInputs(ct=sample_ct, organs=sample_organs, prediction=demo_prediction)
     preview = cost_preview(request, inputs=inputs)
-    assert preview.method == "exact" and preview.coalitions == 1 << preview.units == options.DEMO_BUDGET
+    assert preview.method == "exact" and preview.coalitions == 1 << preview.n_units == options.DEMO_BUDGET
     engine = prepare_context(request, inputs=inputs, with_baseline=False).engine
     per_patch = [len(patch.units) for patch in engine.support]
-    assert preview.patch_forwards == sum(2 ** n for n in per_patch) < preview.coalitions * len(per_patch)
-    print(f"\ndemo organs: M = {preview.units}, units per support patch {per_patch}, exact enumeration "
-          f"{preview.patch_forwards} patch forwards (without the memo {preview.coalitions * len(per_patch)})")
+    memo = preview.patch_forwards["memo"]
+    assert memo == sum(2 ** n for n in per_patch) < preview.coalitions * len(per_patch)
+    print(f"\ndemo organs: M = {preview.n_units}, units per support patch {per_patch}, exact enumeration "
+          f"{memo} patch forwards (without the memo {preview.coalitions * len(per_patch)})")
     zoom = demo.zoom_request(request, tmp_path / "zoom", options.DEMO_ZOOM_BUDGET)
     assert zoom.refine == request.out and zoom.refine_top == 1 and zoom.budget == options.DEMO_ZOOM_BUDGET
     assert np.isclose(zoom.fcc_scale_mm, demo.DEMO_ZOOM_FCC_SCALE_MM)
