@@ -393,11 +393,12 @@ def alive_after(pid: int, seconds: float) -> bool:
 @pytest.mark.slow
 def test_sigterm_stops_a_cohort_run_and_its_worker(cropped_cases, tmp_path):
     """SIGTERM to the coordinator alone (not its process group): exit 143, the worker stops too (no orphan
-    computing on, no BrokenPipe traceback in its log). Cache none keeps the run long enough to be signalled."""
+    computing on, no BrokenPipe traceback in its log). 512 coalitions with cache none keep the run long enough
+    to be signalled on an idle machine (64 with the memo took about a second)."""
     manifest = tmp_path / "study.csv"
     manifest.write_text("case_id,ct,model,target,roi_point,point_space,organs,units,values,budget,cache\n"
                         f'spleen,{cropped_cases / "spleen_ct.nii.gz"},{DEMO_MODEL},spleen,"{SPLEEN_POINT}",'
-                        f'{SPLEEN_SPACE},{cropped_cases / "spleen_organs.nii.gz"},organs,softdice,64,none\n')
+                        f'{SPLEEN_SPACE},{cropped_cases / "spleen_organs.nii.gz"},organs,softdice,512,none\n')
     out = tmp_path / "study"
     task = "spleen__organs"
     process = segshap_process(["cohort", "run", manifest, "--out", out])
