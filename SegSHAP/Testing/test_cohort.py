@@ -193,6 +193,12 @@ def wait_for_journal(journal: Path, lines: int, process: subprocess.Popen) -> in
 SIGNALLED_BUDGET = 512
 
 
+def _as_a_terminal_starts_it() -> None:
+    """SIGINT at its default in the child, as a terminal's foreground job has it (a test run started in the
+    background by a non-interactive shell has SIGINT ignored, and the child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_killed_worker_and_ctrl_c_both_resume_from_the_journal(cases, tmp_path, capsys):
     """SIGKILL the worker once 16 coalitions are journaled: it is retried and goes on from its journal. Then
@@ -210,7 +216,7 @@ def test_killed_worker_and_ctrl_c_both_resume_from_the_journal(cases, tmp_path, 
     journal, status_file = out / "explanations" / task / "journal.tsv", out / "status" / f"{task}.json"
     process = subprocess.Popen([sys.executable, "-m", "SegSHAPLib.cli.main", "cohort", "run", str(manifest),
                                 "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_as_a_terminal_starts_it)
     killed_after = wait_for_journal(journal, 16, process)
     if killed_after:
         os.kill(json.loads(status_file.read_text())["pid"], signal.SIGKILL)

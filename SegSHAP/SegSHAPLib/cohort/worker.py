@@ -142,7 +142,9 @@ def serve(connection, out: str, run_id: str, slot: dict) -> None:
     if slot["gpu"] is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot["gpu"]
     os.environ["OMP_NUM_THREADS"] = str(slot["threads"])
-    handle_sigterm()
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # the coordinator's stop request, also when this
+    handle_sigterm()                                           # process inherited SIGINT ignored (a study run in
+                                                               # the background by a script: `cohort run ... &`)
     _stop_with_coordinator()
     try:
         while True:
