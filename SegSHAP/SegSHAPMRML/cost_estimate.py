@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .process_job import explain_arguments, library_root
+from .process_job import explain_arguments, start_segshap
 
 ESTIMATE_KEYS = ("n_units", "coalitions", "patches_in_support", "patches_full_grid", "folds", "patch_forwards",
                  "memo_peak_bytes", "seconds_estimate")     # what the panel reads of the --dry-run object
@@ -50,19 +50,9 @@ class CostEstimateJob:
 
     def start(self) -> "CostEstimateJob":
         self.folder.mkdir(parents=True, exist_ok=True)
-        environment = dict(os.environ, PYTHONIOENCODING="utf-8")
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [str(library_root())] + ([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []))
-        command = [self.python, "-m", "SegSHAPLib.cli.main", "explain",
-                   *explain_arguments(self.request, self.tolerance), "--dry-run"]
-        hidden = {}
-        if os.name == "nt":                                   # no console window, as the run's own child
-            startup = subprocess.STARTUPINFO()
-            startup.dwFlags, startup.wShowWindow = subprocess.STARTF_USESHOWWINDOW, 0
-            hidden = {"startupinfo": startup}
         with open(self.stdout_path, "wb") as stdout, open(self.log_path, "wb") as stderr:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                            env=environment, **hidden)
+            self.process = start_segshap(self.python, ["explain", *explain_arguments(self.request, self.tolerance),
+                                                       "--dry-run"], stdout, stderr)
         return self
 
     def poll(self) -> bool:

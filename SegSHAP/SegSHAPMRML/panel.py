@@ -312,7 +312,7 @@ def live_verdict(estimate: dict, value: str | None = None) -> str:
     """The line above the live table: which estimate is shown and whether it can be trusted yet, e.g.
     'Live estimate (softdice), 96/2,048 coalitions: not converged yet - 3 of 19 units have a settled sign;
     about 1,200 coalitions forecast to converge.'"""
-    from SegSHAPLib.shapley.diagnostics import CONFIDENCE_Z
+    from SegSHAPLib.shapley.diagnostics import abs_phi_lower_bound
 
     values = estimate["values"]
     name = value if value in values else next(iter(values))
@@ -320,8 +320,7 @@ def live_verdict(estimate: dict, value: str | None = None) -> str:
     head = f"Live estimate ({name}), {int(estimate['coalitions']):,}/{int(estimate['total']):,} coalitions: "
     if answer.get("converged"):
         return head + "converged (every standard error is within the tolerance); the run ends soon."
-    settled = sum(1 for phi, error in zip(answer["phi"], answer["std_error"])
-                  if error is not None and abs(phi) - CONFIDENCE_Z * error > 0)
+    settled = int((abs_phi_lower_bound(answer["phi"], answer["std_error"]) > 0).sum())
     return (head + f"not converged yet - {settled} of {len(answer['phi'])} units have a settled sign (ranked by "
             f"the |phi| lower bound); about {int(answer['coalitions_needed_forecast']):,} coalitions forecast to "
             "converge.")
@@ -452,7 +451,8 @@ def error_message(error: BaseException, *, device: str = "cpu", batch_size: int 
 
 __all__ = ["PanelValues", "UNIT_TYPES", "VALUE_FUNCTIONS", "SCORE_REGIONS", "GROUPING_CHOICES", "model_folder_problem",
            "model_labels", "validate_panel", "organ_grouping_problem", "grouping_argument", "build_request_kwargs",
-           "build_request", "stop_tolerance", "live_verdict", "result_verdict", "format_duration", "format_progress", "format_status", "format_cost",
+           "build_request", "stop_tolerance", "live_verdict", "result_verdict", "format_duration", "format_progress",
+           "format_status", "format_cost",
            "progress_percent", "parse_device", "device_request_name", "device_choices", "choose_device",
            "is_out_of_memory", "is_out_of_memory_text", "with_out_of_memory_advice", "out_of_memory_advice",
            "error_message"]

@@ -61,6 +61,24 @@ def library_root() -> Path:
     return Path(SegSHAPLib.__file__).resolve().parents[1]
 
 
+def start_segshap(python: str, arguments: list[str], stdout, stderr, own_group: bool = False) -> subprocess.Popen:
+    """``python -m SegSHAPLib.cli.main ARGUMENTS`` as a child process: the caller's SegSHAPLib first on its
+    PYTHONPATH, UTF-8 output, no stdin; on Windows its console window hidden and, with ``own_group``, its own
+    process group (for CTRL_BREAK_EVENT), as ``slicer.util.launchConsoleProcess`` starts one."""
+    environment = dict(os.environ, PYTHONIOENCODING="utf-8")
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(library_root())] + ([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []))
+    windows = {}
+    if os.name == "nt":
+        startup = subprocess.STARTUPINFO()
+        startup.dwFlags, startup.wShowWindow = subprocess.STARTF_USESHOWWINDOW, 0
+        windows = {"startupinfo": startup}
+        if own_group:
+            windows["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    return subprocess.Popen([python, "-m", "SegSHAPLib.cli.main", *arguments], stdin=subprocess.DEVNULL,
+                            stdout=stdout, stderr=stderr, env=environment, **windows)
+
+
 def explain_arguments(request, tolerance: float | None = None) -> list[str]:
     """``segshap explain``'s arguments for ``request``; with a ``tolerance``, the budget becomes the cap of
     ``--budget auto``."""
@@ -196,21 +214,11 @@ class ProcessExplainJob(JobState):
 
     # ---------------------------------------------------------------------------------------- internals
     def _launch(self, phase: str, arguments: list[str]) -> None:
-        environment = dict(os.environ, PYTHONIOENCODING="utf-8")
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [str(library_root())] + ([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []))
-        command = [self.python, "-m", "SegSHAPLib.cli.main", phase, *arguments]
         self._stream_offset, self._partial, self._log_offset, self.worker_pid = 0, b"", 0, None
         self.log_path = self._log_path_for(phase)
-        windows = {}
-        if os.name == "nt":                            # own group (for CTRL_BREAK), console window hidden
-            startup = subprocess.STARTUPINFO()
-            startup.dwFlags, startup.wShowWindow = subprocess.STARTF_USESHOWWINDOW, 0
-            windows = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP, "startupinfo": startup}
         with open(self.log_path, "wb") as stderr, \
                 open(self.progress_path, "wb") if phase == "explain" else contextlib.nullcontext(stderr) as stdout:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                            env=environment, **windows)
+            self.process = start_segshap(self.python, [phase, *arguments], stdout, stderr, own_group=True)
         self.phase = phase
 
     def _read_stream(self) -> list[JobMessage]:
@@ -300,4 +308,4 @@ class ProcessExplainJob(JobState):
         return JobMessage("error", text=text, traceback="\n".join(self._log_tail()[-40:]))
 
 
-__all__ = ["ProcessExplainJob", "CANCEL_GRACE_S", "explain_arguments", "library_root"]
+__all__ = ["ProcessExplainJob", "CANCEL_GRACE_S", "explain_arguments", "library_root", "start_segshap"]

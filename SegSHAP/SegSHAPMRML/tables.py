@@ -42,7 +42,7 @@ def rank_units(unit_names: Sequence[str], phi: Sequence[float], voxels: Sequence
     """Rows of the unit table (pure Python, no MRML). ``std_error`` (M,): None or NaN where not estimable; omitted
     = exact (0). ``by`` "phi": largest phi first; "lower_bound": largest |phi| lower bound first (then |phi|), the
     order that does not rank noise above a sure effect. Ties by unit id."""
-    from SegSHAPLib.shapley.diagnostics import CONFIDENCE_Z
+    from SegSHAPLib.shapley.diagnostics import abs_phi_lower_bound
 
     if by not in RANK_BY:
         raise ValueError(f"rank by {by!r}: use one of {RANK_BY}")
@@ -53,7 +53,7 @@ def rank_units(unit_names: Sequence[str], phi: Sequence[float], voxels: Sequence
     if not (len(unit_names) == phi.size == voxels.size == errors.size):
         raise ValueError(f"{len(unit_names)} names, {phi.size} phi values, {voxels.size} voxel counts and "
                          f"{errors.size} standard errors differ")
-    lower = np.where(np.isfinite(errors), np.maximum(np.abs(phi) - CONFIDENCE_Z * np.nan_to_num(errors), 0.0), 0.0)
+    lower = abs_phi_lower_bound(phi, errors)
     total = float(np.abs(phi).sum())
     key = (lambda j: (-phi[j], j)) if by == "phi" else (lambda j: (-lower[j], -abs(phi[j]), j))
     order = sorted(range(phi.size), key=key)
@@ -189,5 +189,6 @@ def faithfulness_plot(scene, faithfulness: dict, name: str = "SegSHAP faithfulne
     return nodes
 
 
-__all__ = ["UNIT_COLUMNS", "RANK_BY", "RANKED_BY", "CURVE_COLUMNS", "rank_units", "units_table", "fill_units_table", "table_rows", "curves_from_faithfulness",
+__all__ = ["UNIT_COLUMNS", "RANK_BY", "RANKED_BY", "CURVE_COLUMNS", "rank_units", "units_table", "fill_units_table",
+           "table_rows", "curves_from_faithfulness",
            "faithfulness_summary", "faithfulness_plot"]

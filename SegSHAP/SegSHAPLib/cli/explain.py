@@ -142,17 +142,14 @@ def _budget(text: str):
 
 def top_units(estimate: dict, count: int = TOP_UNITS) -> str:
     """The first value function's largest |phi| units of a live estimate (ProgressEvent.estimate), e.g.
-    "softdice: liver +0.120, spleen -0.031?", where '?' marks a sign not yet settled (its 95% interval reaches 0,
-    |phi| <= CONFIDENCE_Z standard errors, as everywhere else; or no standard error yet)."""
-    from SegSHAPLib.shapley.diagnostics import CONFIDENCE_Z
+    "softdice: liver +0.120, spleen -0.031?", where '?' marks a sign not yet settled (``abs_phi_lower_bound`` is
+    0: its 95% interval reaches 0, or there is no standard error yet)."""
+    from SegSHAPLib.shapley.diagnostics import abs_phi_lower_bound
 
     name, first = next(iter(estimate["values"].items()))
+    settled = abs_phi_lower_bound(first["phi"], first["std_error"]) > 0
     ranked = sorted(range(len(first["phi"])), key=lambda j: -abs(first["phi"][j]))[:count]
-    shown = []
-    for j in ranked:
-        phi, error = first["phi"][j], first["std_error"][j]
-        settled = error is not None and abs(phi) - CONFIDENCE_Z * error > 0
-        shown.append(f"{estimate['units'][j]} {phi:+.3f}{'' if settled else '?'}")
+    shown = [f"{estimate['units'][j]} {first['phi'][j]:+.3f}{'' if settled[j] else '?'}" for j in ranked]
     return f"{name}: " + ", ".join(shown)
 
 

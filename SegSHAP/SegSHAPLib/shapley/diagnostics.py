@@ -76,13 +76,21 @@ def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: 
         "std_error_estimable": estimable,
         "converged": converged,
         "coalitions_needed_forecast": forecast,
-        "abs_phi_lower_bound": [float(x) for x in np.maximum(np.abs(phi) - CONFIDENCE_Z * std_error, 0.0)],
+        "abs_phi_lower_bound": [float(x) for x in abs_phi_lower_bound(phi, std_error)],
         "confidence_z": CONFIDENCE_Z,
         "separated_top_units": _separated(phi, std_error),
         "estimator": {"linear_ridge_pairs": float(chosen.settings.linear_ridge),
                       "odd_triples": int(len(chosen.settings.triples)),
                       "tree_surrogate": bool(chosen.settings.surrogate)},
     }
+
+
+def abs_phi_lower_bound(phi, std_error) -> np.ndarray:
+    """(M,) max(0, |phi| - CONFIDENCE_Z * SE) per unit: how large its effect is at least (95%); a unit whose standard
+    error is not known (None or NaN) gets 0. A sign is settled where this is above 0."""
+    errors = np.array([np.nan if e is None else float(e) for e in std_error], dtype=float)
+    bound = np.maximum(np.abs(np.asarray(phi, dtype=float)) - CONFIDENCE_Z * np.nan_to_num(errors), 0.0)
+    return np.where(np.isfinite(errors), bound, 0.0)
 
 
 def _separated(phi: np.ndarray, std_error: np.ndarray) -> int:
