@@ -69,7 +69,7 @@ CHECKPOINT = "checkpoint_final.pth"              # the file in each fold_X, nnU-
 VERIFY = 0
 FAITHFULNESS_STEPS = 10
 DEMO_BUDGET = 512                                # segshap demo's organ explanation: 2^9, exact for its 9 units
-DEMO_ZOOM_BUDGET = 160                           # segshap demo's coalitions for the zoom into the top organ
+DEMO_ZOOM_BUDGET = 576                           # segshap demo's zoom: 62 cell patterns for its control + 514 sampled
 
 # Cohort studies (segshap cohort run)
 EXECUTORS = ("local", "ray")

@@ -240,7 +240,8 @@ def test_exact_mode_ranks_every_unit_by_its_exact_value():
     info = res.diagnostics
     assert info["abs_phi_lower_bound"] == pytest.approx(np.abs(res.phi).tolist())
     assert info["separated_top_units"] == 6 and info["estimator"] == {"linear_ridge_pairs": 0.0, "odd_triples": 0,
-                                                                "tree_surrogate": False}
+                                                                "tree_surrogate": False,
+                                                                "control_variate": False}
 
 
 def test_too_few_pairs_give_no_ranking():

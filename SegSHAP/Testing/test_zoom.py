@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import CROPPED_CASES, DEMO_MODEL
+from conftest import CROPPED_CASES, DEMO_MODEL, cropped_explain_args
 from SegSHAPLib.cli.main import main
 from SegSHAPLib.explain.context import prepare_context
 from SegSHAPLib.explain.folder import ExplanationFolder
@@ -19,6 +19,8 @@ from SegSHAPLib.explain.request import ExplainRequest
 from SegSHAPLib.explain.run import run_explain
 from SegSHAPLib.io.image_io import read_volume
 from SegSHAPLib.report.page import write_report
+from SegSHAPLib.shapley.kernelshap import kernel_shap_many
+from SegSHAPLib.shapley.store import coalition_keys
 from SegSHAPLib.units import fcc_units, hybrid_units, organ_class_names, organ_units
 from SegSHAPLib.units.zoom import parent_unit_of, refine_units, refined_coalitions
 
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 PARENT_BUDGET = 32
 SCALE_MM = "40"
+ZOOM_SCALE_MM = "100"    # the exact parent's zoom: 4 cells of "liver and gallbladder", 10 units
 
 
 def _case(cropped_cases):
@@ -144,3 +147,68 @@ def test_bad_refine_requests_are_refused_in_one_line(parent, tmp_path, capsys):
                                        capsys)
     assert "--refine" in _refuse(["explain", "--refine-top", "1", "--out", out], capsys)
     assert not (tmp_path / "never").exists()
+
+
+@pytest.fixture(scope="module")
+def exact_parent(cropped_cases, tmp_path_factory):
+    """The cropped liver false positive with organ units in the built-in systems grouping (7 units), enumerated
+    exactly (128 coalitions): a parent whose game is known on every coalition."""
+    out = tmp_path_factory.mktemp("zoom_exact") / "parent"
+    assert main(["explain", *cropped_explain_args(cropped_cases, "liver_fp", out, "--grouping", "systems",
+                                                  budget=128)]) == 0
+    assert _summary(out)["solver"]["method"] == "exact"
+    return out
+
+
+def _journal_game(folder, value="softdice"):
+    """The game of a folder's journal, value_fn for kernel_shap_many (every coalition asked must be journaled)."""
+    entries = journal_entries(folder)
+    return lambda keep: np.array([[entries[key.hex()][value]] for key in coalition_keys(keep)])
+
+
+def test_a_zoom_of_an_exact_parent_uses_it_as_control_and_converges_where_sampling_alone_does_not(exact_parent,
+                                                                                                   tmp_path, capsys):
+    out = tmp_path / "zoom"
+    zoom = ["explain", "--refine", str(exact_parent), "--refine-top", "1", "--fcc-scale-mm", ZOOM_SCALE_MM,
+            "--budget", "64", "--out", str(out)]
+    capsys.readouterr()
+    assert main([*zoom, "--dry-run", "--patch-seconds", "0.01"]) == 0
+    preview = json.loads(capsys.readouterr().out)
+    assert main(zoom) == 0
+    summary = _summary(out)
+    # The preview counts the cell patterns and the smaller plan: the coalitions the run evaluates or reuses.
+    assert preview["coalitions"] == summary["solver"]["coalitions"] + summary["refine"]["control"]["coalitions"]
+    assert preview["upper_bound"] and preview["patch_forwards"]["memo"] >= summary["inference"]["patch_forwards"]
+    control, solver = summary["refine"]["control"], summary["solver"]
+    cells = [u for u in summary["units"] if " @ " in u["name"]]
+    assert control == {"used": True, "refined_units": ["liver and gallbladder"],
+                       "coalitions": 2 ** len(cells) - 2, "evaluated_coalitions": 2 ** len(cells) - 2}
+    assert len(cells) >= 3 and solver["coalitions"] <= 64 - control["coalitions"]
+    assert solver["diagnostics"]["estimator"]["control_variate"] is True
+    phi = np.array([u["shap"] for u in summary["units"]])
+    assert phi.sum() == pytest.approx(summary["full_value"] - summary["base_value"], abs=1e-9)
+
+    # The plain estimate from the very same coalitions: an additive fit of the cells predicts nothing.
+    plain, = kernel_shap_many(_journal_game(out), len(phi), solver["coalitions"], seed=0)
+    with_control = solver["diagnostics"]
+    assert with_control["heldout_r2"] > 0.9 > plain.diagnostics["heldout_r2"]
+    assert max(with_control["phi_std_error"]) < 0.5 * max(plain.diagnostics["phi_std_error"])
+
+    # A larger budget extends the run; the cell patterns are journaled, so nothing of them is recomputed.
+    assert main(["explain", "--refine", str(exact_parent), "--refine-top", "1", "--fcc-scale-mm", ZOOM_SCALE_MM,
+                 "--budget", "96", "--out", str(out)]) == 0
+    again = _summary(out)
+    assert again["refine"]["control"]["evaluated_coalitions"] == 0
+    assert again["solver"]["resumed_coalitions"] >= solver["coalitions"]
+
+
+def test_a_zoom_of_a_sampled_parent_goes_without_the_control_and_says_why(parent, tmp_path):
+    out = tmp_path / "zoom"
+    assert main(["explain", "--refine", str(parent), "--refine-top", "1", "--fcc-scale-mm", ZOOM_SCALE_MM,
+                 "--budget", "24", "--out", str(out)]) == 0
+    summary = _summary(out)
+    assert _summary(parent)["solver"]["method"] == "kernelshap"
+    assert summary["refine"]["control"] == {"used": False, "reason": summary["refine"]["control"]["reason"]}
+    assert "sampled" in summary["refine"]["control"]["reason"]
+    assert summary["solver"]["coalitions"] == 24
+    assert summary["solver"]["diagnostics"]["estimator"]["control_variate"] is False

@@ -8,7 +8,8 @@ the model call these voxels spleen, in two steps that keep the number of units s
    exact Shapley values, affordable because each network patch holds few units and the patch memo computes
    each patch once per combination of its own units (3,760 patch forwards);
 2. a zoom (``--refine``) into the top organ's hybrid cells (``DEMO_ZOOM_FCC_SCALE_MM``), every other organ
-   staying one unit, sampled with ``DEMO_ZOOM_BUDGET`` coalitions.
+   staying one unit, with ``DEMO_ZOOM_BUDGET`` coalitions: the 2^6 - 2 patterns of the organ's 6 cells, which
+   make the exact organ game a control variate (``explain.zoom_control``), then the sampled plan.
 
 It evaluates their faithfulness (MoRF/LeRF) and writes a self-contained ``report.html`` that opens with each
 explanation's verdict (``report.verdict``). (The fp value is not used here: it scores voxels that become *new*

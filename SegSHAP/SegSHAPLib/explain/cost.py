@@ -23,9 +23,12 @@ from SegSHAPLib.errors import InputError
 from SegSHAPLib.explain.case_inputs import CaseInputs
 from SegSHAPLib.explain.context import model_settings, prepare_context
 from SegSHAPLib.explain.journal import journal_entries, read_spec
+from SegSHAPLib.explain.folder import ExplanationFolder
 from SegSHAPLib.explain.refine import resolve_refinement
+from SegSHAPLib.explain.zoom_control import control_plan
 from SegSHAPLib.inference.case_store import cache_folder, model_digest
 from SegSHAPLib.inference.patch_timing import patch_seconds
+from SegSHAPLib.shapley.control import within_unit_coalitions
 from SegSHAPLib.shapley.kernelshap import coalition_keys, coalition_plan
 
 
@@ -96,9 +99,11 @@ def cost_preview(request, inputs: CaseInputs | None = None, seconds_per_forward:
     request = resolve_refinement(request)
     context = prepare_context(request, inputs=inputs, with_baseline=False)
     engine = context.engine
-    plan = coalition_plan(context.n_units, request.budget, request.seed)
-    known = _journaled(request, plan.masks)
-    pending = np.concatenate([np.ones((1, context.n_units), dtype=bool), plan.masks[~known]])
+    control = _zoom_control_coalitions(request, context)
+    plan = coalition_plan(context.n_units, request.budget - len(control), request.seed)
+    planned = np.concatenate([control, plan.masks])
+    known = _journaled(request, planned)
+    pending = np.concatenate([np.ones((1, context.n_units), dtype=bool), planned[~known]])
     count = engine.planned_forwards(pending)
     device = context.predictor.device.type
     source = "given"
@@ -108,7 +113,7 @@ def cost_preview(request, inputs: CaseInputs | None = None, seconds_per_forward:
                                             model_digest(**model_settings(request, context.predictor)))
     counters = engine.counters
     preview = CostPreview(
-        n_units=context.n_units, coalitions=len(plan.masks), method="exact" if plan.exact else "kernelshap",
+        n_units=context.n_units, coalitions=len(planned), method="exact" if plan.exact else "kernelshap",
         budget_rule=budget_rule, journaled=int(known.sum()), patches_full_grid=counters.patches_full_grid,
         patches_in_support=counters.patches_in_support, folds=counters.folds,
         units_per_patch=[int(sp.units.size) for sp in engine.support], cache=request.cache,
@@ -130,6 +135,24 @@ def cost_preview(request, inputs: CaseInputs | None = None, seconds_per_forward:
                                 f"{seconds_per_forward:.2f} s each; a CUDA GPU, if this computer has one, is usually "
                                 "many times faster")
     return preview
+
+
+def _zoom_control_coalitions(request, context) -> np.ndarray:
+    """bool (n, M): the cell patterns a zoom measures for its control before the plan (``explain.zoom_control``),
+    none unless the parent was enumerated exactly (judged from its summary: nothing is read into a journal here)."""
+    if request.refine is None:
+        return np.zeros((0, context.n_units), dtype=bool)
+    parent_of = np.asarray(context.parent_unit_of, dtype=np.int64) - 1
+    parent = ExplanationFolder(request.refine).summary() or {}
+    exact = parent.get("solver", {}).get("method") == "exact"
+    refused = "--removal mean" if request.removal == "mean" else None
+    refined, needed, reason = control_plan(parent_of, request.budget, exact, refused)
+    if reason is not None:
+        return np.zeros((0, context.n_units), dtype=bool)
+    patterns = within_unit_coalitions(parent_of, refined)
+    removed = (~patterns).sum(axis=1)
+    cells = np.bincount(parent_of)[parent_of[np.argmax(~patterns, axis=1)]]   # of the organ each row patterns
+    return patterns[(removed > 0) & (removed < cells)]                   # not the full or a parent coalition
 
 
 def _journaled(request, masks: np.ndarray) -> np.ndarray:

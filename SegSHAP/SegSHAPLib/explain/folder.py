@@ -111,6 +111,10 @@ class ExplanationFolder:
         """summary.json as a dict (None when absent or unreadable)."""
         return read_json_or_none(self.path / SUMMARY_FILE)
 
+    def unit_names(self) -> list[str]:
+        """The units' names in id order (summary.json's ``units``; [] without a readable summary)."""
+        return [u["name"] for u in sorted((self.summary() or {}).get("units", []), key=lambda u: int(u["id"]))]
+
     def faithfulness(self) -> dict | None:
         """faithfulness.json as a dict (None when absent or unreadable)."""
         return read_json_or_none(self.path / FAITHFULNESS_FILE)

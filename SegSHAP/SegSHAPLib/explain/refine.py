@@ -76,8 +76,7 @@ def resolve_refinement(request: ExplainRequest) -> ExplainRequest:
 def refined_unit_ids(request: ExplainRequest, organ_map: UnitMap) -> list[int]:
     """1-based ids in ``organ_map`` (this request's organ units) of ``request.refine_organs``; InputError when the
     organ units differ from the parent's (an overridden CT, ROI, organ map or grouping)."""
-    parent_names = [u["name"] for u in sorted(ExplanationFolder(request.refine).summary()["units"],
-                                              key=lambda u: int(u["id"]))]
+    parent_names = ExplanationFolder(request.refine).unit_names()
     if organ_map.names != parent_names:
         raise InputError(f"this request's organ units differ from those of --refine {request.refine}; keep its CT, "
                          "ROI, organ map and grouping")
@@ -88,7 +87,10 @@ class ParentReuse:
     """The solver's store (lookup/record, ``shapley.store``) over ``store`` (the child's journal), seeded with the
     parent's journaled coalitions mapped to child coalitions when the parent's values are the child's (the same
     journal spec but for the unit keys, every value function the child journals, and a removal operator whose
-    replacement does not depend on the units: not ``mean``). ``reused`` counts the solver's lookups answered by a parent value."""
+    replacement does not depend on the units: not ``mean``). ``reused`` counts the solver's lookups answered by a parent value.
+    ``parent_table``: float (2^Mp, V) the parent's values by bitmask of its units (bit j = unit j + 1 kept), one
+    column per value function of ``store.value_names``, when the parent journal holds every parent coalition
+    (an exactly enumerated parent; the zoom's control variate, ``explain.zoom_control``), else None."""
 
     def __init__(self, store, request: ExplainRequest, parent_of: np.ndarray):
         self.store, self.reused = store, 0
@@ -109,20 +111,28 @@ class ParentReuse:
                 if len(key) == width and all(name in values for name in names)]
         self.parent_coalitions = len(keys)
         self._parent_keys: set[bytes] = set()
+        self.parent_table = None
         if keys:
             bits = np.unpackbits(np.frombuffer(bytes.fromhex("".join(keys)), dtype=np.uint8).reshape(len(keys), -1),
                                  axis=1)[:, :n_parent].astype(bool)
             child = refined_coalitions(bits, parent_of)
             self._parent_keys = set(coalition_keys(child))
+            values = np.array([[entries[k][name] for name in names] for k in keys], dtype=float)   # (n, V)
             _, known = store.lookup(child)
             if (~known).any():
-                values = np.array([[entries[k][name] for name in names] for k in keys], dtype=float)   # (n, V)
                 store.record(child[~known], values[~known])
+            if len(keys) == 1 << n_parent:              # the parent game is known on every coalition
+                self.parent_table = np.zeros((1 << n_parent, len(names)))
+                self.parent_table[bits.astype(np.int64) @ (1 << np.arange(n_parent, dtype=np.int64))] = values
 
     def lookup(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values, known = self.store.lookup(Z)
         self.reused += sum(key in self._parent_keys for key in np.array(coalition_keys(Z), dtype=object)[known])
         return values, known
+
+    def known(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``lookup`` for coalitions outside the solver's plan (the zoom's control): not counted as reused."""
+        return self.store.lookup(Z)
 
     def record(self, Z: np.ndarray, values: np.ndarray) -> None:
         self.store.record(Z, values)

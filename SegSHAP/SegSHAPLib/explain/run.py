@@ -37,6 +37,7 @@ from SegSHAPLib.explain.journal import CoalitionJournal, claim_output_folder
 from SegSHAPLib.explain.output_check import DIGESTS_KEY
 from SegSHAPLib.explain.refine import ParentReuse, resolve_refinement
 from SegSHAPLib.explain.request import ExplainRequest
+from SegSHAPLib.explain.zoom_control import measure_zoom_control
 from SegSHAPLib.shapley.kernelshap import kernel_shap_many
 from SegSHAPLib.scoring.roi import bbox_ijk, bounding_box
 from SegSHAPLib.inference.verify import verify_engine
@@ -252,16 +253,21 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
         progress(ProgressEvent("prepare", 1, 1, f"prepared {context.n_units} units"))
     with CoalitionJournal(out, context.n_units, context.value_names) as journal:   # holds the folder's lock
         store = journal if request.refine is None else ParentReuse(journal, request, context.parent_unit_of)
-        reporter = _CoalitionProgress(progress, context, request.budget)
         network_before = context.engine.counters.network_seconds
         options = {} if tolerance is None else {"until_converged": True, "tolerance": tolerance}
         try:
+            control = None if request.refine is None else measure_zoom_control(
+                context, store, ExplanationFolder(request.refine).unit_names(), request.budget, progress, cancel,
+                SOLVER_BATCH)
+            budget = request.budget - (control.coalitions if control is not None else 0)
+            reporter = _CoalitionProgress(progress, context, budget)
             solved_all = kernel_shap_many(
                 lambda keep: context.values(keep, cancel=cancel, progress=reporter.engine),
-                context.n_units, request.budget, request.seed, batch_size=SOLVER_BATCH, store=store,
+                context.n_units, budget, request.seed, batch_size=SOLVER_BATCH, store=store,
                 cancel=cancel, finish=finish, progress=reporter.solver,
                 estimate=reporter.estimate if progress is not None else None,
-                converge_on=range(len(context.requested)), **options)
+                converge_on=range(len(context.requested)), controls=control.games if control is not None else None,
+                **options)
         except Cancelled:
             raise Cancelled(f"cancelled; {len(journal)} coalitions are journaled in {out} - rerun to resume") \
                 from None
@@ -280,7 +286,8 @@ def run_explain(request: ExplainRequest, *, inputs: CaseInputs | None = None,
         summary = _summary(request, context, results, counters, verify, timings, tolerance, journal.skipped)
         if request.refine is not None:
             summary["refine"] = {"parent": str(Path(request.refine).resolve()), "organs": request.refine_organs,
-                                 "parent_units": int(context.parent_unit_of.max()), **store.summary()}
+                                 "parent_units": int(context.parent_unit_of.max()), **store.summary(),
+                                 "control": control.summary()}
         if progress is not None:
             progress(ProgressEvent("write", 0, 1, f"writing the outputs to {out}"))
         volumes = write_outputs(out, context, {name: res.phi for name, res in results.items()}, summary)

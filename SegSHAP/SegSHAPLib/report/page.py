@@ -253,6 +253,10 @@ def cost_cards(summary: dict) -> str:
     forwards, naive = inference["patch_forwards"], inference["naive_patch_forwards"]
     ratio = f"{naive / forwards:,.1f}\u00d7 fewer than naive" if forwards else "no network work"
     method = "exact Shapley values" if solver["method"] == "exact" else "sampled (KernelSHAP)"
+    control = summary.get("refine", {}).get("control") or {}
+    if control.get("used") and solver["method"] != "exact":
+        method = (f"sampled, with the exact organ game as control variate (after {control['coalitions']:,} "
+                  "measured cell patterns)")
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total" and v is not None)
     cards = [_card(f"{solver['coalitions']:,}", f"coalitions, {method}"),
              _card(f"{forwards:,} / {naive:,}", f"network patch forwards / naive full-volume cost ({ratio})"),

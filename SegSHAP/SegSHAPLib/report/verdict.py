@@ -219,7 +219,9 @@ def _actions(summary: dict, own: dict, n_units: int) -> tuple[Action, ...]:
     target = min(forecast, exact_count)
     budget_advice = ("rerun the same command with --budget {} (exact enumeration)" if target >= exact_count
                      else "rerun the same command with --budget {} (the run extends; nothing is recomputed)")
-    actions = [_action("budget", budget_advice.format(f"{target:,}".replace(",", "")), max(target - done, 0), rates)]
+    control = summary.get("refine", {}).get("control") or {}
+    measured = int(control.get("coalitions", 0)) if control.get("used") else 0   # a zoom's control takes them first
+    actions = [_action("budget", budget_advice.format(target + measured), max(target - done, 0), rates)]
     cells = _cells_by_organ(own["units"])
     scale = COARSER_CELLS * float(inputs.get("fcc_scale_mm") or 30)
     coarser_cells = n_units - sum(len(c) - math.ceil(len(c) / COARSER_CELLS ** 3) for c in cells.values())

@@ -4,6 +4,7 @@
 - ``store``:       the in-memory store of evaluated coalition values (resume).
 - ``fit``:         exact Shapley values and the efficiency-constrained weighted regression.
 - ``diagnostics``: standard errors, held-out R^2, convergence forecast.
+- ``control``:     the zoom's control variate: the exact parent game with each refined unit's measured cells.
 - ``kernelshap``:  ``kernel_shap(value_fn, M, budget, ...)``, the entry point.
 """
 

@@ -56,6 +56,15 @@ class Store(Protocol):
     def record(self, Z: np.ndarray, values: np.ndarray) -> None: ...
 
 
+class KnownGame(Protocol):
+    """A control variate: a game whose values are cheap and whose Shapley values are exact
+    (shapley.control.RefinedParentGame)."""
+
+    def values(self, masks: np.ndarray) -> np.ndarray: ...
+
+    def shapley(self) -> np.ndarray: ...
+
+
 class CancelEvent(Protocol):
     """What `cancel` needs: threading.Event's is_set."""
 
@@ -150,6 +159,7 @@ def kernel_shap_many(
     converge_on: Sequence[int] | None = None,
     method: str = "auto",
     tolerance: float = DEFAULT_TOLERANCE,
+    controls: Sequence[KnownGame | None] | None = None,
 ) -> list[KernelShapResult]:
     """Shapley values of V games at once (value_fn gives V values per coalition), one result per game.
 
@@ -182,6 +192,9 @@ def kernel_shap_many(
         converge_on: the games (column indices) the stop rule watches; default all.
         method: "auto" (exact when 2^M <= budget, else "kernelshap"), "exact" or "kernelshap".
         tolerance: convergence goal for the standard errors, relative to |v(full) - v(empty)|.
+        controls: per game, a known game u (shapley.control) or None: phi is then
+            Shapley(u) + the estimate of Shapley(v - u), the diagnostics those of that estimate (their
+            held-out R^2 scores the prediction of v itself). Exact enumeration ignores them.
 
     Raises:
         ValueError: M < 1 ("no units" for M = 0), budget < 2, batch_size < 1, an unknown method, an
@@ -205,15 +218,15 @@ def kernel_shap_many(
         if run.evaluate_until(end) and progress is not None:
             progress(run.known_count(), len(plan.masks))
         if (estimate is not None or until_converged) and end < len(plan.masks):
-            live = _live_estimate(plan, run.values, end, tolerance)
+            live = _live_estimate(plan, run.values, end, tolerance, controls)
             if estimate is not None:
                 estimate(live)
             if until_converged and live.converged[watched if watched is not None else slice(None)].all():
                 stop, used = "converged", end
                 break
-    results = _results(plan.prefix(used), run.values[:used], run.resumed_within(used), tolerance, stop)
+    results = _results(plan.prefix(used), run.values[:used], run.resumed_within(used), tolerance, stop, controls)
     if estimate is not None:
-        estimate(_live_estimate(plan, run.values, used, tolerance, results))
+        estimate(_live_estimate(plan, run.values, used, tolerance, controls, results))
     return results
 
 
@@ -282,10 +295,12 @@ class _Run:
 
 
 def _live_estimate(plan: CoalitionPlan, values: np.ndarray, n: int, tolerance: float,
+                   controls: Sequence[KnownGame | None] | None,
                    results: list[KernelShapResult] | None = None) -> LiveEstimate:
     """The estimate on the plan's first n coalitions (from `results` when they are the final ones)."""
     prefix = plan.prefix(n)
-    per_value = [_quick_fit(prefix, values[:n, k], tolerance) for k in range(values.shape[1])] if results is None \
+    per_value = [_quick_fit(prefix, values[:n, k], tolerance, _control(controls, k, prefix))
+                 for k in range(values.shape[1])] if results is None \
         else [(r.phi, np.array([np.inf if e is None else e for e in r.diagnostics["phi_std_error"]]),
                r.diagnostics["converged"], r.diagnostics["coalitions_needed_forecast"]) for r in results]
     return LiveEstimate(coalitions=n, total=len(plan.masks), phi0=values[0].copy(),
@@ -294,32 +309,46 @@ def _live_estimate(plan: CoalitionPlan, values: np.ndarray, n: int, tolerance: f
                         coalitions_needed_forecast=np.array([p[3] for p in per_value], dtype=int))
 
 
-def _quick_fit(prefix: CoalitionPlan, values: np.ndarray, tolerance: float):
+def _control(controls: Sequence[KnownGame | None] | None, k: int,
+             plan: CoalitionPlan) -> tuple[np.ndarray, np.ndarray] | None:
+    """(u at the plan's coalitions (N,), Shapley(u) (M,)) of game k's control, None without one or when exact."""
+    game = None if controls is None or plan.exact else controls[k]
+    return None if game is None else (np.asarray(game.values(plan.masks), dtype=float), game.shapley())
+
+
+def _residual_fit(plan: CoalitionPlan, values: np.ndarray, control: tuple[np.ndarray, np.ndarray] | None):
+    """(chosen Estimate, Fit, phi (M,)) of one game's values (N,) on the plan: the estimate of v, or with a
+    control (u (N,), Shapley(u)) Shapley(u) + the estimate of v - u."""
+    residual = values if control is None else values - control[0]
+    delta = float(residual[1] - residual[0])
+    gains = residual[2:] - residual[0]
+    chosen = estimate_phi(plan.masks[2:], gains, delta, LINEAR if plan.exact else None)
+    full = fit(plan.masks[2:], gains, delta, residual=chosen.row_residual, parameters=chosen.parameters)
+    return chosen, full, chosen.phi if control is None else control[1] + chosen.phi
+
+
+def _quick_fit(prefix: CoalitionPlan, values: np.ndarray, tolerance: float,
+               control: tuple[np.ndarray, np.ndarray] | None):
     """(phi (M,), std errors (M,), converged, forecast) of one game on a prefix: the main fit and the
     convergence rule of shapley.diagnostics, without its refits (held-out and half-sample)."""
     delta = float(values[1] - values[0])
-    chosen = estimate_phi(prefix.masks[2:], values[2:] - values[0], delta, LINEAR if prefix.exact else None)
-    full = fit(prefix.masks[2:], values[2:] - values[0], delta, residual=chosen.row_residual,
-               parameters=chosen.parameters)
-    scale = abs(delta) if delta != 0.0 else float(np.abs(chosen.phi).sum())
+    _, full, phi = _residual_fit(prefix, values, control)
+    scale = abs(delta) if delta != 0.0 else float(np.abs(phi).sum())
     std_error = np.where(np.isfinite(full.std_error), full.std_error, scale)
     converged, forecast = convergence(prefix, std_error, tolerance * scale)
-    return chosen.phi, np.where(np.isfinite(full.std_error), full.std_error, np.inf), converged, forecast
+    return phi, np.where(np.isfinite(full.std_error), full.std_error, np.inf), converged, forecast
 
 
 def _results(plan: CoalitionPlan, values: np.ndarray, resumed: int, tolerance: float,
-             stop: str) -> list[KernelShapResult]:
+             stop: str, controls: Sequence[KnownGame | None] | None) -> list[KernelShapResult]:
     """One KernelShapResult per column of values (N, V) on the plan (the prefix the run used), each what the
     one-value solver gives for that game alone (shapley.estimator's choice made per game)."""
     results = []
-    masks = plan.masks[2:]
-    for column in values.T:
-        delta = float(column[1] - column[0])
-        gains = column[2:] - column[0]
-        chosen = estimate_phi(masks, gains, delta, LINEAR if plan.exact else None)
-        full = fit(masks, gains, delta, residual=chosen.row_residual, parameters=chosen.parameters)
-        phi = exact_shapley(plan.masks, column) if plan.exact else chosen.phi
-        info = diagnostics(plan, column, phi, full, chosen, tolerance)
+    for k, column in enumerate(values.T):
+        control = _control(controls, k, plan)
+        chosen, full, phi = _residual_fit(plan, column, control)
+        phi = exact_shapley(plan.masks, column) if plan.exact else phi
+        info = diagnostics(plan, column, phi, full, chosen, tolerance, None if control is None else control[0])
         info.update(resumed_coalitions=resumed, method="exact" if plan.exact else "kernelshap", stop=stop,
                     tolerance=tolerance)
         results.append(KernelShapResult(phi0=float(column[0]), phi=phi, coalitions=len(plan.masks),
