@@ -127,6 +127,20 @@ def test_a_zooms_reused_coalitions_are_not_counted_twice_in_the_cost():
     assert budget.patch_forwards == math.ceil(budget.coalitions * FORWARDS / (result.coalitions - 8))
 
 
+def test_a_zooms_budget_advice_adds_the_cell_patterns_its_control_measures_first():
+    """--budget counts a zoom's measured cell patterns too (explain.zoom_control): the advice adds them to the
+    coalitions the solver's plan needs, while the coalitions to evaluate stay the plan's."""
+    M = 16
+    result = kernel_shap(_interacting(M), M, budget=48)
+    summary = _summary(result, [f"organ {j}" for j in range(M)], refine="/parent")
+    forecast = min(result.diagnostics["coalitions_needed_forecast"], 1 << M)
+    summary["refine"] = {"organs": ["organ 0"], "control": {"used": True, "coalitions": 62}}
+    budget = next(a for a in verdict(summary).actions if a.kind == "budget")
+    assert f"--budget {forecast + 62} " in budget.text and budget.coalitions == forecast - result.coalitions
+    summary["refine"]["control"] = {"used": False, "reason": "the parent was sampled"}
+    assert f"--budget {forecast} " in next(a for a in verdict(summary).actions if a.kind == "budget").text
+
+
 def test_older_single_value_summary_and_unmeasured_cost():
     M = 16
     summary = _summary(kernel_shap(_interacting(M), M, budget=48), [f"organ {j}" for j in range(M)])
