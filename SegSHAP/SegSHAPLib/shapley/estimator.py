@@ -25,18 +25,29 @@ threshold-like games the equal split plus a small step along the data is far clo
 much there.
 
 **Odd interactions** (high budgets; PolySHAP, Fumagalli et al. 2026, and OddSHAP: paired sampling sees only
-the odd part, so only odd terms can help). Order-3 characters chi_T(x) = x_a x_b x_c, centred as
-chi_T(x) - sum(x) / M so that efficiency keeps holding (the surrogate's value at the full coalition stays
-Delta / 2), join the linear features with their own ridge (one of TRIPLE_RIDGES). The Shapley value of
-chi_T is 2/3 for each of its members, so phi = Delta / M + Q beta + sum_T c_T (2/3 1_T - 2/M 1). Because
-the linear part is the regression of the residual game v - h, h = sum_T c_T chi_T, phi = Shapley(h)
-exactly + the regression estimate of Shapley(v - h), the estimate stays exact at full enumeration
-whatever the triples. All C(M, 3) of them are tried when they are at most TRIPLE_FRACTION per pair
-(more triples than pairs is fine: their ridge keeps the fit determined) and at most MAX_TRIPLES (cost);
-the error on held-out pairs (every HOLDOUT_EVERY-th sampled pair, fitted on the others) chooses between
-no triples and each of the triples' ridges. Screened subsets (the triples whose characters correlate most with
-the linear residual, as OddSHAP screens with a tree proxy) were measured and dropped: they cut the
-held-out error on every benchmark game yet made phi worse on most (benchmarks/README.md).
+the odd part, so only odd terms can help). Every odd character of order 3 (ODD_ORDERS; order 5 is measured
+in the ablation), chi_T(x) = prod_{j in T} x_j, centred as c_T(x) = chi_T(x) - sum(x) / M so that efficiency
+keeps holding (0 at the empty and full coalitions), joins the linear features with a Gaussian prior of
+equal variance per character: a ridge fit over all C(M, 3) characters at once, solved in the dual as
+kernel ridge regression. Its kernel needs no list of characters: sum_T chi_T(x) chi_T(x') is the
+elementary symmetric polynomial e_3 of u = x * x' (u in {-1, 1}^M), a polynomial in x . x' by Newton's
+identities (e_3 = (p^3 - (3M - 2) p) / 6, p = x . x'), so the fit costs a p x p eigen-decomposition
+(p pairs) whatever M; the linear part is its fixed effect (generalised least squares with the kernel's
+covariance). The Shapley value of chi_T is 2 / |T| for each member of an odd T, so the fitted f has exact
+Shapley values in closed form (sum_{T ni j} chi_T(x) = x_j e_2(x without j)), and
+phi = Delta / M + Q beta + Shapley(f). Because the linear part is the regression of the residual game v - f,
+phi = Shapley(f) exactly + the regression estimate of Shapley(v - f): the estimate stays exact at full
+enumeration whatever the interaction fit. The fit is equal to the primal fit over all triples listed
+explicitly (tested). Leave-one-pair-out error (closed form, over the pairs of the sampled strata) chooses
+between the linear fit and the interactions with each prior variance of ODD_SHARES (in units of the
+residual's, each order's kernel scaled to a mean weighted diagonal of 1); they are tried from
+INTERACTION_PAIRS pairs per unit on, up to MAX_KERNEL_PAIRS pairs (memory 8 p^2 bytes, time p^3). Standard errors stay those of the linear fit with the chosen linear
+ridge (its residuals and parameters): the interaction fit's own sandwich (its d phi / d t times its
+left-out residuals) omits the bias of its shrinkage and measured 0.44-1 times the mean squared error on
+several benchmark cells, while the linear fit's stay above it (benchmarks/README.md). Screened subsets of
+triples (those correlating most with the linear residual, as OddSHAP screens with a tree proxy) were
+measured and dropped earlier: they cut the held-out error on every benchmark game yet made phi worse on
+most.
 
 **Tree surrogate as a control variate** (SURROGATE, off by default, measured in the ablation): boosted
 regression trees fitted to the evaluated coalitions (shapley.surrogate), whose Shapley values are
@@ -56,16 +67,16 @@ from SegSHAPLib.shapley.surrogate import Surrogate, boosted_trees
 
 # Module constants so that benchmarks/bench_solver.py --ablation can switch the pieces off.
 SHRINKAGE = True                  # ridge towards the equal split, lam by leave-one-out
-TRIPLES = True                    # odd order-3 terms when they all fit and held-out error drops
+INTERACTIONS = True               # odd interaction terms (the kernel fit) when leave-one-out error drops
 SURROGATE = False                 # boosted-tree control variate always (measured, not used)
-TRIPLE_FRACTION = 2.5             # all C(M, 3) triples are tried when they are at most this many per pair...
-MAX_TRIPLES = 1140                # ...and at most C(20, 3) (the fit's cost grows as their number cubed)
-TRIPLE_RIDGES = (1e-2, 1e-1, 1.0)  # the triples' ridges tried, relative to their mean Gram diagonal
-HOLDOUT_EVERY = 5                 # every 5th sampled pair held out to decide on the triples
+ODD_ORDERS = ((3,),)             # the sets of interaction orders tried (every character of each order)
+ODD_SHARES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # the interactions' prior variance, per order, tried
+INTERACTION_PAIRS = 2.0           # interactions are tried from this many pairs per unit on...
+MAX_KERNEL_PAIRS = 2048           # ...up to this many pairs (the kernel is p x p: 8 p^2 bytes, p^3 time)
 RIDGE_GRID = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)  # the linear ridge, as a prior worth that many pairs
+JOINT_RIDGES = RIDGE_GRID         # with the interactions, the linear fit's ridge and those of these below it
 NEAR_SQUARE = 2.0                 # designs with fewer pairs than this many per unit are near-square...
 NEAR_SQUARE_GRID = (30.0, 100.0)  # ...and may also be shrunk this strongly
-LEVERAGE_FLOOR = 1e-3             # 1 - h_kk never taken below this in left-out residuals
 JITTER = 1e-9                     # relative diagonal jitter of the leave-one-out eigen-decomposition
 EXACT_FIT = 1e-20                 # relative residual below which the linear model is taken as exact
 
@@ -77,18 +88,32 @@ class Settings:
     Attributes:
         linear_ridge: the ridge on beta as a prior worth that many pairs (one pair's mean contribution to
             the diagonal of the linear Gram matrix times this).
-        triples: int (K, 3) unit triples of the odd interaction terms (K = 0: linear only).
-        triple_ridge: the triples' ridge, relative to the mean diagonal of their Gram matrix.
+        odd_orders: the orders of the odd interaction characters fitted, each with all its C(M, order)
+            characters (() : linear only).
+        odd_share: each order's prior variance relative to the residual's (its kernel scaled to a mean
+            weighted diagonal of 1).
+        odd_terms: how many characters that is, sum of C(M, order) (reported by the diagnostics).
         surrogate: whether a boosted-tree surrogate is the control variate (SURROGATE).
     """
 
     linear_ridge: float
-    triples: np.ndarray
-    triple_ridge: float
+    odd_orders: tuple[int, ...] = ()
+    odd_share: float = 0.0
+    odd_terms: int = 0
     surrogate: bool = False
 
+    @property
+    def triples(self) -> range:
+        """Sized like the number of odd characters (diagnostics report its length as odd_triples)."""
+        return range(self.odd_terms)
 
-LINEAR = Settings(linear_ridge=0.0, triples=np.zeros((0, 3), dtype=int), triple_ridge=0.0)  # plain KernelSHAP
+
+LINEAR = Settings(linear_ridge=0.0)  # plain KernelSHAP
+
+
+def with_interactions(linear_ridge: float, orders: tuple[int, ...], share: float, n_features: int) -> Settings:
+    """Settings fitting every odd character of the given orders over M = n_features units."""
+    return Settings(linear_ridge, orders, share, sum(math.comb(n_features, order) for order in orders))
 
 
 @dataclass(frozen=True)
@@ -97,11 +122,15 @@ class Estimate:
 
     Attributes:
         phi: (M,) attributions, sum(phi) = Delta.
-        odd_linear: (M,) and triple_coefficients (K,): the fitted odd part of the game,
-            v_odd(x) ~ x . odd_linear + sum_T c_T chi_T(x) (x = 2z - 1, T = settings.triples).
+        odd_linear: (M,): the fitted odd part of the game is
+            v_odd(x) ~ x . odd_linear + sum_k dual_k K(support_k, x) (x = 2z - 1; K the centred kernel of
+            the settings' orders, each order's scaled by kernel_scales).
+        support: (p, M) the pairs' first members in {-1, 1}, dual: (p,) their coefficients, kernel_scales:
+            one factor per order of settings.odd_orders (support and dual empty for a linear fit).
         row_residual: (n,) residual of each interior row, +e_k and -e_k for the two members of pair k with
-            e_k the paired residual (the only part of the rows' residuals the standard errors use).
-        parameters: effective number of fitted parameters (trace of the hat matrix).
+            e_k the paired residual (the only part of the rows' residuals the standard errors use), and
+        parameters: effective number of fitted parameters (trace of the hat matrix), both of the linear fit
+            with the chosen linear ridge, also when interactions are fitted (module docstring).
         settings: the chosen Settings.
         trees: the surrogate (shapley.surrogate.Surrogate) when settings.surrogate, else None; the rest of
             the fields then describe the residual game v - trees.
@@ -109,7 +138,9 @@ class Estimate:
 
     phi: np.ndarray
     odd_linear: np.ndarray
-    triple_coefficients: np.ndarray
+    support: np.ndarray
+    dual: np.ndarray
+    kernel_scales: tuple[float, ...]
     row_residual: np.ndarray
     parameters: float
     settings: Settings
@@ -125,7 +156,8 @@ class Estimate:
                            - self.trees.predict(np.zeros((1, masks.shape[1]), dtype=bool))[0])
         else:
             offset = 0.0
-        return offset + delta / 2.0 + x @ self.odd_linear + _characters(x, self.settings.triples) @ self.triple_coefficients
+        interactions = _kernel(x, self.support, self.settings.odd_orders, self.kernel_scales) @ self.dual
+        return offset + delta / 2.0 + x @ self.odd_linear + interactions
 
 
 def estimate(masks: np.ndarray, gains: np.ndarray, delta: float, settings: Settings | None = None) -> Estimate:
@@ -141,19 +173,22 @@ def _regression(masks: np.ndarray, gains: np.ndarray, delta: float, settings: Se
     n_features = masks.shape[1]
     if not len(masks):
         return Estimate(phi=np.full(n_features, delta / n_features), odd_linear=np.full(n_features, delta / (2 * n_features)),
-                        triple_coefficients=np.zeros(0), row_residual=np.zeros(0), parameters=0.0, settings=LINEAR)
+                        support=np.zeros((0, n_features)), dual=np.zeros(0), kernel_scales=(), row_residual=np.zeros(0),
+                        parameters=0.0, settings=LINEAR)
     x, target, weight = _paired(masks, gains, delta)
     if settings is None:
-        settings = _choose(x, target, weight, _unseen_strata(masks[0::2]))
-    coefficients, residual, parameters = _fit(x, target, weight, settings)
-    if len(settings.triples):
-        residual = _left_out_residual(x, residual, weight, settings)
-    c = coefficients[n_features - 1:]
-    phi = _phi(coefficients, settings.triples, delta, n_features)
-    linear = phi - _member_sums(settings.triples, 2.0 * c / 3.0, n_features)
-    return Estimate(phi=phi, odd_linear=linear / 2.0, triple_coefficients=c,
-                    row_residual=np.repeat(residual, 2) * np.tile([1.0, -1.0], len(residual)),
-                    parameters=parameters, settings=settings)
+        settings, model = _choose(x, target, weight, _unseen_strata(masks[0::2]))
+    else:
+        model = _Model(x, target, weight, settings)
+    solution = model.solve(settings.odd_share, settings.linear_ridge)
+    linear = delta / n_features + helmert_basis(n_features) @ solution.beta
+    plain = _Model(x, target, weight, Settings(settings.linear_ridge)).solve(0.0) if settings.odd_orders else solution
+    scales = model.scales(settings.odd_share)
+    interactions = solution.dual @ _interaction_shapley_rows(x, settings.odd_orders, scales) if settings.odd_orders else 0.0
+    return Estimate(phi=linear + interactions, odd_linear=linear / 2.0, support=x if settings.odd_orders else x[:0],
+                    dual=solution.dual if settings.odd_orders else np.zeros(0), kernel_scales=scales,
+                    row_residual=np.repeat(plain.residual, 2) * np.tile([1.0, -1.0], len(x)),
+                    parameters=plain.parameters, settings=settings)
 
 
 def _with_trees(masks: np.ndarray, gains: np.ndarray, delta: float, settings: Settings | None) -> Estimate:
@@ -163,20 +198,8 @@ def _with_trees(masks: np.ndarray, gains: np.ndarray, delta: float, settings: Se
     trees = boosted_trees(np.vstack([ends, masks]), np.concatenate([[0.0, delta], gains]))
     empty, full = trees.predict(ends)
     inner = _regression(masks, gains - (trees.predict(masks) - empty), delta - (full - empty),
-                     None if settings is None else replace(settings, surrogate=False))
+                        None if settings is None else replace(settings, surrogate=False))
     return replace(inner, phi=inner.phi + trees.shapley(), settings=replace(inner.settings, surrogate=True), trees=trees)
-
-
-def _phi(coefficients: np.ndarray, triples: np.ndarray, delta: float, n_features: int) -> np.ndarray:
-    """phi (M,) = Delta / M + Q beta + sum_T c_T (2/3 1_T - 2/M 1) from coefficients (beta (M-1,), c (K,))."""
-    beta, c = coefficients[:n_features - 1], coefficients[n_features - 1:]
-    linear = delta / n_features + helmert_basis(n_features) @ beta - 2.0 * c.sum() / n_features
-    return linear + _member_sums(triples, 2.0 * c / 3.0, n_features)
-
-
-def _member_sums(triples: np.ndarray, amounts: np.ndarray, n_features: int) -> np.ndarray:
-    """(M,): each unit's sum of the amounts (K,) of the triples (K, 3) it belongs to."""
-    return np.bincount(triples.reshape(-1), weights=np.repeat(amounts, 3), minlength=n_features)
 
 
 def _unseen_strata(lower: np.ndarray) -> np.ndarray:
@@ -190,11 +213,6 @@ def _unseen_strata(lower: np.ndarray) -> np.ndarray:
     return unseen if unseen.any() else np.ones(len(lower), dtype=bool)
 
 
-def _characters(x: np.ndarray, triples: np.ndarray) -> np.ndarray:
-    """chi_T(x) = x_a x_b x_c (p, K) for x (p, M) in {-1, 1} and triples int (K, 3)."""
-    return x[:, triples[:, 0]] * x[:, triples[:, 1]] * x[:, triples[:, 2]]
-
-
 def _paired(masks: np.ndarray, gains: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x (p, M) in {-1, 1} of the pairs' first members, targets t (p,), pair weights (p,) of mean 1)."""
     n_features = masks.shape[1]
@@ -204,14 +222,157 @@ def _paired(masks: np.ndarray, gains: np.ndarray, delta: float) -> tuple[np.ndar
     return x, odd - delta / (2.0 * n_features) * x.sum(axis=1), weight / weight.mean()
 
 
-def _features(x: np.ndarray, triples: np.ndarray) -> np.ndarray:
-    """Design (p, M - 1 + K): the linear features x Q / 2, then the centred triple characters."""
-    linear = x @ helmert_basis(x.shape[1]) / 2.0
-    return np.hstack([linear, _characters(x, triples) - x.sum(axis=1, keepdims=True) / x.shape[1]])
+# --- odd characters of one order, summed in closed form ----------------------------------------------
+
+def _elementary(total: np.ndarray, count: int, order: int) -> np.ndarray:
+    """e_order of `count` values in {-1, 1} with sum `total` (any shape): Newton's identities with the power
+    sums p_i = total (odd i) and count (even i). Exact in float64 while the values stay below 2^53."""
+    e = [np.ones_like(total, dtype=float)]
+    for k in range(1, order + 1):
+        e.append(sum((-1.0) ** (i - 1) * e[k - i] * (total if i % 2 else count) for i in range(1, k + 1)) / k)
+    return e[order]
 
 
-def _choose(x: np.ndarray, target: np.ndarray, weight: np.ndarray, sampled: np.ndarray) -> Settings:
-    """Settings from the data: the linear ridge by leave-one-out, then the triples if held-out error drops.
+def _kernel(x: np.ndarray, y: np.ndarray, orders: tuple[int, ...], scales: tuple[float, ...]) -> np.ndarray:
+    """(n, p) sum over the orders o of scale_o sum_{|T| = o} c_T(x) c_T(y) for x (n, M), y (p, M) in {-1, 1},
+    with the centred characters c_T(x) = prod_{j in T} x_j - sum(x) / M (0 at the empty and full coalitions).
+
+    sum_T prod_T x_j y_j is e_o of u = x * y (u in {-1, 1}^M, sum(u) = x . y), sum_T prod_T x_j = e_o(x)."""
+    n_features = x.shape[1]
+    out = np.zeros((len(x), len(y)))
+    if not orders or not len(x) or not len(y):
+        return out
+    inner, sx, sy = x @ y.T, x.sum(axis=1), y.sum(axis=1)
+    for order, scale in zip(orders, scales):
+        ex, ey = _elementary(sx, n_features, order), _elementary(sy, n_features, order)
+        centred = (_elementary(inner, n_features, order) - np.outer(ex, sy) / n_features - np.outer(sx, ey) / n_features
+                   + math.comb(n_features, order) * np.outer(sx, sy) / n_features ** 2)
+        out += scale * centred
+    return out
+
+
+def _kernel_diagonal(x: np.ndarray, order: int) -> np.ndarray:
+    """(p,) the order's centred kernel of each row of x (p, M) with itself: sum_T c_T(x)^2."""
+    n_features, total = x.shape[1], x.sum(axis=1)
+    count = math.comb(n_features, order)
+    return count - 2.0 * total * _elementary(total, n_features, order) / n_features + count * total ** 2 / n_features ** 2
+
+
+def _interaction_shapley_rows(x: np.ndarray, orders: tuple[int, ...], scales: tuple[float, ...]) -> np.ndarray:
+    """(p, M): row k is the Shapley value (exact) of the function K(x_k, 2z - 1) of z (the kernel of _kernel),
+    so that f(z) = sum_k dual_k K(x_k, 2z - 1) has Shapley values dual @ rows.
+
+    K(x_k, .) = sum_T a_T c_T with a_T = scale_o c_T(x_k); the Shapley value of prod_{j in T} x_j is
+    2 / |T| for each member of an odd T and that of sum(x) / M is 2 / M each, so unit j gets
+    sum_o scale_o (2 / o sum_{T ni j} c_T(x_k) - 2 / M sum_T c_T(x_k)), where
+    sum_{T ni j} prod_T x = x_j e_{o-1}(x without j)."""
+    n_features = x.shape[1]
+    rows = np.zeros(x.shape)
+    total = x.sum(axis=1)
+    for order, scale in zip(orders, scales):
+        members = x * _elementary(total[:, None] - x, n_features - 1, order - 1) \
+            - math.comb(n_features - 1, order - 1) * total[:, None] / n_features
+        everything = _elementary(total, n_features, order) - math.comb(n_features, order) * total / n_features
+        rows += scale * (2.0 / order * members - 2.0 / n_features * everything[:, None])
+    return rows
+
+
+# --- the penalised fit: linear part and kernel part --------------------------------------------------
+
+@dataclass(frozen=True)
+class _Solution:
+    """beta (M - 1,), dual (p,) kernel coefficients, residual (p,) paired residuals, left_out (p,) 1 - h_kk,
+    parameters: trace of the hat matrix."""
+
+    beta: np.ndarray
+    dual: np.ndarray
+    residual: np.ndarray
+    left_out: np.ndarray
+    parameters: float
+
+
+class _Model:
+    """The penalised weighted fit of t on the linear features L = x Q / 2 (ridge linear_ridge) plus a function
+    f with the Gaussian prior of covariance share * Kn (Kn: the centred kernel of the orders, each order
+    scaled to a mean weighted diagonal of 1), as kernel ridge regression: with A = diag(sqrt(w)) and
+    V = I + share A Kn A = U diag(1 + share d) U^T, beta = (L~^T V^-1 L~ + P)^-1 L~^T V^-1 t~ (L~ = A L,
+    t~ = A t), the residual of the whole fit is V^-1 (t~ - L~ beta) and the dual coefficients of f are A
+    times it. One eigen-decomposition serves every share."""
+
+    def __init__(self, x: np.ndarray, target: np.ndarray, weight: np.ndarray, settings: Settings):
+        n_pairs, n_features = x.shape
+        self.root = np.sqrt(weight)
+        self.target = self.root * target
+        self.linear = self.root[:, None] * (x @ helmert_basis(n_features) / 2.0)
+        diagonal = (self.linear ** 2).sum(axis=0)
+        unit = diagonal.mean() / n_pairs if n_features > 1 else 1.0
+        self.unit = np.full(n_features - 1, unit)
+        self.penalty = self.unit * settings.linear_ridge
+        self.applied = (None,)
+        self.orders = settings.odd_orders
+        if not self.orders:
+            return
+        self.norms = []
+        for order in self.orders:
+            mean = float(weight @ _kernel_diagonal(x, order)) / n_pairs
+            self.norms.append(1.0 / mean if mean > 0.0 else 0.0)
+        self.gram = _kernel(x, x, self.orders, tuple(self.norms)) * np.outer(self.root, self.root)
+        self.eigenvectors = None
+
+    def decompose(self) -> _Model:
+        """Eigen-decompose A Kn A once, so that every share's solve costs O(p^2 M) (else each inverts V)."""
+        if self.orders and self.eigenvectors is None:
+            eigenvalues, self.eigenvectors = np.linalg.eigh(self.gram)
+            self.eigenvalues = np.maximum(eigenvalues, 0.0)
+            self.projected_linear = self.eigenvectors.T @ self.linear        # (p, M - 1)
+            self.squares = self.eigenvectors ** 2
+        return self
+
+    def scales(self, share: float) -> tuple[float, ...]:
+        """The factor of each order's centred kernel in the prior covariance."""
+        return tuple(share * norm for norm in self.norms) if self.orders else ()
+
+    def _inverse(self, share: float) -> tuple:
+        """(apply: matrix (p, k) -> V^-1 matrix, diagonal of V^-1 (p,)) for the interactions' prior variance share."""
+        if not self.orders:
+            return (lambda matrix: matrix), np.ones(len(self.root))
+        if self.eigenvectors is not None:
+            shrink = 1.0 / (1.0 + share * self.eigenvalues)
+            return (lambda matrix: self.eigenvectors @ (shrink[:, None] * (self.eigenvectors.T @ matrix))), self.squares @ shrink
+        inverse = np.linalg.inv(np.eye(len(self.root)) + share * self.gram)
+        return (lambda matrix: inverse @ matrix), np.diag(inverse).copy()
+
+    def solve(self, share: float, linear_ridge: float | None = None) -> _Solution:
+        """The fit with the interactions' prior variance `share` (0: linear only) and the linear ridge of
+        the settings (or `linear_ridge`); V^-1 is applied once per share."""
+        t = self.target
+        if self.applied[0] != share:
+            apply, v_diagonal = self._inverse(share)
+            v_both = apply(np.column_stack([self.linear, t]))
+            self.applied = share, v_both[:, :-1], v_both[:, -1], v_diagonal
+        _, v_linear, v_target, v_diagonal = self.applied
+        penalty = self.penalty if linear_ridge is None else self.unit * linear_ridge
+        gram = self.linear.T @ v_linear + np.diag(penalty)
+        inverse = np.linalg.pinv(gram, rcond=RANK_TOLERANCE, hermitian=True)
+        beta = inverse @ (v_linear.T @ t)
+        residual = v_target - v_linear @ beta
+        left_out = v_diagonal - np.einsum("ij,ij->i", v_linear @ inverse, v_linear)
+        return _Solution(beta=beta, dual=self.root * residual, residual=residual / self.root, left_out=left_out,
+                         parameters=float(len(t) - left_out.sum()))
+
+    def left_out_error(self, share: float, scored: np.ndarray, linear_ridge: float | None = None) -> float:
+        """Weighted leave-one-pair-out squared error over the scored pairs (inf when a scored pair is
+        interpolated)."""
+        solution = self.solve(share, linear_ridge)
+        left_out = solution.left_out[scored]
+        if left_out.min() <= 1e-9:
+            return math.inf
+        return float((((self.root * solution.residual)[scored] / left_out) ** 2).sum())
+
+
+def _choose(x: np.ndarray, target: np.ndarray, weight: np.ndarray, sampled: np.ndarray) -> tuple[Settings, _Model]:
+    """(Settings, the model that fits them) from the data: the linear ridge by leave-one-out, then the
+    interactions (orders and share) if their leave-one-out error is below the linear fit's.
 
     Errors are scored on the pairs of incompletely enumerated strata only (`sampled` bool (p,)): the
     coalitions the plan did not evaluate are all in those strata, and the complete strata's few heavy
@@ -219,78 +380,30 @@ def _choose(x: np.ndarray, target: np.ndarray, weight: np.ndarray, sampled: np.n
     """
     n_pairs, n_features = x.shape
     if n_pairs > n_features - 1 and _fits_exactly(x, target, weight):
-        return LINEAR
-    linear = _features(x, LINEAR.triples)
-    _, unit = _penalties(linear, weight, n_features - 1, 0.0, 0.0)
+        return LINEAR, _Model(x, target, weight, LINEAR)
+    linear = x @ helmert_basis(n_features) / 2.0
+    unit = (weight @ linear ** 2).mean() / n_pairs * np.ones(n_features - 1)
     grid = RIDGE_GRID + NEAR_SQUARE_GRID if n_pairs < NEAR_SQUARE * n_features else RIDGE_GRID
     ridge = _loo_ridge(linear, target, weight, np.zeros(n_features - 1), unit, sampled, grid) if SHRINKAGE else 0.0
-    settings = Settings(ridge, LINEAR.triples, 0.0)
-    count = math.comb(n_features, 3)                 # counted first: C(M, 3) is ~1 GiB of indices at M = 650
-    if not TRIPLES or not count or count > min(TRIPLE_FRACTION * n_pairs, MAX_TRIPLES):
-        return settings
-    triples = np.array(list(_triples(n_features)), dtype=int).reshape(-1, 3)
-    held = sampled & (np.cumsum(sampled) % HOLDOUT_EVERY == 0)
-    models = [settings] + [Settings(ridge, triples, triple_ridge) for triple_ridge in TRIPLE_RIDGES]
-    errors = []
-    for model in models:
-        coefficients, _, _ = _fit(x[~held], target[~held], weight[~held], model)
-        error = target[held] - _features(x[held], model.triples) @ coefficients
-        errors.append(float(weight[held] @ error ** 2))
-    return models[int(np.argmin(errors))]
+    best = Settings(ridge)
+    best_model = _Model(x, target, weight, best)
+    best_error = best_model.left_out_error(0.0, sampled)
+    if not INTERACTIONS or not INTERACTION_PAIRS * n_features <= n_pairs <= MAX_KERNEL_PAIRS:
+        return best, best_model
+    for orders in dict.fromkeys(tuple(o for o in orders if o <= n_features) for orders in ODD_ORDERS if min(orders) <= n_features):
+        model = _Model(x, target, weight, with_interactions(ridge, orders, 1.0, n_features)).decompose()
+        for share in ODD_SHARES:
+            for linear_ridge in [g for g in JOINT_RIDGES if g < ridge] + [ridge]:
+                error = model.left_out_error(share, sampled, linear_ridge)
+                if error < best_error:
+                    best, best_model, best_error = with_interactions(linear_ridge, orders, share, n_features), model, error
+    return best, best_model
 
 
 def _fits_exactly(x: np.ndarray, target: np.ndarray, weight: np.ndarray) -> bool:
     """True when the unpenalised linear model leaves no residual (an additive odd part, to rounding)."""
-    _, residual, _ = _fit(x, target, weight, LINEAR)
+    residual = _Model(x, target, weight, LINEAR).solve(0.0).residual
     return float(weight @ residual ** 2) <= EXACT_FIT * max(float(weight @ target ** 2), 1e-300)
-
-
-def _triples(n_features: int):
-    """All a < b < c."""
-    for a in range(n_features):
-        for b in range(a + 1, n_features):
-            for c in range(b + 1, n_features):
-                yield a, b, c
-
-
-def _penalties(design: np.ndarray, weight: np.ndarray, linear: int, linear_ridge: float,
-               triple_ridge: float) -> tuple[np.ndarray, np.ndarray]:
-    """(penalty (d,) for the given ridges, unit penalty (d,)): the linear ridge is in units of one pair's
-    mean contribution to the diagonal of the linear block of the Gram matrix (a prior worth that many
-    pairs, so its weight against the data falls as 1 / pairs), the triples' ridge in units of their
-    block's mean diagonal."""
-    diagonal = weight @ design ** 2
-    is_linear = np.arange(design.shape[1]) < linear
-    unit = np.where(is_linear, diagonal[is_linear].mean() / len(design) if linear else 1.0,
-                    diagonal[~is_linear].mean() if (~is_linear).any() else 1.0)
-    return unit * np.where(is_linear, linear_ridge, triple_ridge), unit
-
-
-def _fit(x: np.ndarray, target: np.ndarray, weight: np.ndarray,
-         settings: Settings) -> tuple[np.ndarray, np.ndarray, float]:
-    """(coefficients (M - 1 + K,), paired residuals (p,), trace of the hat matrix) of the penalised fit."""
-    design, inverse = _penalised_inverse(x, weight, settings)
-    coefficients = inverse @ (design.T @ (weight * target))
-    parameters = float(np.einsum("ij,ji->", inverse, design.T @ (weight[:, None] * design)))
-    return coefficients, target - design @ coefficients, parameters
-
-
-def _penalised_inverse(x: np.ndarray, weight: np.ndarray, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    """(design (p, d), (X^T W X + penalty)^+ (d, d)) of the penalised fit."""
-    design = _features(x, settings.triples)
-    penalty, _ = _penalties(design, weight, x.shape[1] - 1, settings.linear_ridge, settings.triple_ridge)
-    gram = design.T @ (weight[:, None] * design) + np.diag(penalty)
-    return design, np.linalg.pinv(gram, rcond=RANK_TOLERANCE, hermitian=True)
-
-
-def _left_out_residual(x: np.ndarray, residual: np.ndarray, weight: np.ndarray, settings: Settings) -> np.ndarray:
-    """Leave-one-pair-out residuals e_k / (1 - h_kk) (p,) of the penalised fit with triples, for its standard
-    errors (with the degrees-of-freedom correction on top): with as many triples as pairs the in-sample
-    residuals are shrunk towards zero far more than the correction alone undoes (mean SE^2 / MSE down to
-    0.16 on the benchmark games; 0.89 with the left-out residuals)."""
-    design, inverse = _penalised_inverse(x, weight, settings)
-    leverage = weight * np.einsum("ij,ij->i", design @ inverse, design)
-    return residual / np.maximum(1.0 - leverage, LEVERAGE_FLOOR)
 
 
 def _loo_ridge(design: np.ndarray, target: np.ndarray, weight: np.ndarray, fixed: np.ndarray,
@@ -321,4 +434,3 @@ def _loo_ridge(design: np.ndarray, target: np.ndarray, weight: np.ndarray, fixed
         if error < best_error:
             best, best_error = g, error
     return best
-
