@@ -371,6 +371,29 @@ def test_kernel_fit_equals_the_primal_fit_over_every_triple(n, budget, share):
     np.testing.assert_allclose(dual.predict(probe, delta), delta / 2.0 + odd, rtol=0, atol=1e-10)
 
 
+def test_interaction_influence_is_the_derivative_of_phi_times_the_left_out_residual():
+    """The standard errors of an interaction fit scatter each pair's influence on phi: d phi / d t_k (checked by
+    finite differences of the whole fit) times the pair's left-out residual."""
+    from SegSHAPLib.shapley import estimator
+
+    game, _ = unanimity_game(11, 3, orders=(3, 4), terms=8)
+    masks, gains, delta = planned(game, 11, 300, 2)
+    settings = estimator.with_interactions(0.3, (3,), 10.0, 11)
+    chosen = estimator.estimate(masks, gains, delta, settings)
+    x, target, weight = estimator._paired(masks, gains, delta)
+    solution = estimator._Model(x, target, weight, settings).solve(settings.odd_share)
+    left_out = solution.residual / solution.left_out
+    np.testing.assert_allclose(chosen.row_residual[0::2], left_out, rtol=1e-12)
+    sensitivity = chosen.influence / left_out[:, None]
+    step = 1e-4
+    for k in (0, 17, 90):
+        moved = gains.copy()
+        moved[2 * k] += 2.0 * step                                         # t_k = (g_2k - g_2k+1) / 2 - ... moves by step
+        change = (estimator.estimate(masks, moved, delta, settings).phi - chosen.phi) / step
+        np.testing.assert_allclose(change, sensitivity[k], rtol=0, atol=1e-8)
+    assert np.allclose(sensitivity.sum(axis=1), 0.0)                       # efficiency: phi's sum does not move
+
+
 def test_odd_triples_recover_a_known_odd_interaction():
     from SegSHAPLib.shapley.estimator import LINEAR, estimate, with_interactions
 

@@ -41,10 +41,16 @@ enumeration whatever the interaction fit. The fit is equal to the primal fit ove
 explicitly (tested). Leave-one-pair-out error (closed form, over the pairs of the sampled strata) chooses
 between the linear fit and the interactions with each prior variance of ODD_SHARES (in units of the
 residual's, each order's kernel scaled to a mean weighted diagonal of 1); they are tried from
-INTERACTION_PAIRS pairs per unit on, up to MAX_KERNEL_PAIRS pairs (memory 8 p^2 bytes, time p^3). Standard errors stay those of the linear fit with the chosen linear
-ridge (its residuals and parameters): the interaction fit's own sandwich (its d phi / d t times its
-left-out residuals) omits the bias of its shrinkage and measured 0.44-1 times the mean squared error on
-several benchmark cells, while the linear fit's stay above it (benchmarks/README.md). Screened subsets of
+INTERACTION_PAIRS pairs per unit on, up to MAX_KERNEL_PAIRS pairs (memory 8 p^2 bytes, time p^3).
+Leave-one-out chooses the linear ridge anew with the interactions, among the linear fit's and the grid
+values below it (the
+interactions explain part of the residual, so the linear part needs less shrinkage, not more; a larger
+one cut the left-out error by 1% and made phi four times worse on Dice M = 12 at budget 2048). The
+standard errors of an interaction fit are the stratified sandwich of its own influences,
+d phi / d t_k times the pair's left-out residual e_k / (1 - h_kk) (shapley.fit.fit's `influence`; with
+the linear fit's degrees-of-freedom correction p / (p - M + 1)). The linear fit's standard errors
+overstated the interaction fit's error up to 58 times (mean SE^2 / MSE on the benchmark games), and the
+in-sample residuals of a fit with about as many effective parameters as pairs are shrunk towards zero. Screened subsets of
 triples (those correlating most with the linear residual, as OddSHAP screens with a tree proxy) were
 measured and dropped earlier: they cut the held-out error on every benchmark game yet made phi worse on
 most.
@@ -78,6 +84,7 @@ JOINT_RIDGES = RIDGE_GRID         # with the interactions, the linear fit's ridg
 NEAR_SQUARE = 2.0                 # designs with fewer pairs than this many per unit are near-square...
 NEAR_SQUARE_GRID = (30.0, 100.0)  # ...and may also be shrunk this strongly
 JITTER = 1e-9                     # relative diagonal jitter of the leave-one-out eigen-decomposition
+LEVERAGE_FLOOR = 1e-3             # 1 - h_kk never taken below this in left-out residuals
 EXACT_FIT = 1e-20                 # relative residual below which the linear model is taken as exact
 
 
@@ -128,9 +135,12 @@ class Estimate:
         support: (p, M) the pairs' first members in {-1, 1}, dual: (p,) their coefficients, kernel_scales:
             one factor per order of settings.odd_orders (support and dual empty for a linear fit).
         row_residual: (n,) residual of each interior row, +e_k and -e_k for the two members of pair k with
-            e_k the paired residual (the only part of the rows' residuals the standard errors use), and
-        parameters: effective number of fitted parameters (trace of the hat matrix), both of the linear fit
-            with the chosen linear ridge, also when interactions are fitted (module docstring).
+            e_k the paired residual (the only part of the rows' residuals the standard errors use; the
+            left-out residual e_k / (1 - h_kk) with interactions).
+        parameters: effective number of fitted parameters (trace of the hat matrix).
+        influence: (p, M) with interactions, each pair's influence on phi for the standard errors
+            (shapley.fit.fit): its row of d phi / d t times its left-out residual; None for a linear fit
+            (its standard errors are the regression's own, from row_residual and parameters).
         settings: the chosen Settings.
         trees: the surrogate (shapley.surrogate.Surrogate) when settings.surrogate, else None; the rest of
             the fields then describe the residual game v - trees.
@@ -143,6 +153,7 @@ class Estimate:
     kernel_scales: tuple[float, ...]
     row_residual: np.ndarray
     parameters: float
+    influence: np.ndarray | None
     settings: Settings
     trees: Surrogate | None = None
 
@@ -174,21 +185,27 @@ def _regression(masks: np.ndarray, gains: np.ndarray, delta: float, settings: Se
     if not len(masks):
         return Estimate(phi=np.full(n_features, delta / n_features), odd_linear=np.full(n_features, delta / (2 * n_features)),
                         support=np.zeros((0, n_features)), dual=np.zeros(0), kernel_scales=(), row_residual=np.zeros(0),
-                        parameters=0.0, settings=LINEAR)
+                        parameters=0.0, influence=None, settings=LINEAR)
     x, target, weight = _paired(masks, gains, delta)
     if settings is None:
         settings, model = _choose(x, target, weight, _unseen_strata(masks[0::2]))
     else:
         model = _Model(x, target, weight, settings)
     solution = model.solve(settings.odd_share, settings.linear_ridge)
-    linear = delta / n_features + helmert_basis(n_features) @ solution.beta
-    plain = _Model(x, target, weight, Settings(settings.linear_ridge)).solve(0.0) if settings.odd_orders else solution
+    basis = helmert_basis(n_features)
+    linear = delta / n_features + basis @ solution.beta
+    if not settings.odd_orders:
+        return Estimate(phi=linear, odd_linear=linear / 2.0, support=x[:0], dual=np.zeros(0), kernel_scales=(),
+                        row_residual=np.repeat(solution.residual, 2) * np.tile([1.0, -1.0], len(x)),
+                        parameters=solution.parameters, influence=None, settings=settings)
     scales = model.scales(settings.odd_share)
-    interactions = solution.dual @ _interaction_shapley_rows(x, settings.odd_orders, scales) if settings.odd_orders else 0.0
-    return Estimate(phi=linear + interactions, odd_linear=linear / 2.0, support=x if settings.odd_orders else x[:0],
-                    dual=solution.dual if settings.odd_orders else np.zeros(0), kernel_scales=scales,
-                    row_residual=np.repeat(plain.residual, 2) * np.tile([1.0, -1.0], len(x)),
-                    parameters=plain.parameters, settings=settings)
+    shapley_rows = _interaction_shapley_rows(x, settings.odd_orders, scales)
+    left_out = solution.residual / np.maximum(solution.left_out, LEVERAGE_FLOOR)
+    return Estimate(phi=linear + solution.dual @ shapley_rows, odd_linear=linear / 2.0, support=x,
+                    dual=solution.dual, kernel_scales=scales,
+                    row_residual=np.repeat(left_out, 2) * np.tile([1.0, -1.0], len(x)), parameters=solution.parameters,
+                    influence=model.sensitivity(settings.odd_share, solution, basis, shapley_rows) * left_out[:, None],
+                    settings=settings)
 
 
 def _with_trees(masks: np.ndarray, gains: np.ndarray, delta: float, settings: Settings | None) -> Estimate:
@@ -282,13 +299,16 @@ def _interaction_shapley_rows(x: np.ndarray, orders: tuple[int, ...], scales: tu
 @dataclass(frozen=True)
 class _Solution:
     """beta (M - 1,), dual (p,) kernel coefficients, residual (p,) paired residuals, left_out (p,) 1 - h_kk,
-    parameters: trace of the hat matrix."""
+    parameters: trace of the hat matrix, v_linear (p, M - 1) V^-1 L~, gram_inverse (M - 1, M - 1)
+    (L~^T V^-1 L~ + P)^+."""
 
     beta: np.ndarray
     dual: np.ndarray
     residual: np.ndarray
     left_out: np.ndarray
     parameters: float
+    v_linear: np.ndarray
+    gram_inverse: np.ndarray
 
 
 class _Model:
@@ -308,7 +328,7 @@ class _Model:
         unit = diagonal.mean() / n_pairs if n_features > 1 else 1.0
         self.unit = np.full(n_features - 1, unit)
         self.penalty = self.unit * settings.linear_ridge
-        self.applied = (None,)
+        self.applied = self.inverse = (None,)
         self.orders = settings.odd_orders
         if not self.orders:
             return
@@ -333,13 +353,16 @@ class _Model:
         return tuple(share * norm for norm in self.norms) if self.orders else ()
 
     def _inverse(self, share: float) -> tuple:
-        """(apply: matrix (p, k) -> V^-1 matrix, diagonal of V^-1 (p,)) for the interactions' prior variance share."""
+        """(apply: matrix (p, k) -> V^-1 matrix, diagonal of V^-1 (p,)) for the interactions' prior variance
+        share (V^-1 formed once per share without the eigen-decomposition)."""
         if not self.orders:
             return (lambda matrix: matrix), np.ones(len(self.root))
         if self.eigenvectors is not None:
             shrink = 1.0 / (1.0 + share * self.eigenvalues)
             return (lambda matrix: self.eigenvectors @ (shrink[:, None] * (self.eigenvectors.T @ matrix))), self.squares @ shrink
-        inverse = np.linalg.inv(np.eye(len(self.root)) + share * self.gram)
+        if self.inverse[0] != share:
+            self.inverse = share, np.linalg.inv(np.eye(len(self.root)) + share * self.gram)
+        inverse = self.inverse[1]
         return (lambda matrix: inverse @ matrix), np.diag(inverse).copy()
 
     def solve(self, share: float, linear_ridge: float | None = None) -> _Solution:
@@ -358,7 +381,16 @@ class _Model:
         residual = v_target - v_linear @ beta
         left_out = v_diagonal - np.einsum("ij,ij->i", v_linear @ inverse, v_linear)
         return _Solution(beta=beta, dual=self.root * residual, residual=residual / self.root, left_out=left_out,
-                         parameters=float(len(t) - left_out.sum()))
+                         parameters=float(len(t) - left_out.sum()), v_linear=v_linear, gram_inverse=inverse)
+
+    def sensitivity(self, share: float, solution: _Solution, basis: np.ndarray, shapley_rows: np.ndarray) -> np.ndarray:
+        """(p, M) d phi / d t, row k how phi moves with pair k's target: with G = (L~^T V^-1 L~ + P)^+ (V^-1 L~)^T
+        and S (p, M) the Shapley rows of the kernel, phi = Delta / M + Q G t~ + S^T A V^-1 (t~ - L~ G t~)."""
+        apply, _ = self._inverse(share)
+        weighted_rows = self.root[:, None] * shapley_rows
+        g = solution.v_linear @ solution.gram_inverse                      # G^T (p, M - 1)
+        interactions = apply(weighted_rows) - g @ (solution.v_linear.T @ weighted_rows)
+        return self.root[:, None] * (g @ basis.T + interactions)
 
     def left_out_error(self, share: float, scored: np.ndarray, linear_ridge: float | None = None) -> float:
         """Weighted leave-one-pair-out squared error over the scored pairs (inf when a scored pair is
@@ -390,7 +422,7 @@ def _choose(x: np.ndarray, target: np.ndarray, weight: np.ndarray, sampled: np.n
     best_error = best_model.left_out_error(0.0, sampled)
     if not INTERACTIONS or not INTERACTION_PAIRS * n_features <= n_pairs <= MAX_KERNEL_PAIRS:
         return best, best_model
-    for orders in dict.fromkeys(tuple(o for o in orders if o <= n_features) for orders in ODD_ORDERS if min(orders) <= n_features):
+    for orders in (orders for orders in ODD_ORDERS if max(orders) <= n_features):
         model = _Model(x, target, weight, with_interactions(ridge, orders, 1.0, n_features)).decompose()
         for share in ODD_SHARES:
             for linear_ridge in [g for g in JOINT_RIDGES if g < ridge] + [ridge]:

@@ -300,7 +300,7 @@ def _quick_fit(prefix: CoalitionPlan, values: np.ndarray, tolerance: float):
     delta = float(values[1] - values[0])
     chosen = estimate_phi(prefix.masks[2:], values[2:] - values[0], delta, LINEAR if prefix.exact else None)
     full = fit(prefix.masks[2:], values[2:] - values[0], delta, residual=chosen.row_residual,
-               parameters=chosen.parameters)
+               parameters=chosen.parameters, influence=chosen.influence)
     scale = abs(delta) if delta != 0.0 else float(np.abs(chosen.phi).sum())
     std_error = np.where(np.isfinite(full.std_error), full.std_error, scale)
     converged, forecast = convergence(prefix, std_error, tolerance * scale)
@@ -317,7 +317,8 @@ def _results(plan: CoalitionPlan, values: np.ndarray, resumed: int, tolerance: f
         delta = float(column[1] - column[0])
         gains = column[2:] - column[0]
         chosen = estimate_phi(masks, gains, delta, LINEAR if plan.exact else None)
-        full = fit(masks, gains, delta, residual=chosen.row_residual, parameters=chosen.parameters)
+        full = fit(masks, gains, delta, residual=chosen.row_residual, parameters=chosen.parameters,
+                   influence=chosen.influence)
         phi = exact_shapley(plan.masks, column) if plan.exact else chosen.phi
         info = diagnostics(plan, column, phi, full, chosen, tolerance)
         info.update(resumed_coalitions=resumed, method="exact" if plan.exact else "kernelshap", stop=stop,
