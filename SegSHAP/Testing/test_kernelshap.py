@@ -672,18 +672,21 @@ def test_a_larger_budget_reuses_every_coalition_of_a_smaller_one():
     np.testing.assert_array_equal(grown.phi, fresh.phi)
 
 
-def test_many_units_never_enumerate_the_triples():
-    """At M = 1,200 (fine FCC cells) C(M, 3) is 287 million triples, 6.9 GB of indices: the estimator counts them
-    before it would list them, and answers with the linear fit (the count is far above what the pairs support)."""
+@pytest.mark.parametrize("n,budget,characters", [(1200, 64, 0), (400, 2048, math.comb(400, 3))])
+def test_many_units_never_enumerate_the_triples(n, budget, characters):
+    """At M = 1,200 (fine FCC cells) C(M, 3) is 287 million triples, 6.9 GB of indices: the kernel fit never
+    lists them (its cost is in the pairs, p x p), and with fewer than 2 M pairs it is not even tried; at M = 400
+    with 1,023 pairs all 10.6 million triples are fitted within the same memory."""
     import tracemalloc
 
-    weights = np.linspace(-1.0, 1.0, 1200)
+    weights = np.linspace(-1.0, 1.0, n)
     tracemalloc.start()
-    result = kernel_shap(lambda keep: keep.astype(float) @ weights, 1200, 64, seed=0)
+    result = kernel_shap(lambda keep: keep.astype(float) @ weights + keep[:, :3].all(axis=1), n, budget, seed=0)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 500e6, f"{peak / 1e6:.0f} MB traced"
-    assert result.phi.shape == (1200,) and np.isclose(result.phi.sum(), weights.sum())
+    assert result.phi.shape == (n,) and np.isclose(result.phi.sum(), weights.sum() + 1.0)
+    assert result.diagnostics["estimator"]["odd_triples"] == characters
 
 
 def test_an_additive_game_whose_held_out_values_are_all_equal_scores_r2_one():
