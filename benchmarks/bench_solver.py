@@ -249,6 +249,7 @@ def ablation(all_games: list[Game], seeds: int, shap_mse: dict, best_shapiq: dic
                 ({"SHRINKAGE": False}, {}, "odd interactions only"),
                 ({"NEAR_SQUARE_GRID": ()}, {}, "no strong priors for near-square designs"),
                 ({"JOINT_RIDGES": ()}, {}, "interactions with the linear fit's ridge"),
+                ({"HEREDITY": False}, {}, "no heredity-weighted characters"),
                 ({"ODD_ORDERS": ((3,), (3, 5))}, {}, "order-5 characters also tried"),
                 ({"SURROGATE": True}, {}, "plus the boosted-tree control variate"),
                 ({}, {"BALANCE_USAGE": False, "HERD_MOMENTS": False}, "uniform draws (stratified Leverage SHAP)")]

@@ -423,8 +423,28 @@ def test_planted_odd_triples_are_fitted_at_32_units():
     assert np.mean(chosen_error) < 0.7 * np.mean(linear_error)             # measured: 0.44 times
 
 
-@pytest.mark.parametrize("orders,share", [((3,), 0.1), ((3,), 30.0), ((3, 5), 3.0)])
-def test_any_interactions_leave_full_enumeration_exact(orders, share):
+def test_a_planted_odd_triple_is_recovered_at_32_units_by_heredity():
+    """One strong unanimity triple among 32 units: the even part's pair terms single out its three members, the
+    characters weighted by them beat the unweighted kernel by leave-one-out, and phi is recovered."""
+    from SegSHAPLib.shapley.estimator import LINEAR, estimate
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=32) * 0.1
+    game = lambda Z: Z @ a + 2.0 * Z[:, [3, 17, 29]].all(axis=1)         # noqa: E731
+    phi = a.copy()
+    phi[[3, 17, 29]] += 2.0 / 3.0
+    for seed in range(2):
+        masks, gains, delta = planned(game, 32, 2048, seed)
+        chosen, linear = estimate(masks, gains, delta), estimate(masks, gains, delta, LINEAR)
+        assert chosen.settings.unit_weights is not None
+        assert set(np.argsort(chosen.settings.unit_weights)[-3:]) == {3, 17, 29}
+        error = np.abs(chosen.phi - phi).max()
+        assert error < 0.1 * np.abs(linear.phi - phi).max() and error < 0.005   # measured: 0.0016-0.0019 (linear 0.03-0.04)
+        assert abs(chosen.phi.sum() - delta) < 1e-12
+
+
+@pytest.mark.parametrize("orders,share,weighted", [((3,), 0.1, False), ((3,), 30.0, True), ((3, 5), 3.0, False)])
+def test_any_interactions_leave_full_enumeration_exact(orders, share, weighted):
     from SegSHAPLib.shapley.estimator import estimate, with_interactions
     from SegSHAPLib.shapley.fit import exact_shapley
     from SegSHAPLib.shapley.plan import sampled_plan
@@ -433,20 +453,33 @@ def test_any_interactions_leave_full_enumeration_exact(orders, share):
     plan = sampled_plan(8, 256, np.random.default_rng(0))                 # every stratum complete
     values = game(plan.masks)
     exact = exact_shapley(plan.masks, values)
+    weights = np.random.default_rng(2).uniform(0.1, 3.0, 8) if weighted else None
     chosen = estimate(plan.masks[2:], values[2:] - values[0], float(values[1] - values[0]),
-                      with_interactions(0.0, orders, share, 8))
+                      with_interactions(0.0, orders, share, 8, weights))
     np.testing.assert_allclose(chosen.phi, exact, rtol=0, atol=1e-10)      # Shapley(surrogate) + Shapley(residual)
     assert np.abs(chosen.dual).max() > 1e-6                               # the interactions did fit something
 
 
-def test_order_five_kernel_equals_its_characters_listed():
-    """The kernel of order 5 from Newton's identities against the sum over every 5-set, written out."""
-    from SegSHAPLib.shapley.estimator import _kernel
+@pytest.mark.parametrize("order,weighted", [(3, False), (3, True), (5, False), (5, True)])
+def test_kernel_and_its_shapley_rows_equal_their_characters_listed(order, weighted):
+    """The kernel from Newton's identities, its diagonal and the Shapley values of K(x_k, .) against the sums
+    over every order-set written out, with unit weights and with per-unit weights (w_T = prod of members')."""
+    from SegSHAPLib.shapley.estimator import _interaction_shapley_rows, _kernel, _kernel_diagonal
 
-    x = np.where(np.random.default_rng(4).random((6, 9)) < 0.5, -1.0, 1.0)
-    fives = np.array(list(itertools.combinations(range(9), 5)))
-    characters = x[:, fives].prod(axis=2) - x.sum(axis=1, keepdims=True) / 9
-    np.testing.assert_allclose(_kernel(x, x, (5,), (2.0,)), 2.0 * characters @ characters.T, rtol=0, atol=1e-9)
+    rng = np.random.default_rng(4)
+    x = np.where(rng.random((6, 9)) < 0.5, -1.0, 1.0)
+    weights = rng.uniform(0.2, 3.0, 9) if weighted else np.ones(9)
+    sets = np.array(list(itertools.combinations(range(9), order)))
+    prior = weights[sets].prod(axis=1)
+    characters = x[:, sets].prod(axis=2) - x.sum(axis=1, keepdims=True) / 9
+    np.testing.assert_allclose(_kernel(x, x, (order,), (2.0,), weights), 2.0 * (characters * prior) @ characters.T,
+                               rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(_kernel_diagonal(x, order, weights), (characters ** 2) @ prior, rtol=1e-12, atol=1e-9)
+    shapley = np.zeros((6, 9))                                             # Shapley(c_T) = 2/|T| 1_T - 2/M 1
+    for t, members in enumerate(sets):
+        shapley[:, members] += 2.0 / order * (2.0 * prior[t] * characters[:, t])[:, None]
+        shapley -= 2.0 / 9 * (2.0 * prior[t] * characters[:, t])[:, None]
+    np.testing.assert_allclose(_interaction_shapley_rows(x, (order,), (2.0,), weights), shapley, rtol=1e-10, atol=1e-9)
 
 
 # --- budget, batching, arguments ------------------------------------------------------------------

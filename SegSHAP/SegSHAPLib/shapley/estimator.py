@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -79,6 +80,9 @@ ODD_ORDERS = ((3,),)             # the sets of interaction orders tried (every c
 ODD_SHARES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # the interactions' prior variance, per order, tried
 INTERACTION_PAIRS = 2.0           # interactions are tried from this many pairs per unit on...
 MAX_KERNEL_PAIRS = 2048           # ...up to this many pairs (the kernel is p x p: 8 p^2 bytes, p^3 time)
+HEREDITY = True                   # also characters weighted by their units' pair interactions in the even part...
+HEREDITY_MARGIN = 0.05            # ...chosen only when their left-out error is this much below the unweighted fits'
+HEREDITY_SHARE = 10.0             # the even part's pair terms' prior variance (kernel scaled to a diagonal of 1)
 RIDGE_GRID = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)  # the linear ridge, as a prior worth that many pairs
 JOINT_RIDGES = RIDGE_GRID         # with the interactions, the linear fit's ridge and those of these below it
 NEAR_SQUARE = 2.0                 # designs with fewer pairs than this many per unit are near-square...
@@ -100,6 +104,8 @@ class Settings:
         odd_share: each order's prior variance relative to the residual's (its kernel scaled to a mean
             weighted diagonal of 1).
         odd_terms: how many characters that is, sum of C(M, order) (reported by the diagnostics).
+        unit_weights: (M,) or None (all 1): a character's prior variance is the product of its members'
+            weights (the heredity weights of _heredity_weights), before the kernel's scaling.
         surrogate: whether a boosted-tree surrogate is the control variate (SURROGATE).
     """
 
@@ -107,6 +113,7 @@ class Settings:
     odd_orders: tuple[int, ...] = ()
     odd_share: float = 0.0
     odd_terms: int = 0
+    unit_weights: np.ndarray | None = None
     surrogate: bool = False
 
     @property
@@ -118,9 +125,10 @@ class Settings:
 LINEAR = Settings(linear_ridge=0.0)  # plain KernelSHAP
 
 
-def with_interactions(linear_ridge: float, orders: tuple[int, ...], share: float, n_features: int) -> Settings:
+def with_interactions(linear_ridge: float, orders: tuple[int, ...], share: float, n_features: int,
+                      unit_weights: np.ndarray | None = None) -> Settings:
     """Settings fitting every odd character of the given orders over M = n_features units."""
-    return Settings(linear_ridge, orders, share, sum(math.comb(n_features, order) for order in orders))
+    return Settings(linear_ridge, orders, share, sum(math.comb(n_features, order) for order in orders), unit_weights)
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,8 @@ class Estimate:
                            - self.trees.predict(np.zeros((1, masks.shape[1]), dtype=bool))[0])
         else:
             offset = 0.0
-        interactions = _kernel(x, self.support, self.settings.odd_orders, self.kernel_scales) @ self.dual
+        interactions = _kernel(x, self.support, self.settings.odd_orders, self.kernel_scales,
+                               _weights(self.settings, masks.shape[1])) @ self.dual
         return offset + delta / 2.0 + x @ self.odd_linear + interactions
 
 
@@ -188,7 +197,8 @@ def _regression(masks: np.ndarray, gains: np.ndarray, delta: float, settings: Se
                         parameters=0.0, influence=None, settings=LINEAR)
     x, target, weight = _paired(masks, gains, delta)
     if settings is None:
-        settings, model = _choose(x, target, weight, _unseen_strata(masks[0::2]))
+        even = (gains[0::2] + gains[1::2]) / 2.0
+        settings, model = _choose(x, target, weight, _unseen_strata(masks[0::2]), even)
     else:
         model = _Model(x, target, weight, settings)
     solution = model.solve(settings.odd_share, settings.linear_ridge)
@@ -199,7 +209,7 @@ def _regression(masks: np.ndarray, gains: np.ndarray, delta: float, settings: Se
                         row_residual=np.repeat(solution.residual, 2) * np.tile([1.0, -1.0], len(x)),
                         parameters=solution.parameters, influence=None, settings=settings)
     scales = model.scales(settings.odd_share)
-    shapley_rows = _interaction_shapley_rows(x, settings.odd_orders, scales)
+    shapley_rows = _interaction_shapley_rows(x, settings.odd_orders, scales, _weights(settings, n_features))
     left_out = solution.residual / np.maximum(solution.left_out, LEVERAGE_FLOOR)
     return Estimate(phi=linear + solution.dual @ shapley_rows, odd_linear=linear / 2.0, support=x,
                     dual=solution.dual, kernel_scales=scales,
@@ -241,55 +251,74 @@ def _paired(masks: np.ndarray, gains: np.ndarray, delta: float) -> tuple[np.ndar
 
 # --- odd characters of one order, summed in closed form ----------------------------------------------
 
-def _elementary(total: np.ndarray, count: int, order: int) -> np.ndarray:
-    """e_order of `count` values in {-1, 1} with sum `total` (any shape): Newton's identities with the power
-    sums p_i = total (odd i) and count (even i). Exact in float64 while the values stay below 2^53."""
-    e = [np.ones_like(total, dtype=float)]
+def _elementary(power_sum: Callable[[int], np.ndarray | float], order: int) -> np.ndarray | float:
+    """e_order from the power sums p_i = power_sum(i), i = 1..order, by Newton's identities. For values
+    w_j x_j with x in {-1, 1}: p_i = x . w^i for odd i and sum(w^i) for even i. Exact in float64 for unit
+    weights while the values stay below 2^53."""
+    e = [1.0]
     for k in range(1, order + 1):
-        e.append(sum((-1.0) ** (i - 1) * e[k - i] * (total if i % 2 else count) for i in range(1, k + 1)) / k)
+        e.append(sum((-1.0) ** (i - 1) * e[k - i] * power_sum(i) for i in range(1, k + 1)) / k)
     return e[order]
 
 
-def _kernel(x: np.ndarray, y: np.ndarray, orders: tuple[int, ...], scales: tuple[float, ...]) -> np.ndarray:
-    """(n, p) sum over the orders o of scale_o sum_{|T| = o} c_T(x) c_T(y) for x (n, M), y (p, M) in {-1, 1},
-    with the centred characters c_T(x) = prod_{j in T} x_j - sum(x) / M (0 at the empty and full coalitions).
+def _weights(settings: Settings, n_features: int) -> np.ndarray:
+    """(M,) the per-unit weights of the characters (a character's weight is the product over its members)."""
+    return np.ones(n_features) if settings.unit_weights is None else np.asarray(settings.unit_weights)
 
-    sum_T prod_T x_j y_j is e_o of u = x * y (u in {-1, 1}^M, sum(u) = x . y), sum_T prod_T x_j = e_o(x)."""
+
+def _kernel(x: np.ndarray, y: np.ndarray, orders: tuple[int, ...], scales: tuple[float, ...],
+            weights: np.ndarray) -> np.ndarray:
+    """(n, p) sum over the orders o of scale_o sum_{|T| = o} w_T c_T(x) c_T(y) for x (n, M), y (p, M) in {-1, 1},
+    w_T = prod_{j in T} weights_j, with the centred characters c_T(x) = prod_{j in T} x_j - sum(x) / M (0 at
+    the empty and full coalitions).
+
+    sum_T w_T prod_T x_j y_j is e_o of the values weights_j u_j, u = x * y; sum_T w_T prod_T x_j = e_o of
+    weights_j x_j; sum_T w_T = e_o(weights)."""
     n_features = x.shape[1]
     out = np.zeros((len(x), len(y)))
     if not orders or not len(x) or not len(y):
         return out
-    inner, sx, sy = x @ y.T, x.sum(axis=1), y.sum(axis=1)
+    even = [float((weights ** i).sum()) for i in range(max(orders) + 1)]
+    products = {i: (x * weights ** i) @ y.T for i in range(1, max(orders) + 1, 2)}
+    sx, sy = x.sum(axis=1), y.sum(axis=1)
     for order, scale in zip(orders, scales):
-        ex, ey = _elementary(sx, n_features, order), _elementary(sy, n_features, order)
-        centred = (_elementary(inner, n_features, order) - np.outer(ex, sy) / n_features - np.outer(sx, ey) / n_features
-                   + math.comb(n_features, order) * np.outer(sx, sy) / n_features ** 2)
-        out += scale * centred
+        inner = _elementary(lambda i: products[i] if i % 2 else even[i], order)
+        ex = _elementary(lambda i: x @ weights ** i if i % 2 else even[i], order)
+        ey = _elementary(lambda i: y @ weights ** i if i % 2 else even[i], order)
+        total = _elementary(lambda i: even[i], order)
+        out += scale * (inner - np.outer(ex, sy) / n_features - np.outer(sx, ey) / n_features
+                        + total * np.outer(sx, sy) / n_features ** 2)
     return out
 
 
-def _kernel_diagonal(x: np.ndarray, order: int) -> np.ndarray:
-    """(p,) the order's centred kernel of each row of x (p, M) with itself: sum_T c_T(x)^2."""
-    n_features, total = x.shape[1], x.sum(axis=1)
-    count = math.comb(n_features, order)
-    return count - 2.0 * total * _elementary(total, n_features, order) / n_features + count * total ** 2 / n_features ** 2
+def _kernel_diagonal(x: np.ndarray, order: int, weights: np.ndarray) -> np.ndarray:
+    """(p,) the order's centred kernel of each row of x (p, M) with itself: sum_T w_T c_T(x)^2."""
+    n_features, sx = x.shape[1], x.sum(axis=1)
+    total = _elementary(lambda i: float((weights ** i).sum()), order)
+    ex = _elementary(lambda i: x @ weights ** i if i % 2 else float((weights ** i).sum()), order)
+    return total - 2.0 * sx * ex / n_features + total * sx ** 2 / n_features ** 2
 
 
-def _interaction_shapley_rows(x: np.ndarray, orders: tuple[int, ...], scales: tuple[float, ...]) -> np.ndarray:
+def _interaction_shapley_rows(x: np.ndarray, orders: tuple[int, ...], scales: tuple[float, ...],
+                              weights: np.ndarray) -> np.ndarray:
     """(p, M): row k is the Shapley value (exact) of the function K(x_k, 2z - 1) of z (the kernel of _kernel),
     so that f(z) = sum_k dual_k K(x_k, 2z - 1) has Shapley values dual @ rows.
 
-    K(x_k, .) = sum_T a_T c_T with a_T = scale_o c_T(x_k); the Shapley value of prod_{j in T} x_j is
+    K(x_k, .) = sum_T a_T c_T with a_T = scale_o w_T c_T(x_k); the Shapley value of prod_{j in T} x_j is
     2 / |T| for each member of an odd T and that of sum(x) / M is 2 / M each, so unit j gets
-    sum_o scale_o (2 / o sum_{T ni j} c_T(x_k) - 2 / M sum_T c_T(x_k)), where
-    sum_{T ni j} prod_T x = x_j e_{o-1}(x without j)."""
+    sum_o scale_o (2 / o sum_{T ni j} w_T c_T(x_k) - 2 / M sum_T w_T c_T(x_k)), where
+    sum_{T ni j} w_T prod_T x = w_j x_j e_{o-1}(the values w_i x_i, i != j)."""
     n_features = x.shape[1]
     rows = np.zeros(x.shape)
     total = x.sum(axis=1)
     for order, scale in zip(orders, scales):
-        members = x * _elementary(total[:, None] - x, n_features - 1, order - 1) \
-            - math.comb(n_features - 1, order - 1) * total[:, None] / n_features
-        everything = _elementary(total, n_features, order) - math.comb(n_features, order) * total / n_features
+        def others(i):
+            return (x @ weights ** i)[:, None] - x * weights ** i if i % 2 else float((weights ** i).sum()) - weights ** i
+        containing = weights * _elementary(lambda i: float((weights ** i).sum()) - weights ** i, order - 1)
+        members = weights * x * _elementary(others, order - 1) - containing * total[:, None] / n_features
+        every = _elementary(lambda i: float((weights ** i).sum()), order)
+        everything = _elementary(lambda i: x @ weights ** i if i % 2 else float((weights ** i).sum()), order) \
+            - every * total / n_features
         rows += scale * (2.0 / order * members - 2.0 / n_features * everything[:, None])
     return rows
 
@@ -332,11 +361,12 @@ class _Model:
         self.orders = settings.odd_orders
         if not self.orders:
             return
+        weights = _weights(settings, n_features)
         self.norms = []
         for order in self.orders:
-            mean = float(weight @ _kernel_diagonal(x, order)) / n_pairs
+            mean = float(weight @ _kernel_diagonal(x, order, weights)) / n_pairs
             self.norms.append(1.0 / mean if mean > 0.0 else 0.0)
-        self.gram = _kernel(x, x, self.orders, tuple(self.norms)) * np.outer(self.root, self.root)
+        self.gram = _kernel(x, x, self.orders, tuple(self.norms), weights) * np.outer(self.root, self.root)
         self.eigenvectors = None
 
     def decompose(self) -> _Model:
@@ -402,13 +432,16 @@ class _Model:
         return float((((self.root * solution.residual)[scored] / left_out) ** 2).sum())
 
 
-def _choose(x: np.ndarray, target: np.ndarray, weight: np.ndarray, sampled: np.ndarray) -> tuple[Settings, _Model]:
+def _choose(x: np.ndarray, target: np.ndarray, weight: np.ndarray, sampled: np.ndarray,
+            even: np.ndarray) -> tuple[Settings, _Model]:
     """(Settings, the model that fits them) from the data: the linear ridge by leave-one-out, then the
-    interactions (orders and share) if their leave-one-out error is below the linear fit's.
+    interactions (orders, unit weights, share and the linear ridge again) if their leave-one-out error is
+    below the linear fit's; even (p,) are the pairs' even parts (v(z) + v(1 - z)) / 2 - v(empty).
 
     Errors are scored on the pairs of incompletely enumerated strata only (`sampled` bool (p,)): the
     coalitions the plan did not evaluate are all in those strata, and the complete strata's few heavy
-    pairs would otherwise dominate (their leverage is close to 1).
+    pairs would otherwise dominate (their leverage is close to 1). Characters weighted by heredity must
+    beat the best unweighted fit by HEREDITY_MARGIN: their weights are themselves fitted, one more choice.
     """
     n_pairs, n_features = x.shape
     if n_pairs > n_features - 1 and _fits_exactly(x, target, weight):
@@ -417,19 +450,44 @@ def _choose(x: np.ndarray, target: np.ndarray, weight: np.ndarray, sampled: np.n
     unit = (weight @ linear ** 2).mean() / n_pairs * np.ones(n_features - 1)
     grid = RIDGE_GRID + NEAR_SQUARE_GRID if n_pairs < NEAR_SQUARE * n_features else RIDGE_GRID
     ridge = _loo_ridge(linear, target, weight, np.zeros(n_features - 1), unit, sampled, grid) if SHRINKAGE else 0.0
-    best = Settings(ridge)
-    best_model = _Model(x, target, weight, best)
-    best_error = best_model.left_out_error(0.0, sampled)
+    best = (math.nan, Settings(ridge), _Model(x, target, weight, Settings(ridge)))
+    best = (best[2].left_out_error(0.0, sampled), *best[1:])
     if not INTERACTIONS or not INTERACTION_PAIRS * n_features <= n_pairs <= MAX_KERNEL_PAIRS:
-        return best, best_model
-    for orders in (orders for orders in ODD_ORDERS if max(orders) <= n_features):
-        model = _Model(x, target, weight, with_interactions(ridge, orders, 1.0, n_features)).decompose()
-        for share in ODD_SHARES:
-            for linear_ridge in [g for g in JOINT_RIDGES if g < ridge] + [ridge]:
-                error = model.left_out_error(share, sampled, linear_ridge)
-                if error < best_error:
-                    best, best_model, best_error = with_interactions(linear_ridge, orders, share, n_features), model, error
-    return best, best_model
+        return best[1], best[2]
+    weightings = [None] + ([_heredity_weights(x, even, weight)] if HEREDITY else [])
+    for unit_weights in weightings:
+        chosen = best
+        for orders in (orders for orders in ODD_ORDERS if max(orders) <= n_features):
+            settings = with_interactions(ridge, orders, 1.0, n_features, unit_weights)
+            model = _Model(x, target, weight, settings).decompose()
+            for share in ODD_SHARES:
+                for linear_ridge in [g for g in JOINT_RIDGES if g < ridge] + [ridge]:
+                    error = model.left_out_error(share, sampled, linear_ridge)
+                    if error < chosen[0]:
+                        chosen = (error, with_interactions(linear_ridge, orders, share, n_features, unit_weights), model)
+        if unit_weights is None or chosen[0] < (1.0 - HEREDITY_MARGIN) * best[0]:
+            best = chosen
+    return best[1], best[2]
+
+
+def _heredity_weights(x: np.ndarray, even: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(M,) each unit's pair-interaction strength in the game's even part, mean 1 (all 1 when there is none).
+
+    The pairs observe v_even(x) = (v(z) + v(1 - z)) / 2 too, which the odd fit does not use. Its pair terms
+    sum_{a<b} g_ab x_a x_b are fitted by kernel ridge regression (kernel e_2(x * x') = ((x . x')^2 - M) / 2,
+    prior variance HEREDITY_SHARE, pair weights as the odd fit's) after removing the weighted mean, and
+    unit j's weight is ||g_j.||_2: a unit that interacts with others in the even part (a unanimity term
+    over T has pair terms on every pair of T) is likely a member of odd interactions too (heredity)."""
+    n_pairs, n_features = x.shape
+    root = np.sqrt(weight)
+    centred = even - weight @ even / weight.sum()
+    gram = ((x @ x.T) ** 2 - n_features) / (n_features * (n_features - 1))     # diagonal 1
+    system = np.eye(n_pairs) + HEREDITY_SHARE * gram * np.outer(root, root)
+    dual = root * np.linalg.solve(system, root * centred)
+    pairs = x.T @ (dual[:, None] * x)                                          # (M, M): g_ab up to a factor
+    np.fill_diagonal(pairs, 0.0)
+    strength = np.sqrt((pairs ** 2).sum(axis=1))
+    return strength / strength.mean() if strength.mean() > 0.0 else np.ones(n_features)
 
 
 def _fits_exactly(x: np.ndarray, target: np.ndarray, weight: np.ndarray) -> bool:
