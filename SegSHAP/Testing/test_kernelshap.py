@@ -285,7 +285,7 @@ def test_shrinkage_rescues_near_square_designs_and_vanishes_as_pairs_grow():
                 assert chosen.settings.linear_ridge > 0.0
                 plain.append(np.mean((linear.phi - phi) ** 2))
                 shrunk.append(np.mean((chosen.phi - phi) ** 2))
-            linear_only = estimate(masks, gains, delta, type(chosen.settings)(chosen.settings.linear_ridge, LINEAR.triples, 0.0))
+            linear_only = estimate(masks, gains, delta, type(chosen.settings)(chosen.settings.linear_ridge))
             change.append(np.abs(linear_only.phi - linear.phi).sum() / np.abs(linear.phi).sum())
     assert np.mean(shrunk) < 0.6 * np.mean(plain)                          # measured: 0.38 times
     by_budget = np.array(change).reshape(3, 3).mean(axis=1)
@@ -318,7 +318,7 @@ def test_near_square_designs_may_shrink_strongly_and_only_they():
     assert np.mean(strong) < 0.6 * np.mean(capped)                        # measured: 0.34 times
 
 
-def test_triples_are_tried_beyond_one_per_pair_and_chosen_by_held_out_error():
+def test_interactions_are_tried_beyond_one_triple_per_pair_and_chosen_by_left_out_error():
     from SegSHAPLib.shapley.estimator import LINEAR, estimate
 
     game, phi = unanimity_game(12, 1, orders=(3,), terms=6)               # odd part: linear + 6 triples
@@ -326,27 +326,127 @@ def test_triples_are_tried_beyond_one_per_pair_and_chosen_by_held_out_error():
     for seed in range(2):
         masks, gains, delta = planned(game, 12, 400, seed)                 # 199 pairs, C(12, 3) = 220 triples
         chosen = estimate(masks, gains, delta)
-        assert len(chosen.settings.triples) == 220 > len(masks) // 2 and chosen.settings.triple_ridge > 0.0
+        assert chosen.settings.odd_orders == (3,) and chosen.settings.odd_share > 0.0
+        assert chosen.settings.odd_terms == 220 > len(masks) // 2
         assert abs(chosen.phi.sum() - delta) < 1e-12
         chosen_error.append(np.mean((chosen.phi - phi) ** 2))
         linear_error.append(np.mean((estimate(masks, gains, delta, LINEAR).phi - phi) ** 2))
-    assert np.mean(chosen_error) < np.mean(linear_error)                   # measured: 0.89 times
+    assert np.mean(chosen_error) < 0.5 * np.mean(linear_error)             # measured: 0.11 times
+
+
+def all_triples(n: int) -> np.ndarray:
+    """(C(n, 3), 3) every a < b < c."""
+    return np.array(list(itertools.combinations(range(n), 3)))
+
+
+@pytest.mark.parametrize("n,budget,share", [(10, 300, 3.0), (12, 400, 100.0), (13, 200, 0.5)])
+def test_kernel_fit_equals_the_primal_fit_over_every_triple(n, budget, share):
+    """The dual (kernel) solve against the explicit ridge regression on [L, all centred triple characters]
+    with the same penalties: phi, the fitted odd part and its predictions agree to rounding."""
+    from SegSHAPLib.shapley import estimator
+    from SegSHAPLib.shapley.fit import helmert_basis, size_weights
+
+    game, _ = unanimity_game(n, 2, orders=(3, 4, 5), terms=8)
+    masks, gains, delta = planned(game, n, budget, 1)
+    settings = estimator.with_interactions(0.3, (3,), share, n)
+    dual = estimator.estimate(masks, gains, delta, settings)
+    x = 2.0 * masks[0::2] - 1.0                                            # the primal fit, written out
+    weight = size_weights(masks)[0::2]
+    weight = weight / weight.mean()
+    target = (gains[0::2] - gains[1::2]) / 2.0 - delta / (2.0 * n) * x.sum(axis=1)
+    triples = all_triples(n)
+    linear = x @ helmert_basis(n) / 2.0
+    characters = x[:, triples].prod(axis=2) - x.sum(axis=1, keepdims=True) / n
+    design = np.hstack([linear, characters])
+    kernel_diagonal = (weight @ characters ** 2) / len(x)                   # mean weighted diagonal of the kernel
+    penalty = np.concatenate([np.full(n - 1, 0.3 * (weight @ linear ** 2).mean() / len(x)),
+                              np.full(len(triples), kernel_diagonal.sum() / share)])
+    coefficients = np.linalg.solve(design.T @ (weight[:, None] * design) + np.diag(penalty), design.T @ (weight * target))
+    beta, c = coefficients[:n - 1], coefficients[n - 1:]
+    phi = delta / n + helmert_basis(n) @ beta - 2.0 * c.sum() / n
+    phi += np.bincount(triples.ravel(), weights=np.repeat(2.0 * c / 3.0, 3), minlength=n)
+    np.testing.assert_allclose(dual.phi, phi, rtol=0, atol=1e-10)
+    probe = np.random.default_rng(0).random((50, n)) < 0.5
+    xp = 2.0 * probe - 1.0
+    odd = xp @ (delta / n + helmert_basis(n) @ beta) / 2.0 + (xp[:, triples].prod(axis=2) - xp.sum(axis=1, keepdims=True) / n) @ c
+    np.testing.assert_allclose(dual.predict(probe, delta), delta / 2.0 + odd, rtol=0, atol=1e-10)
+
+
+def test_interaction_influence_is_the_derivative_of_phi_times_the_left_out_residual():
+    """The standard errors of an interaction fit scatter each pair's influence on phi: d phi / d t_k (checked by
+    finite differences of the whole fit) times the pair's left-out residual."""
+    from SegSHAPLib.shapley import estimator
+
+    game, _ = unanimity_game(11, 3, orders=(3, 4), terms=8)
+    masks, gains, delta = planned(game, 11, 300, 2)
+    settings = estimator.with_interactions(0.3, (3,), 10.0, 11)
+    chosen = estimator.estimate(masks, gains, delta, settings)
+    x, target, weight = estimator._paired(masks, gains, delta)
+    solution = estimator._Model(x, target, weight, settings).solve(settings.odd_share)
+    left_out = solution.residual / solution.left_out
+    np.testing.assert_allclose(chosen.row_residual[0::2], left_out, rtol=1e-12)
+    sensitivity = chosen.influence / left_out[:, None]
+    step = 1e-4
+    for k in (0, 17, 90):
+        moved = gains.copy()
+        moved[2 * k] += 2.0 * step                                         # t_k = (g_2k - g_2k+1) / 2 - ... moves by step
+        change = (estimator.estimate(masks, moved, delta, settings).phi - chosen.phi) / step
+        np.testing.assert_allclose(change, sensitivity[k], rtol=0, atol=1e-8)
+    assert np.allclose(sensitivity.sum(axis=1), 0.0)                       # efficiency: phi's sum does not move
 
 
 def test_odd_triples_recover_a_known_odd_interaction():
-    from SegSHAPLib.shapley.estimator import LINEAR, Settings, estimate
+    from SegSHAPLib.shapley.estimator import LINEAR, estimate, with_interactions
 
     game, phi = unanimity_game(10, 1, orders=(3,), terms=3)               # order-3 terms: odd part linear + triples
     masks, gains, delta = planned(game, 10, 700, 0)
-    triples = np.array([(a, b, c) for a in range(10) for b in range(a + 1, 10) for c in range(b + 1, 10)])
-    with_triples = estimate(masks, gains, delta, Settings(0.0, triples, 0.0))
-    np.testing.assert_allclose(with_triples.phi, phi, rtol=0, atol=1e-9)
-    assert np.abs(estimate(masks, gains, delta, LINEAR).phi - phi).max() > 1e-4
+    with_triples = estimate(masks, gains, delta, with_interactions(0.0, (3,), 1e9, 10))   # an almost flat prior
+    np.testing.assert_allclose(with_triples.phi, phi, rtol=0, atol=1e-6)
+    assert np.abs(estimate(masks, gains, delta, LINEAR).phi - phi).max() > 1e-3
     assert abs(with_triples.phi.sum() - delta) < 1e-12                     # efficiency holds with the triples too
 
 
-def test_any_triples_leave_full_enumeration_exact():
-    from SegSHAPLib.shapley.estimator import Settings, estimate
+def test_planted_odd_triples_are_fitted_at_32_units():
+    """M = 32 has 4,960 triples, more than the 1,023 pairs of budget 2048 and beyond any explicit list the
+    solver could afford: the kernel fit takes them all, leave-one-out error picks it over the linear fit, and
+    phi's error drops."""
+    from SegSHAPLib.shapley.estimator import LINEAR, estimate
+
+    game, phi = unanimity_game(32, 7, orders=(3,), terms=5)
+    chosen_error, linear_error = [], []
+    for seed in range(2):
+        masks, gains, delta = planned(game, 32, 2048, seed)
+        chosen = estimate(masks, gains, delta)
+        assert chosen.settings.odd_orders == (3,) and chosen.settings.odd_terms == math.comb(32, 3)
+        assert abs(chosen.phi.sum() - delta) < 1e-12
+        chosen_error.append(np.mean((chosen.phi - phi) ** 2))
+        linear_error.append(np.mean((estimate(masks, gains, delta, LINEAR).phi - phi) ** 2))
+    assert np.mean(chosen_error) < 0.7 * np.mean(linear_error)             # measured: 0.44 times
+
+
+def test_a_planted_odd_triple_is_recovered_at_32_units_by_heredity():
+    """One strong unanimity triple among 32 units: the even part's pair terms single out its three members, the
+    characters weighted by them beat the unweighted kernel by leave-one-out, and phi is recovered."""
+    from SegSHAPLib.shapley.estimator import LINEAR, estimate
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=32) * 0.1
+    game = lambda Z: Z @ a + 2.0 * Z[:, [3, 17, 29]].all(axis=1)         # noqa: E731
+    phi = a.copy()
+    phi[[3, 17, 29]] += 2.0 / 3.0
+    for seed in range(2):
+        masks, gains, delta = planned(game, 32, 2048, seed)
+        chosen, linear = estimate(masks, gains, delta), estimate(masks, gains, delta, LINEAR)
+        assert chosen.settings.unit_weights is not None
+        assert set(np.argsort(chosen.settings.unit_weights)[-3:]) == {3, 17, 29}
+        error = np.abs(chosen.phi - phi).max()
+        assert error < 0.1 * np.abs(linear.phi - phi).max() and error < 0.005   # measured: 0.0016-0.0019 (linear 0.03-0.04)
+        assert abs(chosen.phi.sum() - delta) < 1e-12
+
+
+@pytest.mark.parametrize("orders,share,weighted", [((3,), 0.1, False), ((3,), 30.0, True), ((3, 5), 3.0, False)])
+def test_any_interactions_leave_full_enumeration_exact(orders, share, weighted):
+    from SegSHAPLib.shapley.estimator import estimate, with_interactions
     from SegSHAPLib.shapley.fit import exact_shapley
     from SegSHAPLib.shapley.plan import sampled_plan
 
@@ -354,12 +454,33 @@ def test_any_triples_leave_full_enumeration_exact():
     plan = sampled_plan(8, 256, np.random.default_rng(0))                 # every stratum complete
     values = game(plan.masks)
     exact = exact_shapley(plan.masks, values)
-    rng = np.random.default_rng(1)
-    triples = np.array([(a, b, c) for a in range(8) for b in range(a + 1, 8) for c in range(b + 1, 8)])
-    for count in (5, 20, 56):
-        chosen = Settings(0.0, triples[np.sort(rng.choice(len(triples), count, replace=False))], 1e-2)
-        phi = estimate(plan.masks[2:], values[2:] - values[0], float(values[1] - values[0]), chosen).phi
-        np.testing.assert_allclose(phi, exact, rtol=0, atol=1e-10)          # Shapley(surrogate) + Shapley(residual)
+    weights = np.random.default_rng(2).uniform(0.1, 3.0, 8) if weighted else None
+    chosen = estimate(plan.masks[2:], values[2:] - values[0], float(values[1] - values[0]),
+                      with_interactions(0.0, orders, share, 8, weights))
+    np.testing.assert_allclose(chosen.phi, exact, rtol=0, atol=1e-10)      # Shapley(surrogate) + Shapley(residual)
+    assert np.abs(chosen.dual).max() > 1e-6                               # the interactions did fit something
+
+
+@pytest.mark.parametrize("order,weighted", [(3, False), (3, True), (5, False), (5, True)])
+def test_kernel_and_its_shapley_rows_equal_their_characters_listed(order, weighted):
+    """The kernel from Newton's identities, its diagonal and the Shapley values of K(x_k, .) against the sums
+    over every order-set written out, with unit weights and with per-unit weights (w_T = prod of members')."""
+    from SegSHAPLib.shapley.estimator import _interaction_shapley_rows, _kernel, _kernel_diagonal
+
+    rng = np.random.default_rng(4)
+    x = np.where(rng.random((6, 9)) < 0.5, -1.0, 1.0)
+    weights = rng.uniform(0.2, 3.0, 9) if weighted else np.ones(9)
+    sets = np.array(list(itertools.combinations(range(9), order)))
+    prior = weights[sets].prod(axis=1)
+    characters = x[:, sets].prod(axis=2) - x.sum(axis=1, keepdims=True) / 9
+    np.testing.assert_allclose(_kernel(x, x, (order,), (2.0,), weights), 2.0 * (characters * prior) @ characters.T,
+                               rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(_kernel_diagonal(x, order, weights), (characters ** 2) @ prior, rtol=1e-12, atol=1e-9)
+    shapley = np.zeros((6, 9))                                             # Shapley(c_T) = 2/|T| 1_T - 2/M 1
+    for t, members in enumerate(sets):
+        shapley[:, members] += 2.0 / order * (2.0 * prior[t] * characters[:, t])[:, None]
+        shapley -= 2.0 / 9 * (2.0 * prior[t] * characters[:, t])[:, None]
+    np.testing.assert_allclose(_interaction_shapley_rows(x, (order,), (2.0,), weights), shapley, rtol=1e-10, atol=1e-9)
 
 
 # --- budget, batching, arguments ------------------------------------------------------------------
@@ -585,18 +706,21 @@ def test_a_larger_budget_reuses_every_coalition_of_a_smaller_one():
     np.testing.assert_array_equal(grown.phi, fresh.phi)
 
 
-def test_many_units_never_enumerate_the_triples():
-    """At M = 1,200 (fine FCC cells) C(M, 3) is 287 million triples, 6.9 GB of indices: the estimator counts them
-    before it would list them, and answers with the linear fit (the count is far above what the pairs support)."""
+@pytest.mark.parametrize("n,budget,characters", [(1200, 64, 0), (400, 2048, math.comb(400, 3))])
+def test_many_units_never_enumerate_the_triples(n, budget, characters):
+    """At M = 1,200 (fine FCC cells) C(M, 3) is 287 million triples, 6.9 GB of indices: the kernel fit never
+    lists them (its cost is in the pairs, p x p), and with fewer than 2 M pairs it is not even tried; at M = 400
+    with 1,023 pairs all 10.6 million triples are fitted within the same memory."""
     import tracemalloc
 
-    weights = np.linspace(-1.0, 1.0, 1200)
+    weights = np.linspace(-1.0, 1.0, n)
     tracemalloc.start()
-    result = kernel_shap(lambda keep: keep.astype(float) @ weights, 1200, 64, seed=0)
+    result = kernel_shap(lambda keep: keep.astype(float) @ weights + keep[:, :3].all(axis=1), n, budget, seed=0)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 500e6, f"{peak / 1e6:.0f} MB traced"
-    assert result.phi.shape == (1200,) and np.isclose(result.phi.sum(), weights.sum())
+    assert result.phi.shape == (n,) and np.isclose(result.phi.sum(), weights.sum() + 1.0)
+    assert result.diagnostics["estimator"]["odd_triples"] == characters
 
 
 def test_an_additive_game_whose_held_out_values_are_all_equal_scores_r2_one():

@@ -60,7 +60,8 @@ def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: 
       that each of the first k has a lower bound above the upper bound |phi| + z SE of every unit ranked
       after it (M in exact mode, 0 when nothing is resolved).
     - estimator: {"linear_ridge_pairs": the shrinkage towards the equal split, as a prior worth that
-      many pairs (0: none), "odd_triples": the number of odd order-3 interaction terms (0: linear),
+      many pairs (0: none), "odd_triples": the number of odd interaction characters fitted (Settings.odd_terms:
+      C(M, 3) when the kernel fit of every triple is used, 0: linear),
       "tree_surrogate": whether a boosted-tree control variate was used, "control_variate": whether a known
       game u was (the zoom's refined parent game, shapley.control)}.
     """
@@ -91,7 +92,7 @@ def diagnostics(plan: CoalitionPlan, values: np.ndarray, phi: np.ndarray, full: 
         "confidence_z": CONFIDENCE_Z,
         "separated_top_units": _separated(phi, std_error),
         "estimator": {"linear_ridge_pairs": float(chosen.settings.linear_ridge),
-                      "odd_triples": int(len(chosen.settings.triples)),
+                      "odd_triples": int(chosen.settings.odd_terms),
                       "tree_surrogate": bool(chosen.settings.surrogate),
                       "control_variate": control is not None},
     }

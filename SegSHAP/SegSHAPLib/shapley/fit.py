@@ -75,7 +75,7 @@ def size_weights(masks: np.ndarray) -> np.ndarray:
 
 
 def fit(masks: np.ndarray, gains: np.ndarray, delta: float, residual: np.ndarray | None = None,
-        parameters: float | None = None) -> Fit:
+        parameters: float | None = None, influence: np.ndarray | None = None) -> Fit:
     """Constrained KernelSHAP fit on interior coalitions, by the normal equations in the Helmert basis.
 
     The design is well conditioned by construction (condition numbers near 1 once there are a few pairs
@@ -92,6 +92,11 @@ def fit(masks: np.ndarray, gains: np.ndarray, delta: float, residual: np.ndarray
             on the residual game); default: this fit's own residuals.
         parameters: effective number of fitted parameters behind `residual` for the degrees-of-freedom
             correction; default M - 1.
+        influence: (p, M) each pair's influence on another estimator's phi (shapley.estimator with
+            interactions: its row of d phi / d target times its left-out residual), whose scatter gives the
+            standard errors in place of this regression's; the degrees-of-freedom correction then counts the
+            M - 1 linear parameters (`parameters` is ignored: the interactions' share of the fit is in the
+            left-out residuals).
     """
     n_features = masks.shape[1]
     basis = helmert_basis(n_features)
@@ -104,42 +109,42 @@ def fit(masks: np.ndarray, gains: np.ndarray, delta: float, residual: np.ndarray
     inverse_gram = (eigenvectors[:, keep] / eigenvalues[keep]) @ eigenvectors[:, keep].T
     beta = inverse_gram @ (design.T @ (weights * target))
     residual = target - design @ beta if residual is None else residual
-    scores = (weights * residual)[:, None] * design
     singular = np.sqrt(eigenvalues[keep][::-1])
-    parameters = n_features - 1 if parameters is None else parameters
+    if influence is None:
+        scores = (weights * residual)[:, None] * design
+        influence = (scores[0::2] + scores[1::2]) @ inverse_gram @ basis.T
+        counted = n_features - 1 if parameters is None else parameters
+    else:
+        counted = n_features - 1                      # the interactions' share is in the left-out residuals
     return Fit(phi=delta / n_features + basis @ beta, singular_values=singular,
-               std_error=_sandwich_std_error(masks, scores, inverse_gram, basis, parameters))
+               std_error=_sandwich_std_error(masks, influence, counted))
 
 
-def _sandwich_std_error(masks: np.ndarray, scores: np.ndarray, inverse_gram: np.ndarray,
-                        basis: np.ndarray, parameters: float) -> np.ndarray:
+def _sandwich_std_error(masks: np.ndarray, influence: np.ndarray, parameters: float) -> np.ndarray:
     """Per-unit standard errors (M,) of phi for pairs drawn without replacement within size strata.
 
-    Var(beta) ~ c H^+ S H^+ with H = X^T W X and S = sum over strata of (1 - n_s/N_s) n_s/(n_s - 1)
-    times the scatter of the pair scores around their stratum mean (Taylor linearisation of the
-    regression estimator; a stratum with one sampled pair is scattered around zero), and
-    c = p / (p - k) the degrees-of-freedom correction for p pairs and k = `parameters` fitted
-    parameters (M - 1 for this regression alone). This treats the pairs of a sampled
-    stratum as a simple random sample; the plan's balanced draws are more accurate than that, so the
-    errors are conservative (mean squared SE >= the mean squared error in 64 of 66 benchmark cells,
-    min 0.89; benchmarks/README.md). Infinite when a stratum is sampled and p <= k (no degrees of freedom left).
-    masks bool (n, M) are the paired coalitions, scores (n, M-1) holds w_i r_i x_i per coalition,
-    inverse_gram (M-1, M-1) is H^+ and basis (M, M-1) is Q.
+    Var(phi_j) ~ c sum over strata of (1 - n_s/N_s) n_s/(n_s - 1) times the scatter of the pairs'
+    influences on phi_j around their stratum mean (Taylor linearisation of the estimator; a stratum with
+    one sampled pair is scattered around zero). For this regression a pair's influence is Q H^+ psi_k,
+    psi_k = sum over its two rows of w_i r_i (ZQ)_i its score, H = X^T W X; c = p / (p - k) is the
+    degrees-of-freedom correction for p pairs and k = `parameters` fitted parameters (M - 1 for this
+    regression alone). This treats the pairs of a sampled stratum as a simple random sample; the plan's
+    balanced draws are more accurate than that, so the errors are conservative (mean squared SE against
+    the mean squared error per benchmark cell in benchmarks/README.md). Infinite when a stratum is sampled
+    and p <= k (no degrees of freedom left). masks bool (n, M) are the paired coalitions, influence (p, M).
     """
-    pair_scores = scores[0::2] + scores[1::2]
     stratum = np.minimum(masks[0::2].sum(axis=1), masks.shape[1] - masks[0::2].sum(axis=1))
-    spread = np.zeros((scores.shape[1], scores.shape[1]))
+    spread = np.zeros(influence.shape[1])
     sampled = False
     for s in np.unique(stratum):
-        members = pair_scores[stratum == s]
+        members = influence[stratum == s]
         n, total = len(members), pair_count(masks.shape[1], int(s))
         if n >= total:
             continue
         sampled = True
         centred = members - members.mean(axis=0) if n > 1 else members
-        spread += (1.0 - n / total) * (n / max(n - 1, 1)) * centred.T @ centred
-    freedom = len(pair_scores) - parameters
+        spread += (1.0 - n / total) * (n / max(n - 1, 1)) * (centred ** 2).sum(axis=0)
+    freedom = len(influence) - parameters
     if sampled and freedom < 1.0:
         return np.full(masks.shape[1], np.inf)
-    covariance = basis @ inverse_gram @ spread @ inverse_gram @ basis.T * (len(pair_scores) / max(freedom, 1.0))
-    return np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    return np.sqrt(spread * (len(influence) / max(freedom, 1.0)))

@@ -14,10 +14,10 @@ standard errors are small enough.
   full, the others sampled without replacement with the same number per size (leverage scores, Musco &
   Witter, ICLR 2025) and balanced by herding (shapley.plan), solved as a weighted least-squares
   problem with the efficiency constraint eliminated exactly (shapley.fit) on the pairs' odd part, shrunk
-  towards the equal split when pairs are few and with odd interaction terms when the data support them
-  (shapley.estimator). Measured at equal budgets (benchmarks/bench_solver.py): mean squared error
-  0.002-0.85 times shap.KernelExplainer's in all 72 cells; ahead of the best shapiq 1.8 approximator
-  in 59 of 66 cells, up to 3 times behind it on unanimity games at M = 32 (benchmarks/README.md).
+  towards the equal split when pairs are few and with every odd triple (a kernel fit) when the data
+  support them (shapley.estimator). Measured at equal budgets (benchmarks/bench_solver.py): mean squared
+  error 0.002-0.41 times shap.KernelExplainer's in all 72 cells; ahead of the best shapiq 1.8
+  approximator in 65 of 66 cells, at most 1.28 times behind it (benchmarks/README.md).
 
 The whole plan is fixed by (M, budget, seed) before any value is asked for, so a run interrupted
 through `cancel` resumes from its `store` (protocol in shapley.store) to exactly the same result; and
@@ -323,7 +323,8 @@ def _residual_fit(plan: CoalitionPlan, values: np.ndarray, control: tuple[np.nda
     delta = float(residual[1] - residual[0])
     gains = residual[2:] - residual[0]
     chosen = estimate_phi(plan.masks[2:], gains, delta, LINEAR if plan.exact else None)
-    full = fit(plan.masks[2:], gains, delta, residual=chosen.row_residual, parameters=chosen.parameters)
+    full = fit(plan.masks[2:], gains, delta, residual=chosen.row_residual, parameters=chosen.parameters,
+               influence=chosen.influence)
     return chosen, full, chosen.phi if control is None else control[1] + chosen.phi
 
 
