@@ -1,7 +1,7 @@
 """``segshap demo`` finds the bundled sample CT, organ map and demo model wherever its module lives, and its first
 step is an exact organ explanation at the cost the patch memo counts.
 
-(The whole demo is a five-minute run, so CI checks its inputs and its plan here, counted but not run; the demo
+(The whole demo takes about a minute and a half idle, so CI checks its inputs and its plan here, counted but not run; the demo
 itself is `make demo`.)
 """
 
