@@ -141,6 +141,20 @@ def test_a_zooms_budget_advice_adds_the_cell_patterns_its_control_measures_first
     assert f"--budget {forecast} " in next(a for a in verdict(summary).actions if a.kind == "budget").text
 
 
+def test_a_zoom_of_a_sampled_parent_is_told_to_make_the_parent_exact_first():
+    M = 16
+    result = kernel_shap(_interacting(M), M, budget=48)
+    summary = _summary(result, [f"organ {j}" for j in range(M)], refine="/parent")
+    summary["refine"] = {"organs": ["organ 0"], "parent_units": 9, "parent_coalitions": 176,
+                         "control": {"used": False, "reason": "the parent was sampled"}}
+    advice = [a for a in verdict(summary).actions if "parent exactly" in a.advice]
+    assert len(advice) == 1 and "--budget 512" in advice[0].advice and advice[0].coalitions == 512 - 176
+    summary["refine"]["parent_coalitions"] = 512                     # an exact parent: no such advice
+    assert not any("parent exactly" in a.advice for a in verdict(summary).actions)
+    summary["refine"].update(parent_units=19, parent_coalitions=176)  # 2^19: not affordable, not advised
+    assert not any("parent exactly" in a.advice for a in verdict(summary).actions)
+
+
 def test_older_single_value_summary_and_unmeasured_cost():
     M = 16
     summary = _summary(kernel_shap(_interacting(M), M, budget=48), [f"organ {j}" for j in range(M)])

@@ -21,7 +21,9 @@ Rules (docs/method.md, section "Reading the diagnostics"):
 - actions, each with its cost measured in this run (patch forwards per newly evaluated coalition, seconds per
   patch forward of network time): a larger budget (the solver's forecast of the coalitions needed, up to exact
   enumeration; nested plans extend the run), a zoom (organs first, then the top organs' cells) for supervoxel
-  units, and coarser units (fewer refined organs, larger cells). Changing the units changes M; the coalitions
+  units, coarser units (fewer refined organs, larger cells), and for a zoom of a sampled parent with 2^M_parent
+  <= ``EXACT_PARENT_MAX`` the parent made exact first, so that it becomes the zoom's control variate (priced at
+  the parent's missing coalitions, at this run's rates). Changing the units changes M; the coalitions
   needed are scaled by M'/M from the forecast (the regression's variance grows about linearly with the number of
   units), at most 2^M' (exact enumeration).
 """
@@ -36,6 +38,7 @@ ZOOM_TOP = 2                 # the zoom the verdict suggests for supervoxel unit
 CELL_UNITS_SEPARATOR = " @ "  # hybrid and zoom cell names: "liver @ cell 23" (units.hybrid)
 SETTLED_SHOWN = 3            # settled units named in a headline
 COARSER_CELLS = 1.5          # the "coarser cells" fix: this times --fcc-scale-mm, about 1/3.4 of the cells
+EXACT_PARENT_MAX = 4096      # a zoom of a sampled parent is told to make it exact when 2^M_parent is at most this
 MINUS = "\u2212"
 
 
@@ -222,6 +225,13 @@ def _actions(summary: dict, own: dict, n_units: int) -> tuple[Action, ...]:
     control = summary.get("refine", {}).get("control") or {}
     measured = int(control.get("coalitions", 0)) if control.get("used") else 0   # a zoom's control takes them first
     actions = [_action("budget", budget_advice.format(target + measured), max(target - done, 0), rates)]
+    refine = summary.get("refine") or {}
+    parent_exact = 1 << int(refine.get("parent_units", 0))
+    if inputs.get("refine") and not control.get("used") and \
+            int(refine.get("parent_coalitions", parent_exact)) < parent_exact <= EXACT_PARENT_MAX:
+        actions.append(_action("zoom", f"explain the parent exactly first (rerun it with --budget {parent_exact}), "
+                                       "then this zoom again: the exact organ game becomes its control variate",
+                               parent_exact - int(refine["parent_coalitions"]), rates))
     cells = _cells_by_organ(own["units"])
     scale = COARSER_CELLS * float(inputs.get("fcc_scale_mm") or 30)
     coarser_cells = n_units - sum(len(c) - math.ceil(len(c) / COARSER_CELLS ** 3) for c in cells.values())
