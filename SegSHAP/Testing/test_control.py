@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SegSHAPLib.shapley.control import (RefinedParentGame, moebius, refined_parent_game, within_coalition_count,
-                                        within_unit_coalitions)
+from SegSHAPLib.shapley.control import (RefinedParentGame, moebius, new_within_coalitions, refined_parent_game,
+                                        within_coalition_count, within_unit_coalitions)
 from SegSHAPLib.shapley.fit import exact_shapley
 from SegSHAPLib.shapley.kernelshap import kernel_shap_many
 from SegSHAPLib.shapley.plan import exact_plan
@@ -110,3 +110,14 @@ def test_live_estimates_use_the_control_too():
     kernel_shap_many(lambda z: truth.values(z)[:, None], 8, 64, seed=2, batch_size=16, controls=[control],
                      estimate=seen.append)
     assert len(seen) >= 3 and all(live.phi[0] == pytest.approx(exact, abs=1e-9) for live in seen[1:])
+
+
+def test_the_new_cell_patterns_leave_out_the_full_and_the_parent_coalitions():
+    for parent_of, refined in (TWO_REFINED, ONE_REFINED):
+        new = new_within_coalitions(parent_of, refined)
+        assert len(new) == within_coalition_count(parent_of, refined)
+        assert not new.all(axis=1).any()
+        removed = ~new
+        for r in refined:                                          # no row removes exactly all of r's cells
+            cells = parent_of == r
+            assert not (removed[:, cells].all(axis=1) & (removed.sum(axis=1) == cells.sum())).any()

@@ -28,7 +28,7 @@ from SegSHAPLib.explain.refine import resolve_refinement
 from SegSHAPLib.explain.zoom_control import control_plan
 from SegSHAPLib.inference.case_store import cache_folder, model_digest
 from SegSHAPLib.inference.patch_timing import patch_seconds
-from SegSHAPLib.shapley.control import within_unit_coalitions
+from SegSHAPLib.shapley.control import new_within_coalitions
 from SegSHAPLib.shapley.kernelshap import coalition_keys, coalition_plan
 
 
@@ -149,10 +149,7 @@ def _zoom_control_coalitions(request, context) -> np.ndarray:
     refined, needed, reason = control_plan(parent_of, request.budget, exact, refused)
     if reason is not None:
         return np.zeros((0, context.n_units), dtype=bool)
-    patterns = within_unit_coalitions(parent_of, refined)
-    removed = (~patterns).sum(axis=1)
-    cells = np.bincount(parent_of)[parent_of[np.argmax(~patterns, axis=1)]]   # of the organ each row patterns
-    return patterns[(removed > 0) & (removed < cells)]                   # not the full or a parent coalition
+    return new_within_coalitions(parent_of, refined)
 
 
 def _journaled(request, masks: np.ndarray) -> np.ndarray:

@@ -222,10 +222,10 @@ def _actions(summary: dict, own: dict, n_units: int) -> tuple[Action, ...]:
     target = min(forecast, exact_count)
     budget_advice = ("rerun the same command with --budget {} (exact enumeration)" if target >= exact_count
                      else "rerun the same command with --budget {} (the run extends; nothing is recomputed)")
-    control = summary.get("refine", {}).get("control") or {}
+    refine = summary.get("refine") or {}
+    control = refine.get("control") or {}
     measured = int(control.get("coalitions", 0)) if control.get("used") else 0   # a zoom's control takes them first
     actions = [_action("budget", budget_advice.format(target + measured), max(target - done, 0), rates)]
-    refine = summary.get("refine") or {}
     parent_exact = 1 << int(refine.get("parent_units", 0))
     if inputs.get("refine") and not control.get("used") and \
             int(refine.get("parent_coalitions", parent_exact)) < parent_exact <= EXACT_PARENT_MAX:

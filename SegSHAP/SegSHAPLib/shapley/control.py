@@ -110,8 +110,16 @@ def cells_of(parent_of: np.ndarray, r: int) -> np.ndarray:
 
 def within_coalition_count(parent_of: np.ndarray, refined: tuple[int, ...]) -> int:
     """Coalitions of ``within_unit_coalitions`` that are neither the full coalition nor a parent coalition (the
-    ones a zoom evaluates on top of what the parent already has): sum_r 2^K_r - 2."""
+    ones a zoom evaluates on top of what the parent already has): sum_r 2^K_r - 2, counted without listing them."""
     return int(sum((1 << len(cells_of(parent_of, r))) - 2 for r in refined))
+
+
+def new_within_coalitions(parent_of: np.ndarray, refined: tuple[int, ...]) -> np.ndarray:
+    """bool (within_coalition_count, M): ``within_unit_coalitions`` without each block's first and last pattern
+    (no cell kept: a parent coalition; every cell kept: the full coalition)."""
+    masks = within_unit_coalitions(parent_of, refined)
+    ends = np.cumsum([1 << len(cells_of(parent_of, r)) for r in refined])
+    return np.delete(masks, np.concatenate([ends - 1, np.concatenate([[0], ends[:-1]])]), axis=0)
 
 
 def refined_parent_game(parent_values: np.ndarray, parent_of: np.ndarray, refined: tuple[int, ...],
@@ -187,9 +195,7 @@ def _closed_form_shapley(game: RefinedParentGame) -> np.ndarray:
             if not sel.any():
                 continue
             mass = dividends[sel]
-            size_range = t + np.arange(len(convolved))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                per_member = np.where(size_range > 0, convolved / np.maximum(size_range, 1), 0.0).sum()
+            per_member = (convolved / np.maximum(t + np.arange(len(convolved)), 1)).sum()   # size 0: T empty, no members
             parent_unit_phi += (unrefined_bits[sel].T @ mass) * per_member
             total = mass.sum()
             for k in inside_c:
